@@ -1,0 +1,51 @@
+//! [`Alignment`]: where each key's windows start.
+
+/// Where windows start.
+///
+/// # Example
+///
+/// ```
+/// use ratewindow::{Alignment, ManualClock, MemoryLimiter, Quota};
+///
+/// let clock = ManualClock::at_millis(1_700_000_000_000);
+/// let limiter = MemoryLimiter::builder(Quota::per_minute(10)?)
+///     .alignment(Alignment::Staggered)
+///     .clock(clock)
+///     .build()?;
+/// let a = limiter.check("tenant-a")?;
+/// let b = limiter.check("tenant-b")?;
+/// // Each key's minute starts at its own second, the same in every process.
+/// assert_ne!(a.window_end_ms(), b.window_end_ms());
+/// # Ok::<(), ratewindow::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Alignment {
+    /// Windows start at whole multiples of the window since the unix epoch (a minute window
+    /// starts at :00 of every minute), the same for every key, process and backend.
+    #[default]
+    Epoch,
+    /// Each key's windows are shifted by a phase in `[0, window)` derived from a fixed hash
+    /// (FNV-1a, 64-bit) of the key, identical in every process, so that keys' resets spread
+    /// across the window instead of all clients returning at :00.
+    Staggered,
+}
+
+impl Alignment {
+    /// The phase of `key`'s windows of `window_ms`.
+    pub(crate) fn offset_ms(self, key: &str, window_ms: u64) -> u64 {
+        match self {
+            Alignment::Epoch => 0,
+            Alignment::Staggered => crate::window::stagger_offset(key, window_ms),
+        }
+    }
+
+    /// The largest phase any key can have: what state cleanup must assume when it no longer
+    /// knows the key.
+    pub(crate) fn max_offset_ms(self, window_ms: u64) -> u64 {
+        match self {
+            Alignment::Epoch => 0,
+            Alignment::Staggered => window_ms - 1,
+        }
+    }
+}

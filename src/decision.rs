@@ -1,0 +1,379 @@
+//! [`Decision`]: what a limiter answers, and how it maps onto rate-limit headers.
+
+use std::fmt;
+use std::time::Duration;
+
+use crate::window;
+
+/// The most quotas one limiter enforces per key. A [`Decision`] keeps the state of every quota
+/// inline, so returning one never allocates.
+pub const MAX_QUOTAS: usize = 4;
+
+/// `X-RateLimit-Limit`: the binding quota's limit. Header names are lower case, as HTTP/2
+/// requires and `http::HeaderName::from_static` accepts; HTTP/1 matches them case-insensitively.
+pub const X_RATELIMIT_LIMIT: &str = "x-ratelimit-limit";
+/// `X-RateLimit-Remaining`: units left in the binding quota's current window.
+pub const X_RATELIMIT_REMAINING: &str = "x-ratelimit-remaining";
+/// `X-RateLimit-Reset`: when the binding quota's window ends, in unix epoch seconds.
+pub const X_RATELIMIT_RESET: &str = "x-ratelimit-reset";
+/// `Retry-After`: seconds until a denied request can succeed; sent only on denial.
+pub const RETRY_AFTER: &str = "retry-after";
+
+/// The state of one quota for one key, as of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct QuotaState {
+    limit: u64,
+    used: u64,
+    window_ms: u64,
+    window_end_ms: u64,
+    admits: bool,
+}
+
+impl QuotaState {
+    pub(crate) fn new(
+        limit: u64,
+        used: u64,
+        window_ms: u64,
+        window_end_ms: u64,
+        admits: bool,
+    ) -> Self {
+        QuotaState {
+            limit,
+            used,
+            window_ms,
+            window_end_ms,
+            admits,
+        }
+    }
+
+    /// The quota's limit per window.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Units counted in the current window, after this decision.
+    pub fn used(&self) -> u64 {
+        self.used
+    }
+
+    /// Units still available in the current window, after this decision.
+    pub fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.used)
+    }
+
+    /// The quota's window length.
+    pub fn window(&self) -> Duration {
+        Duration::from_millis(self.window_ms)
+    }
+
+    /// When the current window ends, in unix milliseconds (exclusive).
+    pub fn window_end_ms(&self) -> u64 {
+        self.window_end_ms
+    }
+
+    /// When the current window ends, in unix seconds, rounded up.
+    pub fn reset_epoch_secs(&self) -> u64 {
+        window::reset_epoch_secs(self.window_end_ms)
+    }
+
+    /// Whether this quota alone would have admitted the request.
+    pub fn admits(&self) -> bool {
+        self.admits
+    }
+}
+
+/// A limiter's answer to one request: allowed or denied, plus everything the rate-limit headers
+/// need.
+///
+/// With several quotas, the top-level accessors report the *binding* quota: when denied, the
+/// denying quota whose window ends last (waiting for it is the only way through); when allowed,
+/// the quota with the fewest units remaining (ties: the one whose window ends last).
+/// [`quotas`](Decision::quotas) exposes every quota's state.
+///
+/// # Example
+///
+/// ```
+/// use ratewindow::{Decision, MemoryLimiter, ManualClock, Quota};
+///
+/// let clock = ManualClock::at_millis(1_700_000_030_000);
+/// let limiter = MemoryLimiter::builder(Quota::per_minute(2)?).clock(clock).build()?;
+/// limiter.check("k")?;
+/// limiter.check("k")?;
+/// let denied: Decision = limiter.check("k")?;
+/// assert!(!denied.is_allowed());
+/// assert_eq!(denied.remaining(), 0);
+/// assert_eq!(denied.reset_epoch_secs(), 1_700_000_040);
+/// assert_eq!(denied.retry_after_secs(), Some(10));
+///
+/// let headers: Vec<(&str, String)> =
+///     denied.headers().map(|(name, value)| (name, value.to_string())).collect();
+/// assert_eq!(headers, [
+///     ("x-ratelimit-limit", "2".to_string()),
+///     ("x-ratelimit-remaining", "0".to_string()),
+///     ("x-ratelimit-reset", "1700000040".to_string()),
+///     ("retry-after", "10".to_string()),
+/// ]);
+/// # Ok::<(), ratewindow::Error>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    allowed: bool,
+    binding: u8,
+    len: u8,
+    now_ms: u64,
+    states: [QuotaState; MAX_QUOTAS],
+}
+
+impl Decision {
+    /// Builds a decision from every quota's state; `allowed` must be the conjunction of their
+    /// `admits`.
+    pub(crate) fn new(now_ms: u64, states: &[QuotaState]) -> Decision {
+        debug_assert!(!states.is_empty() && states.len() <= MAX_QUOTAS);
+        let allowed = states.iter().all(|s| s.admits);
+        let binding = if allowed {
+            // Fewest remaining, ties to the later reset.
+            (0..states.len()).min_by_key(|&i| {
+                (
+                    states[i].remaining(),
+                    std::cmp::Reverse(states[i].window_end_ms),
+                )
+            })
+        } else {
+            // The denying quota that blocks longest; ties to the first.
+            (0..states.len())
+                .filter(|&i| !states[i].admits)
+                .min_by_key(|&i| std::cmp::Reverse(states[i].window_end_ms))
+        };
+        let mut inline = [QuotaState::default(); MAX_QUOTAS];
+        inline[..states.len()].copy_from_slice(states);
+        Decision {
+            allowed,
+            binding: binding.unwrap_or(0) as u8,
+            len: states.len() as u8,
+            now_ms,
+            states: inline,
+        }
+    }
+
+    /// Whether the request was admitted (and, for `check`, charged).
+    pub fn is_allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// The binding quota's state.
+    pub fn binding(&self) -> &QuotaState {
+        &self.states[usize::from(self.binding)]
+    }
+
+    /// Every quota's state, in the order the limiter was configured with.
+    pub fn quotas(&self) -> &[QuotaState] {
+        &self.states[..usize::from(self.len)]
+    }
+
+    /// The binding quota's limit: `X-RateLimit-Limit`.
+    pub fn limit(&self) -> u64 {
+        self.binding().limit()
+    }
+
+    /// Units left in the binding quota's window: `X-RateLimit-Remaining`.
+    pub fn remaining(&self) -> u64 {
+        self.binding().remaining()
+    }
+
+    /// When the binding quota's window ends, in unix seconds rounded up: `X-RateLimit-Reset`.
+    pub fn reset_epoch_secs(&self) -> u64 {
+        self.binding().reset_epoch_secs()
+    }
+
+    /// When denied, the seconds until the binding window ends, rounded up and at least 1:
+    /// `Retry-After`. `None` when allowed.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        (!self.allowed).then(|| window::retry_after_secs(self.window_end_ms(), self.now_ms))
+    }
+
+    /// When the binding quota's window ends, in unix milliseconds (exclusive).
+    pub fn window_end_ms(&self) -> u64 {
+        self.binding().window_end_ms()
+    }
+
+    /// The exact time from the decision until the binding window ends.
+    pub fn time_to_reset(&self) -> Duration {
+        window::time_to_reset(self.window_end_ms(), self.now_ms)
+    }
+
+    /// The clock reading the decision was made at, in unix milliseconds.
+    pub fn decided_at_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// The rate-limit headers for this decision as `(name, value)` pairs: the three
+    /// `X-RateLimit-*` headers, then `Retry-After` when denied. Nothing is allocated: names are
+    /// constants and values are formatted into a buffer inside each [`HeaderInt`].
+    pub fn headers(&self) -> Headers {
+        let retry = self.retry_after_secs();
+        Headers {
+            values: [
+                self.limit(),
+                self.remaining(),
+                self.reset_epoch_secs(),
+                retry.unwrap_or(0),
+            ],
+            len: if retry.is_some() { 4 } else { 3 },
+            next: 0,
+        }
+    }
+}
+
+impl fmt::Debug for Decision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Decision")
+            .field("allowed", &self.allowed)
+            .field("limit", &self.limit())
+            .field("remaining", &self.remaining())
+            .field("reset_epoch_secs", &self.reset_epoch_secs())
+            .field("retry_after_secs", &self.retry_after_secs())
+            .field("time_to_reset", &self.time_to_reset())
+            .field("quotas", &self.quotas())
+            .finish()
+    }
+}
+
+const HEADER_NAMES: [&str; 4] = [
+    X_RATELIMIT_LIMIT,
+    X_RATELIMIT_REMAINING,
+    X_RATELIMIT_RESET,
+    RETRY_AFTER,
+];
+
+/// The iterator of [`Decision::headers`].
+#[derive(Debug, Clone)]
+pub struct Headers {
+    values: [u64; 4],
+    len: u8,
+    next: u8,
+}
+
+impl Iterator for Headers {
+    type Item = (&'static str, HeaderInt);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let i = usize::from(self.next);
+        if i >= usize::from(self.len) {
+            return None;
+        }
+        self.next += 1;
+        Some((HEADER_NAMES[i], HeaderInt::new(self.values[i])))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let left = usize::from(self.len - self.next);
+        (left, Some(left))
+    }
+}
+
+impl ExactSizeIterator for Headers {}
+
+/// An unsigned integer formatted in decimal into an inline buffer: a header value that needs no
+/// allocation. Dereferences to `str`.
+#[derive(Clone, Copy)]
+pub struct HeaderInt {
+    buf: [u8; 20],
+    start: u8,
+}
+
+impl HeaderInt {
+    /// Formats `value` in decimal.
+    pub fn new(mut value: u64) -> HeaderInt {
+        let mut buf = [0u8; 20];
+        let mut start = buf.len();
+        loop {
+            start -= 1;
+            buf[start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        HeaderInt {
+            buf,
+            start: start as u8,
+        }
+    }
+
+    /// The digits.
+    pub fn as_str(&self) -> &str {
+        // Only ASCII digits were written from `start` on.
+        std::str::from_utf8(self.as_bytes()).unwrap_or_default()
+    }
+
+    /// The digits as bytes, e.g. for `http::HeaderValue::from_bytes`.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.buf[usize::from(self.start)..]
+    }
+}
+
+impl std::ops::Deref for HeaderInt {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl fmt::Display for HeaderInt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Debug for HeaderInt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_int_formats_every_width() {
+        for value in [0, 7, 10, 99, 100, 1_700_000_040, u64::MAX] {
+            assert_eq!(HeaderInt::new(value).as_str(), value.to_string());
+        }
+    }
+
+    fn state(limit: u64, used: u64, window_end_ms: u64, admits: bool) -> QuotaState {
+        QuotaState::new(limit, used, 1000, window_end_ms, admits)
+    }
+
+    #[test]
+    fn binding_quota_when_allowed_has_fewest_remaining() {
+        let d = Decision::new(0, &[state(10, 9, 1000, true), state(100, 50, 60_000, true)]);
+        assert!(d.is_allowed());
+        assert_eq!((d.limit(), d.remaining()), (10, 1));
+        let tie = Decision::new(0, &[state(10, 9, 1000, true), state(100, 99, 60_000, true)]);
+        assert_eq!(tie.limit(), 100, "ties go to the later reset");
+        assert_eq!(tie.headers().len(), 3);
+        assert_eq!(tie.retry_after_secs(), None);
+    }
+
+    #[test]
+    fn binding_quota_when_denied_blocks_longest() {
+        let d = Decision::new(
+            500,
+            &[
+                state(10, 10, 1000, false),
+                state(100, 60, 60_000, true),
+                state(50, 50, 3_600_000, false),
+            ],
+        );
+        assert!(!d.is_allowed());
+        assert_eq!(d.limit(), 50);
+        assert_eq!(d.retry_after_secs(), Some(3600));
+        assert_eq!(d.time_to_reset(), Duration::from_millis(3_599_500));
+        assert_eq!(d.quotas().len(), 3);
+        let names: Vec<_> = d.headers().map(|(n, _)| n).collect();
+        assert_eq!(names, HEADER_NAMES);
+    }
+}

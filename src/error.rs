@@ -1,0 +1,126 @@
+//! The one error type of the crate.
+
+use std::fmt;
+
+/// Why a quota, a limiter or a call was rejected.
+///
+/// A request that is over its limit is **not** an error: it is a [`Decision`](crate::Decision)
+/// whose [`is_allowed`](crate::Decision::is_allowed) is `false`. Errors are reserved for input
+/// that can never be decided (an empty key, a cost above the limit, an invalid quota) and for a
+/// limiter that cannot take more state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Error {
+    /// A quota's limit was 0: it could never admit anything.
+    ZeroLimit,
+    /// A quota's window was shorter than one millisecond.
+    ZeroWindow,
+    /// A quota's window was not a whole number of milliseconds.
+    WindowNotWholeMillis,
+    /// A quota's window was longer than [`Quota::MAX_WINDOW`](crate::Quota::MAX_WINDOW).
+    WindowTooLong {
+        /// The window asked for, in milliseconds (saturated at `u64::MAX`).
+        window_ms: u64,
+    },
+    /// A quota specification such as `100/1m` could not be parsed.
+    InvalidQuotaSpec {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A limiter was built without any quota.
+    NoQuotas,
+    /// A limiter was given more quotas than [`MAX_QUOTAS`](crate::MAX_QUOTAS).
+    TooManyQuotas {
+        /// How many quotas were given.
+        count: usize,
+    },
+    /// A quota's limit is larger than the backend can count exactly for that window.
+    LimitTooLarge {
+        /// The limit asked for.
+        limit: u64,
+        /// The largest limit the backend supports for this window.
+        max: u64,
+    },
+    /// New quotas for a limiter that shares counters must keep the same windows, in order.
+    IncompatibleQuotas,
+    /// The key was empty.
+    EmptyKey,
+    /// The key was longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes.
+    KeyTooLong {
+        /// The key's length in bytes.
+        len: usize,
+    },
+    /// A cost of 0 was asked for; use `peek` to look without consuming.
+    ZeroCost,
+    /// The cost is larger than a quota's limit, so the request could never be admitted.
+    CostExceedsLimit {
+        /// The cost asked for.
+        cost: u64,
+        /// The smallest limit among the limiter's quotas.
+        limit: u64,
+    },
+    /// The clock read a time the limiter cannot represent (after the year 4000).
+    ClockOutOfRange {
+        /// The clock's reading, in unix milliseconds.
+        now_ms: u64,
+    },
+    /// The limiter already tracks `max_keys` keys whose windows are still open, so it cannot
+    /// take a new key without forgetting a count. Existing keys are still decided exactly.
+    CapacityExhausted {
+        /// The configured cap.
+        max_keys: usize,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::ZeroLimit => f.write_str("quota limit must be at least 1"),
+            Error::ZeroWindow => f.write_str("quota window must be at least 1 ms"),
+            Error::WindowNotWholeMillis => {
+                f.write_str("quota window must be a whole number of milliseconds")
+            }
+            Error::WindowTooLong { window_ms } => write!(
+                f,
+                "quota window of {window_ms} ms is longer than the maximum of {} ms",
+                crate::Quota::MAX_WINDOW.as_millis()
+            ),
+            Error::InvalidQuotaSpec { reason } => write!(f, "invalid quota: {reason}"),
+            Error::NoQuotas => f.write_str("a limiter needs at least one quota"),
+            Error::TooManyQuotas { count } => write!(
+                f,
+                "{count} quotas given, at most {} are supported",
+                crate::MAX_QUOTAS
+            ),
+            Error::LimitTooLarge { limit, max } => write!(
+                f,
+                "limit {limit} is larger than the {max} this backend can count for that window"
+            ),
+            Error::IncompatibleQuotas => {
+                f.write_str("new quotas must keep the same windows in the same order")
+            }
+            Error::EmptyKey => f.write_str("key is empty"),
+            Error::KeyTooLong { len } => write!(
+                f,
+                "key is {len} bytes long, the maximum is {}",
+                crate::MAX_KEY_LEN
+            ),
+            Error::ZeroCost => f.write_str("cost must be at least 1"),
+            Error::CostExceedsLimit { cost, limit } => {
+                write!(
+                    f,
+                    "cost {cost} exceeds the limit {limit} and can never be admitted"
+                )
+            }
+            Error::ClockOutOfRange { now_ms } => {
+                write!(f, "clock reading {now_ms} ms is out of the supported range")
+            }
+            Error::CapacityExhausted { max_keys } => write!(
+                f,
+                "limiter is tracking its maximum of {max_keys} keys with open windows"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,200 @@
+//! The [`RateLimiter`] trait that every backend implements, and its object-safe twin
+//! [`DynRateLimiter`] for backends chosen at run time.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use crate::{Decision, Error};
+
+/// A fixed-window rate limiter: one interface for every backend.
+///
+/// Methods return futures so that networked backends fit; the in-memory backend's futures are
+/// ready at once. Keys are any UTF-8 of 1 to [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes.
+///
+/// Semantics every backend shares (and the conformance suite checks):
+/// - a request is admitted only if **every** quota admits it, and only then is it charged to all;
+/// - a denied request consumes nothing: later decisions are exactly as if it never came;
+/// - a cost above a limit is [`Error::CostExceedsLimit`], not a denial (it could never succeed).
+///
+/// # Example: generic over the backend
+///
+/// ```
+/// use ratewindow::{MemoryLimiter, Quota, RateLimiter};
+///
+/// async fn handle<L: RateLimiter>(limiter: &L, api_key: &str) -> u16 {
+///     match limiter.check(api_key).await {
+///         Ok(decision) if decision.is_allowed() => 200,
+///         Ok(_) => 429,
+///         Err(_) => 400,
+///     }
+/// }
+///
+/// let limiter = MemoryLimiter::new(Quota::per_minute(1)?)?;
+/// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// # rt.block_on(async {
+/// assert_eq!(handle(&limiter, "key").await, 200);
+/// assert_eq!(handle(&limiter, "key").await, 429);
+/// assert_eq!(handle(&limiter, "").await, 400);
+/// # });
+/// # Ok::<(), ratewindow::Error>(())
+/// ```
+pub trait RateLimiter: Send + Sync {
+    /// Decides a request of `cost` units and, if it is allowed, charges it to every quota.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`], [`Error::KeyTooLong`], [`Error::ZeroCost`],
+    /// [`Error::CostExceedsLimit`], or a backend's own failure.
+    fn check_n(&self, key: &str, cost: u64)
+    -> impl Future<Output = Result<Decision, Error>> + Send;
+
+    /// [`check_n`](RateLimiter::check_n) with a cost of 1.
+    ///
+    /// # Errors
+    ///
+    /// As [`check_n`](RateLimiter::check_n).
+    fn check(&self, key: &str) -> impl Future<Output = Result<Decision, Error>> + Send {
+        self.check_n(key, 1)
+    }
+
+    /// The decision a request of cost 1 would get now, consuming nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`], [`Error::KeyTooLong`], or a backend's own failure.
+    fn peek(&self, key: &str) -> impl Future<Output = Result<Decision, Error>> + Send;
+
+    /// Forgets the key's usage in its current windows.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`], [`Error::KeyTooLong`], or a backend's own failure.
+    fn reset(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// Gives back `amount` units to every quota's current window (never below zero), e.g. for a
+    /// request that turned out not to count.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`], [`Error::KeyTooLong`], or a backend's own failure.
+    fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send;
+}
+
+/// A boxed future, as [`DynRateLimiter`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The object-safe form of [`RateLimiter`], implemented for every `RateLimiter`, so a backend can
+/// be chosen at run time (from configuration) and held as `Arc<dyn DynRateLimiter>`, which is
+/// itself a `RateLimiter`. Each call boxes its future: one small allocation, which the static
+/// form avoids.
+///
+/// # Example: backend chosen at run time
+///
+/// ```
+/// use std::sync::Arc;
+/// use ratewindow::{DynRateLimiter, MemoryLimiter, Quota, RateLimiter};
+///
+/// fn from_config(spec: &str) -> Result<Arc<dyn DynRateLimiter>, ratewindow::Error> {
+///     Ok(Arc::new(MemoryLimiter::new(spec.parse::<Quota>()?)?))
+/// }
+///
+/// let limiter = from_config("2/1m")?;
+/// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// # rt.block_on(async {
+/// assert!(limiter.check("key").await?.is_allowed());
+/// assert_eq!(limiter.peek("key").await?.remaining(), 1);
+/// # Ok::<(), ratewindow::Error>(())
+/// # })?;
+/// # Ok::<(), ratewindow::Error>(())
+/// ```
+pub trait DynRateLimiter: Send + Sync {
+    /// [`RateLimiter::check_n`], boxed.
+    ///
+    /// # Errors
+    ///
+    /// As [`RateLimiter::check_n`].
+    fn check_n_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        cost: u64,
+    ) -> BoxFuture<'a, Result<Decision, Error>>;
+    /// [`RateLimiter::peek`], boxed.
+    ///
+    /// # Errors
+    ///
+    /// As [`RateLimiter::peek`].
+    fn peek_boxed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Decision, Error>>;
+    /// [`RateLimiter::reset`], boxed.
+    ///
+    /// # Errors
+    ///
+    /// As [`RateLimiter::reset`].
+    fn reset_boxed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>>;
+    /// [`RateLimiter::refund`], boxed.
+    ///
+    /// # Errors
+    ///
+    /// As [`RateLimiter::refund`].
+    fn refund_boxed<'a>(&'a self, key: &'a str, amount: u64) -> BoxFuture<'a, Result<(), Error>>;
+}
+
+impl<L: RateLimiter> DynRateLimiter for L {
+    fn check_n_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        cost: u64,
+    ) -> BoxFuture<'a, Result<Decision, Error>> {
+        Box::pin(self.check_n(key, cost))
+    }
+    fn peek_boxed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Decision, Error>> {
+        Box::pin(self.peek(key))
+    }
+    fn reset_boxed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.reset(key))
+    }
+    fn refund_boxed<'a>(&'a self, key: &'a str, amount: u64) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.refund(key, amount))
+    }
+}
+
+impl RateLimiter for dyn DynRateLimiter {
+    fn check_n(
+        &self,
+        key: &str,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        // The async blocks name both borrowed lifetimes, which the boxed future's single one
+        // cannot.
+        async move { self.check_n_boxed(key, cost).await }
+    }
+    fn peek(&self, key: &str) -> impl Future<Output = Result<Decision, Error>> + Send {
+        async move { self.peek_boxed(key).await }
+    }
+    fn reset(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        async move { self.reset_boxed(key).await }
+    }
+    fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send {
+        async move { self.refund_boxed(key, amount).await }
+    }
+}
+
+/// Shared limiters are limiters: `Arc<MemoryLimiter>`, `Arc<dyn DynRateLimiter>`.
+impl<L: RateLimiter + ?Sized> RateLimiter for Arc<L> {
+    fn check_n(
+        &self,
+        key: &str,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        (**self).check_n(key, cost)
+    }
+    fn peek(&self, key: &str) -> impl Future<Output = Result<Decision, Error>> + Send {
+        (**self).peek(key)
+    }
+    fn reset(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        (**self).reset(key)
+    }
+    fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send {
+        (**self).refund(key, amount)
+    }
+}

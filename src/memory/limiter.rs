@@ -1,0 +1,516 @@
+//! [`MemoryLimiter`]: the fixed-window algorithm over sharded in-process counters.
+
+use std::future::{Future, ready};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use super::cell::{Cell, MultiCell};
+use super::fingerprint::{Fingerprint, Fingerprinter};
+use super::shards::Shards;
+use crate::decision::QuotaState;
+use crate::window::{self, Counter, Packing, Window};
+use crate::{Alignment, Clock, Decision, DefaultClock, Error, MAX_QUOTAS, Quota, RateLimiter, key};
+
+/// The default cap on tracked keys: 2^20. At about 52 bytes per key (one quota) that bounds the
+/// counters to some 55 MB.
+const DEFAULT_MAX_KEYS: usize = 1 << 20;
+
+/// An exact fixed-window rate limiter for one process.
+///
+/// Counters live in sharded maps: deciding for a key that already has a counter takes only its
+/// shard's read lock and one compare-and-swap on the key's packed `(window, count)` word (with
+/// several quotas, a per-key lock so that they are charged all or nothing). Decisions are exact
+/// under any concurrency: `n` threads racing on one key admit exactly `limit` per window.
+///
+/// Memory stays bounded without a cleanup task: a shard sweeps out ended windows whenever it has
+/// doubled since its last sweep, and [`max_keys`](MemoryLimiterBuilder::max_keys) caps the keys
+/// with open windows. When that cap is reached, existing keys are still decided exactly and a
+/// *new* key gets [`Error::CapacityExhausted`] until windows end, rather than the limiter
+/// forgetting someone's count (which would admit extra requests) or denying a key it never saw
+/// (which would let a key spray lock out real clients). Servers choose what to answer then.
+///
+/// Clones share counters. The type is also a [`RateLimiter`] whose futures are ready at once; its
+/// own methods are synchronous.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use ratewindow::{ManualClock, MemoryLimiter, Quota};
+///
+/// let clock = ManualClock::at_millis(1_699_999_980_000); // a minute boundary
+/// let limiter = MemoryLimiter::builder(Quota::per_minute(100)?)
+///     .quota(Quota::per_hour(1000)?) // both must admit; both are charged
+///     .clock(clock.clone())
+///     .build()?;
+///
+/// let decision = limiter.check("api-key-1")?;
+/// assert!(decision.is_allowed());
+/// assert_eq!((decision.limit(), decision.remaining()), (100, 99));
+/// assert_eq!(decision.reset_epoch_secs(), 1_700_000_040);
+///
+/// // A cost larger than a limit can never succeed: an error, not a denial.
+/// assert!(limiter.check_n("api-key-1", 101).is_err());
+///
+/// clock.advance(Duration::from_secs(60));
+/// assert_eq!(limiter.peek("api-key-1")?.remaining(), 100);
+/// assert_eq!(limiter.peek("api-key-1")?.quotas()[1].remaining(), 999);
+/// # Ok::<(), ratewindow::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct MemoryLimiter<C = DefaultClock> {
+    /// The first `len` are the quotas; the rest repeat the first and are never read.
+    quotas: [Quota; MAX_QUOTAS],
+    packings: [Packing; MAX_QUOTAS],
+    len: usize,
+    min_limit: u64,
+    alignment: Alignment,
+    clock: C,
+    store: Arc<Store>,
+}
+
+struct Store {
+    fingerprinter: Fingerprinter,
+    max_keys: usize,
+    counters: Counters,
+}
+
+enum Counters {
+    One(Shards<AtomicU64>),
+    Many(Shards<MultiCell>),
+}
+
+/// One call's view of time: the clock reading and each quota's current window for the key.
+struct Frame {
+    now_ms: u64,
+    windows: [Window; MAX_QUOTAS],
+    offsets: [u64; MAX_QUOTAS],
+}
+
+impl MemoryLimiter {
+    /// A limiter enforcing one quota, with epoch-aligned windows, the default clock and the
+    /// default key cap (2^20).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::LimitTooLarge`] if the limit cannot be counted exactly for that window.
+    pub fn new(quota: Quota) -> Result<MemoryLimiter, Error> {
+        Self::builder(quota).build()
+    }
+
+    /// Starts configuring a limiter whose first quota is `quota`.
+    pub fn builder(quota: Quota) -> MemoryLimiterBuilder {
+        MemoryLimiterBuilder {
+            quotas: vec![quota],
+            alignment: Alignment::Epoch,
+            max_keys: DEFAULT_MAX_KEYS,
+            clock: DefaultClock::default(),
+        }
+    }
+}
+
+impl<C: Clock> MemoryLimiter<C> {
+    /// Decides a request of `cost` units for `key` and, if every quota admits it, charges it to
+    /// all of them.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`], [`Error::KeyTooLong`], [`Error::ZeroCost`],
+    /// [`Error::CostExceedsLimit`], [`Error::ClockOutOfRange`], and
+    /// [`Error::CapacityExhausted`] for a new key when the key cap is reached.
+    pub fn check_n(&self, key: &str, cost: u64) -> Result<Decision, Error> {
+        key::validate(key)?;
+        if cost == 0 {
+            return Err(Error::ZeroCost);
+        }
+        if cost > self.min_limit {
+            return Err(Error::CostExceedsLimit {
+                cost,
+                limit: self.min_limit,
+            });
+        }
+        let frame = self.frame(key)?;
+        let fp = self.store.fingerprinter.of(key);
+        match &self.store.counters {
+            Counters::One(shards) => self.charge(shards, fp, &frame, cost),
+            Counters::Many(shards) => self.charge(shards, fp, &frame, cost),
+        }
+    }
+
+    /// [`check_n`](Self::check_n) with a cost of 1.
+    ///
+    /// # Errors
+    ///
+    /// As [`check_n`](Self::check_n).
+    pub fn check(&self, key: &str) -> Result<Decision, Error> {
+        self.check_n(key, 1)
+    }
+
+    /// The decision a request of cost 1 would get now. Consumes nothing and creates no state.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`], [`Error::KeyTooLong`], [`Error::ClockOutOfRange`].
+    pub fn peek(&self, key: &str) -> Result<Decision, Error> {
+        key::validate(key)?;
+        let frame = self.frame(key)?;
+        let fp = self.store.fingerprinter.of(key);
+        let peek = |counters: &mut [Counter]| self.decide(&frame, counters, None);
+        let existing = match &self.store.counters {
+            Counters::One(shards) => {
+                shards.existing(fp, |cell| cell.transact(self.packings(), peek))
+            }
+            Counters::Many(shards) => {
+                shards.existing(fp, |cell| cell.transact(self.packings(), peek))
+            }
+        };
+        Ok(existing.unwrap_or_else(|| {
+            let mut fresh = [Counter::default(); MAX_QUOTAS];
+            self.decide(&frame, &mut fresh[..self.len], None).1
+        }))
+    }
+
+    /// Forgets the key's usage in its current windows.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`], [`Error::KeyTooLong`].
+    pub fn reset(&self, key: &str) -> Result<(), Error> {
+        key::validate(key)?;
+        let fp = self.store.fingerprinter.of(key);
+        match &self.store.counters {
+            Counters::One(shards) => shards.remove(fp),
+            Counters::Many(shards) => shards.remove(fp),
+        }
+        Ok(())
+    }
+
+    /// Gives back `amount` units to each quota's current window, never going below zero.
+    /// Units counted in windows that have ended stay ended.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`], [`Error::KeyTooLong`], [`Error::ClockOutOfRange`].
+    pub fn refund(&self, key: &str, amount: u64) -> Result<(), Error> {
+        key::validate(key)?;
+        let frame = self.frame(key)?;
+        let fp = self.store.fingerprinter.of(key);
+        let give_back = |counters: &mut [Counter]| {
+            let mut changed = false;
+            for (counter, window) in counters.iter_mut().zip(&frame.windows) {
+                // Only a counter of the current (or, after a clock step back, a later) window.
+                if counter.index >= window.index && counter.count > 0 && amount > 0 {
+                    counter.count = counter.count.saturating_sub(amount);
+                    changed = true;
+                }
+            }
+            (changed, ())
+        };
+        match &self.store.counters {
+            Counters::One(shards) => {
+                shards.existing(fp, |cell| cell.transact(self.packings(), give_back))
+            }
+            Counters::Many(shards) => {
+                shards.existing(fp, |cell| cell.transact(self.packings(), give_back))
+            }
+        };
+        Ok(())
+    }
+
+    /// A limiter that shares this one's counters (and clock, alignment and key cap) but enforces
+    /// new limits, e.g. after a configuration reload. Counts carry over: raising a limit
+    /// mid-window admits up to the new limit at once; lowering one denies until the count falls
+    /// under it in a later window.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IncompatibleQuotas`] unless `quotas` has the same windows in the same order;
+    /// [`Error::LimitTooLarge`] as for [`MemoryLimiterBuilder::build`].
+    pub fn with_quotas(&self, quotas: impl IntoIterator<Item = Quota>) -> Result<Self, Error>
+    where
+        C: Clone,
+    {
+        let mut next = self.clone();
+        let mut count = 0;
+        for (i, quota) in quotas.into_iter().enumerate() {
+            match self.quotas().get(i) {
+                Some(old) if old.window_ms() == quota.window_ms() => {
+                    check_limit(quota)?;
+                    next.quotas[i] = quota;
+                }
+                _ => return Err(Error::IncompatibleQuotas),
+            }
+            count += 1;
+        }
+        if count != self.len {
+            return Err(Error::IncompatibleQuotas);
+        }
+        next.min_limit = min_limit(next.quotas());
+        Ok(next)
+    }
+
+    /// The quotas this limiter enforces, in order.
+    pub fn quotas(&self) -> &[Quota] {
+        &self.quotas[..self.len]
+    }
+
+    /// How many keys currently hold state, including ones whose windows ended but were not yet
+    /// swept. Takes every shard's read lock in turn: for tests and metrics, not the hot path.
+    pub fn tracked_keys(&self) -> usize {
+        match &self.store.counters {
+            Counters::One(shards) => shards.len(),
+            Counters::Many(shards) => shards.len(),
+        }
+    }
+
+    fn packings(&self) -> &[Packing] {
+        &self.packings[..self.len]
+    }
+
+    fn frame(&self, key: &str) -> Result<Frame, Error> {
+        let now_ms = self.clock.now_ms();
+        let mut frame = Frame {
+            now_ms,
+            windows: [Window {
+                index: 0,
+                end_ms: 0,
+            }; MAX_QUOTAS],
+            offsets: [0; MAX_QUOTAS],
+        };
+        for (i, quota) in self.quotas().iter().enumerate() {
+            let window_ms = quota.window_ms();
+            let offset = self.alignment.offset_ms(key, window_ms);
+            frame.windows[i] = window::locate(now_ms, window_ms, offset)?;
+            frame.offsets[i] = offset;
+        }
+        Ok(frame)
+    }
+
+    /// The algorithm, on one key's counters: every quota must admit `charge` (or 1 unit, to
+    /// peek); only then is each charged. Returns whether the counters changed, and the decision.
+    fn decide(
+        &self,
+        frame: &Frame,
+        counters: &mut [Counter],
+        charge: Option<u64>,
+    ) -> (bool, Decision) {
+        let cost = charge.unwrap_or(1);
+        let mut states = [QuotaState::default(); MAX_QUOTAS];
+        let mut allowed = true;
+        for (i, (counter, quota)) in counters.iter_mut().zip(self.quotas()).enumerate() {
+            *counter = counter.rolled_to(frame.windows[i].index);
+            let admits = counter.count.saturating_add(cost) <= quota.limit();
+            allowed &= admits;
+            let end_ms = window::end_of(counter.index, quota.window_ms(), frame.offsets[i]);
+            states[i] = QuotaState::new(
+                quota.limit(),
+                counter.count,
+                quota.window_ms(),
+                end_ms,
+                admits,
+            );
+        }
+        let store = allowed && charge.is_some();
+        if store {
+            for (counter, state) in counters.iter_mut().zip(&mut states) {
+                counter.count += cost;
+                *state = QuotaState::new(
+                    state.limit(),
+                    counter.count,
+                    state.window().as_millis() as u64,
+                    state.window_end_ms(),
+                    true,
+                );
+            }
+        }
+        (
+            store,
+            Decision::new(frame.now_ms, &states[..counters.len()]),
+        )
+    }
+
+    fn charge<V: Cell>(
+        &self,
+        shards: &Shards<V>,
+        fp: Fingerprint,
+        frame: &Frame,
+        cost: u64,
+    ) -> Result<Decision, Error> {
+        let charge = |cell: &V| {
+            cell.transact(self.packings(), |counters| {
+                self.decide(frame, counters, Some(cost))
+            })
+        };
+        shards
+            .entry(
+                fp,
+                |cell| self.ended(cell, frame.now_ms),
+                || self.next_end_ms(frame.now_ms),
+                frame.now_ms,
+                charge,
+            )
+            .map_err(|_| Error::CapacityExhausted {
+                max_keys: self.store.max_keys,
+            })
+    }
+
+    /// Whether every window a cell counts in has ended, so that dropping it changes nothing.
+    fn ended<V: Cell>(&self, cell: &V, now_ms: u64) -> bool {
+        let mut counters = [Counter::default(); MAX_QUOTAS];
+        cell.load(self.packings(), &mut counters[..self.len]);
+        counters[..self.len]
+            .iter()
+            .zip(self.quotas())
+            .all(|(counter, quota)| {
+                let window_ms = quota.window_ms();
+                window::certainly_ended(
+                    counter.index,
+                    window_ms,
+                    self.alignment.max_offset_ms(window_ms),
+                    now_ms,
+                )
+            })
+    }
+
+    /// The next time after `now_ms` at which some counter could end: the next boundary of the
+    /// shortest window.
+    fn next_end_ms(&self, now_ms: u64) -> u64 {
+        let shortest = self
+            .quotas()
+            .iter()
+            .map(|q| q.window_ms())
+            .min()
+            .unwrap_or(1);
+        (now_ms / shortest + 1) * shortest
+    }
+}
+
+impl<C: Clock> RateLimiter for MemoryLimiter<C> {
+    fn check_n(
+        &self,
+        key: &str,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        ready(MemoryLimiter::check_n(self, key, cost))
+    }
+
+    fn peek(&self, key: &str) -> impl Future<Output = Result<Decision, Error>> + Send {
+        ready(MemoryLimiter::peek(self, key))
+    }
+
+    fn reset(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        ready(MemoryLimiter::reset(self, key))
+    }
+
+    fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send {
+        ready(MemoryLimiter::refund(self, key, amount))
+    }
+}
+
+impl<C> std::fmt::Debug for MemoryLimiter<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryLimiter")
+            .field("quotas", &&self.quotas[..self.len])
+            .field("alignment", &self.alignment)
+            .field("max_keys", &self.store.max_keys)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`MemoryLimiter`]; made by [`MemoryLimiter::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct MemoryLimiterBuilder<C = DefaultClock> {
+    quotas: Vec<Quota>,
+    alignment: Alignment,
+    max_keys: usize,
+    clock: C,
+}
+
+impl<C: Clock> MemoryLimiterBuilder<C> {
+    /// Adds a quota; a request must fit every quota (up to [`MAX_QUOTAS`]).
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quotas.push(quota);
+        self
+    }
+
+    /// Where windows start (default: [`Alignment::Epoch`]).
+    pub fn alignment(mut self, alignment: Alignment) -> Self {
+        self.alignment = alignment;
+        self
+    }
+
+    /// The most keys with open windows the limiter holds (default 2^20; at least 1). The cap is
+    /// split evenly over the shards, so a new key can be refused slightly before the total is
+    /// reached when keys spread unevenly; memory never exceeds the cap.
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys.max(1);
+        self
+    }
+
+    /// The clock to read (default: [`CoarseClock`](crate::CoarseClock)).
+    pub fn clock<C2: Clock>(self, clock: C2) -> MemoryLimiterBuilder<C2> {
+        MemoryLimiterBuilder {
+            quotas: self.quotas,
+            alignment: self.alignment,
+            max_keys: self.max_keys,
+            clock,
+        }
+    }
+
+    /// Builds the limiter.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyQuotas`] past [`MAX_QUOTAS`]; [`Error::LimitTooLarge`] when a limit is
+    /// larger than one word can count next to its window index (2^17 − 1 for 1 ms windows,
+    /// 2^27 − 1 per second, 2^33 − 1 per minute).
+    pub fn build(self) -> Result<MemoryLimiter<C>, Error> {
+        if self.quotas.len() > MAX_QUOTAS {
+            return Err(Error::TooManyQuotas {
+                count: self.quotas.len(),
+            });
+        }
+        let first = *self.quotas.first().ok_or(Error::NoQuotas)?;
+        let mut quotas = [first; MAX_QUOTAS];
+        let mut packings = [Packing::default(); MAX_QUOTAS];
+        for (i, &quota) in self.quotas.iter().enumerate() {
+            packings[i] = check_limit(quota)?;
+            quotas[i] = quota;
+        }
+        let counters = match self.quotas.len() {
+            0 => return Err(Error::NoQuotas),
+            1 => Counters::One(Shards::new(self.max_keys)),
+            _ => Counters::Many(Shards::new(self.max_keys)),
+        };
+        Ok(MemoryLimiter {
+            quotas,
+            packings,
+            len: self.quotas.len(),
+            min_limit: min_limit(&self.quotas),
+            alignment: self.alignment,
+            clock: self.clock,
+            store: Arc::new(Store {
+                fingerprinter: Fingerprinter::random(),
+                max_keys: self.max_keys,
+                counters,
+            }),
+        })
+    }
+}
+
+/// The packing for a quota's window, if its limit fits in it.
+fn check_limit(quota: Quota) -> Result<Packing, Error> {
+    let packing = Packing::for_window(quota.window_ms());
+    if quota.limit() > packing.max_count() {
+        return Err(Error::LimitTooLarge {
+            limit: quota.limit(),
+            max: packing.max_count(),
+        });
+    }
+    Ok(packing)
+}
+
+fn min_limit(quotas: &[Quota]) -> u64 {
+    quotas.iter().map(Quota::limit).min().unwrap_or(0)
+}

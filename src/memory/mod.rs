@@ -1,0 +1,8 @@
+//! The in-memory backend: sharded, lock-free per key, bounded in memory.
+
+mod cell;
+mod fingerprint;
+mod limiter;
+mod shards;
+
+pub use limiter::{MemoryLimiter, MemoryLimiterBuilder};

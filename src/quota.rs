@@ -1,0 +1,268 @@
+//! [`Quota`]: a limit per fixed window, and its `100/1m` text form.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::Error;
+
+const SECOND_MS: u64 = 1_000;
+const MINUTE_MS: u64 = 60 * SECOND_MS;
+const HOUR_MS: u64 = 60 * MINUTE_MS;
+const DAY_MS: u64 = 24 * HOUR_MS;
+
+/// A limit of requests (or cost units) per fixed window.
+///
+/// The limit is at least 1 and the window a whole number of milliseconds between 1 ms and
+/// [`Quota::MAX_WINDOW`]. Every constructor checks this and returns a typed [`Error`] instead of
+/// panicking.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use ratewindow::Quota;
+///
+/// let per_minute = Quota::per_minute(100)?;
+/// assert_eq!(per_minute.limit(), 100);
+/// assert_eq!(per_minute.window(), Duration::from_secs(60));
+///
+/// // The same quota in its text form, as the demo server's RATE_LIMIT takes it.
+/// assert_eq!("100/1m".parse::<Quota>()?, per_minute);
+/// assert_eq!(per_minute.to_string(), "100/1m");
+///
+/// // Invalid quotas are errors, never panics.
+/// assert!(Quota::per_second(0).is_err());
+/// assert!(Quota::new(5, Duration::from_micros(1500)).is_err());
+/// # Ok::<(), ratewindow::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Quota {
+    limit: u64,
+    window_ms: u64,
+}
+
+impl Quota {
+    /// The longest window a quota may have: 2^40 ms, about 34.8 years.
+    pub const MAX_WINDOW: Duration = Duration::from_millis(1 << 40);
+
+    /// `limit` per window of `window`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroLimit`], [`Error::ZeroWindow`], [`Error::WindowNotWholeMillis`] or
+    /// [`Error::WindowTooLong`].
+    pub fn new(limit: u64, window: Duration) -> Result<Self, Error> {
+        if window.subsec_nanos() % 1_000_000 != 0 {
+            return Err(Error::WindowNotWholeMillis);
+        }
+        let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
+        Self::from_millis(limit, window_ms)
+    }
+
+    /// `limit` per window of `window_ms` milliseconds.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroLimit`], [`Error::ZeroWindow`] or [`Error::WindowTooLong`].
+    pub const fn from_millis(limit: u64, window_ms: u64) -> Result<Self, Error> {
+        if limit == 0 {
+            return Err(Error::ZeroLimit);
+        }
+        if window_ms == 0 {
+            return Err(Error::ZeroWindow);
+        }
+        if window_ms > Self::MAX_WINDOW.as_millis() as u64 {
+            return Err(Error::WindowTooLong { window_ms });
+        }
+        Ok(Quota { limit, window_ms })
+    }
+
+    /// `limit` per second.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroLimit`] when `limit` is 0.
+    pub const fn per_second(limit: u64) -> Result<Self, Error> {
+        Self::from_millis(limit, SECOND_MS)
+    }
+
+    /// `limit` per minute.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroLimit`] when `limit` is 0.
+    pub const fn per_minute(limit: u64) -> Result<Self, Error> {
+        Self::from_millis(limit, MINUTE_MS)
+    }
+
+    /// `limit` per hour.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroLimit`] when `limit` is 0.
+    pub const fn per_hour(limit: u64) -> Result<Self, Error> {
+        Self::from_millis(limit, HOUR_MS)
+    }
+
+    /// `limit` per day (86 400 s; windows are aligned to the unix epoch, i.e. UTC midnight).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ZeroLimit`] when `limit` is 0.
+    pub const fn per_day(limit: u64) -> Result<Self, Error> {
+        Self::from_millis(limit, DAY_MS)
+    }
+
+    /// The largest number of units admitted per window.
+    pub const fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The window's length.
+    pub const fn window(&self) -> Duration {
+        Duration::from_millis(self.window_ms)
+    }
+
+    /// The window's length in milliseconds.
+    pub const fn window_ms(&self) -> u64 {
+        self.window_ms
+    }
+}
+
+/// Writes the text form `<limit>/<window>` with the largest unit that divides the window
+/// exactly, e.g. `100/1m`, `10/5s`, `7/1500ms`.
+impl fmt::Display for Quota {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (count, unit) = [
+            (DAY_MS, "d"),
+            (HOUR_MS, "h"),
+            (MINUTE_MS, "m"),
+            (SECOND_MS, "s"),
+        ]
+        .into_iter()
+        .find(|(unit_ms, _)| self.window_ms % unit_ms == 0)
+        .map_or((self.window_ms, "ms"), |(unit_ms, unit)| {
+            (self.window_ms / unit_ms, unit)
+        });
+        write!(f, "{}/{count}{unit}", self.limit)
+    }
+}
+
+/// Parses `<limit>/<window>`: a limit, a slash, then a window of an optional whole count and a
+/// unit out of `ms`, `s`, `m`, `h`, `d` (also `sec`, `min`, `hour`, `day`). Examples: `100/1m`,
+/// `100/m`, `10/5s`, `1000/1h`, `5/250ms`. Surrounding whitespace is ignored.
+impl FromStr for Quota {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        let invalid = |reason| Error::InvalidQuotaSpec { reason };
+        let (limit, window) = text
+            .trim()
+            .split_once('/')
+            .ok_or(invalid("expected <limit>/<window>, e.g. 100/1m"))?;
+        let limit = parse_count(limit.trim()).ok_or(invalid("limit is not a whole number"))?;
+        let window = window.trim();
+        let unit_at = window
+            .find(|c: char| !c.is_ascii_digit())
+            .ok_or(invalid("window has no unit (ms, s, m, h or d)"))?;
+        let (count, unit) = window.split_at(unit_at);
+        let count = if count.is_empty() {
+            1
+        } else {
+            parse_count(count).ok_or(invalid("window count is too large"))?
+        };
+        let unit_ms = match unit {
+            "ms" => 1,
+            "s" | "sec" => SECOND_MS,
+            "m" | "min" => MINUTE_MS,
+            "h" | "hour" => HOUR_MS,
+            "d" | "day" => DAY_MS,
+            _ => return Err(invalid("unknown window unit; use ms, s, m, h or d")),
+        };
+        let window_ms = count.checked_mul(unit_ms).ok_or(Error::WindowTooLong {
+            window_ms: u64::MAX,
+        })?;
+        Quota::from_millis(limit, window_ms)
+    }
+}
+
+/// Digits only: no sign, no underscores, nothing `u64::from_str` would also forgive.
+fn parse_count(digits: &str) -> Option<u64> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constructors_validate() {
+        assert_eq!(Quota::per_minute(0), Err(Error::ZeroLimit));
+        assert_eq!(Quota::from_millis(1, 0), Err(Error::ZeroWindow));
+        assert_eq!(Quota::new(1, Duration::ZERO), Err(Error::ZeroWindow));
+        assert_eq!(
+            Quota::new(1, Duration::from_nanos(1_000_001)),
+            Err(Error::WindowNotWholeMillis)
+        );
+        assert_eq!(
+            Quota::new(1, Duration::from_secs(u64::MAX)),
+            Err(Error::WindowTooLong {
+                window_ms: u64::MAX
+            })
+        );
+        assert_eq!(Quota::new(1, Duration::MAX), Err(Error::WindowNotWholeMillis));
+        let max = Quota::new(u64::MAX, Quota::MAX_WINDOW).unwrap();
+        assert_eq!(max.window(), Quota::MAX_WINDOW);
+        assert_eq!(Quota::per_day(3).unwrap().window_ms(), 86_400_000);
+        assert_eq!(
+            Quota::per_hour(3).unwrap().window(),
+            Duration::from_secs(3600)
+        );
+        assert_eq!(Quota::per_second(3).unwrap().window_ms(), 1000);
+    }
+
+    #[test]
+    fn parses_text_form() {
+        let q = |s: &str| s.parse::<Quota>();
+        assert_eq!(q("100/1m"), Quota::per_minute(100));
+        assert_eq!(q(" 100 / m "), Quota::per_minute(100));
+        assert_eq!(q("10/5s"), Quota::from_millis(10, 5_000));
+        assert_eq!(q("1000/1h"), Quota::per_hour(1000));
+        assert_eq!(q("5/250ms"), Quota::from_millis(5, 250));
+        assert_eq!(q("2/day"), Quota::per_day(2));
+        assert_eq!(q("0/1m"), Err(Error::ZeroLimit));
+        assert_eq!(q("1/0s"), Err(Error::ZeroWindow));
+        for bad in [
+            "", "100", "/1m", "x/1m", "-1/1m", "+1/1m", "1/1y", "1/1", "1/m1", "1/ 1 m",
+        ] {
+            assert!(
+                matches!(q(bad), Err(Error::InvalidQuotaSpec { .. })),
+                "{bad:?} parsed as {:?}",
+                q(bad)
+            );
+        }
+        assert!(matches!(
+            q("1/99999999999999999999d"),
+            Err(Error::InvalidQuotaSpec { .. })
+        ));
+        assert_eq!(
+            q("1/999999999999d"),
+            Err(Error::WindowTooLong {
+                window_ms: u64::MAX
+            })
+        );
+    }
+
+    #[test]
+    fn display_round_trips() {
+        for text in ["100/1m", "10/5s", "1000/1h", "7/1500ms", "1/1d", "3/90s"] {
+            let quota: Quota = text.parse().unwrap();
+            assert_eq!(quota.to_string(), text);
+            assert_eq!(quota.to_string().parse::<Quota>().unwrap(), quota);
+        }
+    }
+}

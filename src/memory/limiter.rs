@@ -155,7 +155,7 @@ impl<C: Clock> MemoryLimiter<C> {
         key::validate(key)?;
         let frame = self.frame(key)?;
         let fp = self.store.fingerprinter.of(key);
-        let peek = |counters: &mut [Counter]| self.decide(&frame, counters, None);
+        let peek = |counters: &mut [Counter]| self.decide(&frame, counters, 1, false);
         let existing = match &self.store.counters {
             Counters::One(shards) => {
                 shards.existing(fp, |cell| cell.transact(self.packings(), peek))
@@ -166,7 +166,7 @@ impl<C: Clock> MemoryLimiter<C> {
         };
         Ok(existing.unwrap_or_else(|| {
             let mut fresh = [Counter::default(); MAX_QUOTAS];
-            self.decide(&frame, &mut fresh[..self.len], None).1
+            self.decide(&frame, &mut fresh[..self.len], 1, false).1
         }))
     }
 
@@ -286,47 +286,32 @@ impl<C: Clock> MemoryLimiter<C> {
         Ok(frame)
     }
 
-    /// The algorithm, on one key's counters: every quota must admit `charge` (or 1 unit, to
-    /// peek); only then is each charged. Returns whether the counters changed, and the decision.
-    fn decide(
-        &self,
-        frame: &Frame,
-        counters: &mut [Counter],
-        charge: Option<u64>,
-    ) -> (bool, Decision) {
-        let cost = charge.unwrap_or(1);
-        let mut states = [QuotaState::default(); MAX_QUOTAS];
-        let mut allowed = true;
+    /// The algorithm, on one key's counters: every quota must admit `cost`; only then is each
+    /// charged (when `charge`; a peek reports the same decision and stores nothing). Returns
+    /// whether the counters changed, and the decision.
+    fn decide(&self, frame: &Frame, counters: &mut [Counter], cost: u64, charge: bool) -> (bool, Decision) {
+        let mut admits = [false; MAX_QUOTAS];
         for (i, (counter, quota)) in counters.iter_mut().zip(self.quotas()).enumerate() {
             *counter = counter.rolled_to(frame.windows[i].index);
-            let admits = counter.count.saturating_add(cost) <= quota.limit();
-            allowed &= admits;
-            let end_ms = window::end_of(counter.index, quota.window_ms(), frame.offsets[i]);
+            admits[i] = counter.count.saturating_add(cost) <= quota.limit();
+        }
+        let allowed = admits[..counters.len()].iter().all(|&a| a);
+        let taken = if allowed { cost } else { 0 };
+        let mut states = [QuotaState::default(); MAX_QUOTAS];
+        for (i, (counter, quota)) in counters.iter_mut().zip(self.quotas()).enumerate() {
+            let used = counter.count + taken;
+            if charge {
+                counter.count = used;
+            }
             states[i] = QuotaState::new(
                 quota.limit(),
-                counter.count,
+                used,
                 quota.window_ms(),
-                end_ms,
-                admits,
+                window::end_of(counter.index, quota.window_ms(), frame.offsets[i]),
+                admits[i],
             );
         }
-        let store = allowed && charge.is_some();
-        if store {
-            for (counter, state) in counters.iter_mut().zip(&mut states) {
-                counter.count += cost;
-                *state = QuotaState::new(
-                    state.limit(),
-                    counter.count,
-                    state.window().as_millis() as u64,
-                    state.window_end_ms(),
-                    true,
-                );
-            }
-        }
-        (
-            store,
-            Decision::new(frame.now_ms, &states[..counters.len()]),
-        )
+        (allowed && charge, Decision::new(frame.now_ms, &states[..counters.len()]))
     }
 
     fn charge<V: Cell>(
@@ -338,7 +323,7 @@ impl<C: Clock> MemoryLimiter<C> {
     ) -> Result<Decision, Error> {
         let charge = |cell: &V| {
             cell.transact(self.packings(), |counters| {
-                self.decide(frame, counters, Some(cost))
+                self.decide(frame, counters, cost, true)
             })
         };
         shards

@@ -1,0 +1,204 @@
+//! Behaviour particular to the in-memory backend: exactness under threads, the key cap, sweeping
+//! of ended windows, and configuration errors.
+
+use std::sync::Barrier;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ratewindow::{Alignment, Error, ManualClock, MemoryLimiter, Quota};
+
+const T0_MS: u64 = 1_800_000_000_000;
+
+/// `threads` threads hammer `key` with `attempts` checks each, starting together; returns how
+/// many were admitted.
+fn hammer(limiter: &MemoryLimiter<ManualClock>, threads: usize, attempts: usize, cost: u64) -> u64 {
+    let admitted = AtomicU64::new(0);
+    let start = Barrier::new(threads);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                start.wait();
+                for _ in 0..attempts {
+                    if limiter.check_n("hot", cost).unwrap().is_allowed() {
+                        admitted.fetch_add(cost, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    admitted.into_inner()
+}
+
+#[test]
+fn threads_on_one_key_admit_exactly_the_limit() {
+    let clock = ManualClock::at_millis(T0_MS);
+    let limiter = MemoryLimiter::builder(Quota::per_minute(1_000).unwrap())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    assert_eq!(hammer(&limiter, 8, 500, 1), 1_000);
+    assert_eq!(limiter.peek("hot").unwrap().remaining(), 0);
+    // The next window admits exactly the limit again.
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(hammer(&limiter, 8, 500, 1), 1_000);
+}
+
+#[test]
+fn threads_on_one_key_with_several_quotas_charge_all_or_nothing() {
+    let clock = ManualClock::at_millis(T0_MS);
+    let limiter = MemoryLimiter::builder(Quota::per_second(700).unwrap())
+        .quota(Quota::per_hour(500).unwrap())
+        .clock(clock)
+        .build()
+        .unwrap();
+    assert_eq!(hammer(&limiter, 8, 200, 1), 500);
+    let states = limiter.peek("hot").unwrap();
+    // Had a denied request been charged to the per-second quota, it would show more than 500.
+    assert_eq!(states.quotas()[0].used(), 500);
+    assert_eq!(states.quotas()[1].used(), 500);
+}
+
+#[test]
+fn threads_with_costs_never_exceed_the_limit_and_fill_it_when_costs_divide_it() {
+    let clock = ManualClock::at_millis(T0_MS);
+    let limiter = MemoryLimiter::builder(Quota::per_minute(999).unwrap()).clock(clock).build().unwrap();
+    assert_eq!(hammer(&limiter, 4, 400, 3), 999);
+}
+
+#[test]
+fn key_cap_refuses_new_keys_but_keeps_deciding_existing_ones() {
+    let clock = ManualClock::at_millis(T0_MS);
+    let limiter = MemoryLimiter::builder(Quota::per_minute(2).unwrap())
+        .max_keys(10)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    for i in 0..10 {
+        assert!(limiter.check(&format!("user:{i}")).unwrap().is_allowed());
+    }
+    assert_eq!(limiter.check("user:10").unwrap_err(), Error::CapacityExhausted { max_keys: 10 });
+    // Peeking a new key needs no state, so it works even when full.
+    assert_eq!(limiter.peek("user:10").unwrap().remaining(), 1);
+    // Existing keys keep their exact counts.
+    assert!(limiter.check("user:3").unwrap().is_allowed());
+    assert!(!limiter.check("user:3").unwrap().is_allowed());
+    assert_eq!(limiter.tracked_keys(), 10);
+    // Once their windows end, the old keys are swept and new keys fit again.
+    clock.advance(Duration::from_secs(60));
+    assert!(limiter.check("user:10").unwrap().is_allowed());
+    assert_eq!(limiter.tracked_keys(), 1);
+    // A reset frees a slot at once.
+    for i in 11..20 {
+        limiter.check(&format!("user:{i}")).unwrap();
+    }
+    assert!(limiter.check("user:99").is_err());
+    limiter.reset("user:11").unwrap();
+    assert!(limiter.check("user:99").unwrap().is_allowed());
+}
+
+#[test]
+fn ended_windows_are_swept_without_a_cleanup_task() {
+    let clock = ManualClock::at_millis(T0_MS);
+    let limiter = MemoryLimiter::builder(Quota::per_second(5).unwrap())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    // 100 windows of 1 000 fresh keys each: 100 000 keys in all, 1 000 live at a time.
+    let mut peak = 0;
+    for window in 0..100 {
+        for i in 0..1_000 {
+            limiter.check(&format!("w{window}:k{i}")).unwrap();
+        }
+        peak = peak.max(limiter.tracked_keys());
+        clock.advance(Duration::from_secs(1));
+    }
+    // Each shard sweeps when it has doubled, so at most about twice the live keys are held, plus
+    // a small floor per shard.
+    assert!(peak <= 2 * 1_000 + 64 * 64, "peak of {peak} tracked keys");
+    assert!(peak < 10_000, "ended windows were not swept: {peak}");
+}
+
+#[test]
+fn staggered_windows_are_swept_too() {
+    let clock = ManualClock::at_millis(T0_MS);
+    let limiter = MemoryLimiter::builder(Quota::per_second(5).unwrap())
+        .alignment(Alignment::Staggered)
+        .max_keys(500)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    for window in 0..20 {
+        for i in 0..400 {
+            limiter.check(&format!("w{window}:k{i}")).unwrap();
+        }
+        // A staggered key's window can end up to a whole window after the clock's: two windows
+        // on, everything from this round has certainly ended.
+        clock.advance(Duration::from_secs(2));
+    }
+}
+
+#[test]
+fn a_full_limiter_recovers_when_windows_end() {
+    let clock = ManualClock::at_millis(T0_MS);
+    let limiter = MemoryLimiter::builder(Quota::per_minute(5).unwrap())
+        .max_keys(100)
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    for i in 0..100 {
+        limiter.check(&format!("k{i}")).unwrap();
+    }
+    for i in 100..1_000 {
+        assert!(limiter.check(&format!("k{i}")).is_err());
+    }
+    clock.advance(Duration::from_secs(60));
+    for i in 100..200 {
+        assert!(limiter.check(&format!("k{i}")).unwrap().is_allowed());
+    }
+}
+
+#[test]
+fn configuration_errors_are_typed() {
+    let minute = Quota::per_minute(10).unwrap();
+    let too_many = (0..5).fold(MemoryLimiter::builder(minute), |b, _| b.quota(minute));
+    assert_eq!(too_many.build().unwrap_err(), Error::TooManyQuotas { count: 6 });
+    assert_eq!(
+        MemoryLimiter::new(Quota::from_millis(1 << 17, 1).unwrap()).unwrap_err(),
+        Error::LimitTooLarge { limit: 1 << 17, max: (1 << 17) - 1 }
+    );
+    assert!(MemoryLimiter::new(Quota::from_millis((1 << 17) - 1, 1).unwrap()).is_ok());
+    assert!(MemoryLimiter::new(Quota::per_minute((1 << 33) - 1).unwrap()).is_ok());
+
+    let limiter = MemoryLimiter::builder(minute).quota(Quota::per_hour(100).unwrap()).build().unwrap();
+    assert_eq!(limiter.with_quotas([minute]).unwrap_err(), Error::IncompatibleQuotas);
+    assert_eq!(
+        limiter.with_quotas([Quota::per_hour(100).unwrap(), minute]).unwrap_err(),
+        Error::IncompatibleQuotas
+    );
+    let raised = limiter.with_quotas([Quota::per_minute(20).unwrap(), Quota::per_hour(200).unwrap()]).unwrap();
+    assert_eq!(raised.quotas()[1].limit(), 200);
+}
+
+#[test]
+fn clones_share_counters() {
+    let clock = ManualClock::at_millis(T0_MS);
+    let limiter = MemoryLimiter::builder(Quota::per_minute(2).unwrap()).clock(clock).build().unwrap();
+    let clone = limiter.clone();
+    limiter.check("k").unwrap();
+    clone.check("k").unwrap();
+    assert!(!limiter.check("k").unwrap().is_allowed());
+}
+
+#[test]
+fn a_long_key_costs_no_more_state_than_a_short_one() {
+    let clock = ManualClock::at_millis(T0_MS);
+    let limiter = MemoryLimiter::builder(Quota::per_minute(1).unwrap())
+        .max_keys(3)
+        .clock(clock)
+        .build()
+        .unwrap();
+    let long = "x".repeat(ratewindow::MAX_KEY_LEN);
+    assert!(limiter.check(&long).unwrap().is_allowed());
+    assert!(!limiter.check(&long).unwrap().is_allowed());
+    assert_eq!(limiter.tracked_keys(), 1);
+}

@@ -1,0 +1,48 @@
+//! Test support: a runner for async limiters, the backend abstraction the conformance table
+//! runs against, and the naive model the property tests compare with.
+
+pub(crate) mod model;
+
+use std::future::Future;
+
+use ratewindow::{Alignment, ManualClock, MemoryLimiter, Quota, RateLimiter};
+
+/// Runs a future to completion on a fresh current-thread runtime.
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(future)
+}
+
+/// A backend under test: makes limiters on fresh state, and limiters that share a previous
+/// one's state under new limits.
+pub(crate) trait Backend {
+    type Limiter: RateLimiter;
+
+    /// A limiter on fresh state (no key has been seen).
+    fn limiter(&self, quotas: &[Quota], alignment: Alignment, clock: ManualClock) -> Self::Limiter;
+
+    /// A limiter that shares `base`'s counters but enforces `quotas` (same windows).
+    fn requota(&self, base: &Self::Limiter, quotas: &[Quota]) -> Self::Limiter;
+}
+
+/// The in-memory backend.
+pub(crate) struct Memory;
+
+impl Backend for Memory {
+    type Limiter = MemoryLimiter<ManualClock>;
+
+    fn limiter(&self, quotas: &[Quota], alignment: Alignment, clock: ManualClock) -> Self::Limiter {
+        let mut builder = MemoryLimiter::builder(quotas[0]).alignment(alignment).clock(clock);
+        for &quota in &quotas[1..] {
+            builder = builder.quota(quota);
+        }
+        builder.build().expect("valid limiter")
+    }
+
+    fn requota(&self, base: &Self::Limiter, quotas: &[Quota]) -> Self::Limiter {
+        base.with_quotas(quotas.iter().copied()).expect("same windows")
+    }
+}

@@ -1,6 +1,93 @@
-//! Exact fixed-window rate limiting.
+//! Exact fixed-window rate limiting for API servers.
 //!
-//! todo
+//! # Overview
+//!
+//! A [`Quota`] is a limit per fixed window ("100 per minute"). Windows are aligned to the unix
+//! epoch by default, so every process agrees on when a window starts and ends; a staggered
+//! [`Alignment`] spreads keys' resets across the window instead. A limiter enforces one or more
+//! quotas per key, all or nothing, and answers every request with a [`Decision`] that maps
+//! straight onto the `X-RateLimit-Limit`, `X-RateLimit-Remaining`, `X-RateLimit-Reset` and
+//! `Retry-After` headers.
+//!
+//! - [`RateLimiter`] is the one interface every backend implements (async, so networked
+//!   backends fit); [`DynRateLimiter`] is its object-safe twin for backends picked at run time.
+//! - [`MemoryLimiter`] is the in-process backend: sharded, lock-free per key, exact under
+//!   concurrency, bounded in memory without a cleanup task.
+//! - [`Clock`] is injected: [`CoarseClock`] (default, a few ns per read), [`SystemClock`], and
+//!   [`ManualClock`] for tests, yours included.
+//!
+//! A denied request is a normal [`Decision`], and consumes nothing. [`Error`] is for what can
+//! never be decided: an empty or over-long key, a cost above a limit, an invalid quota, a full
+//! key cap.
+//!
+//! # Example: limit a request and write its headers
+//!
+//! ```
+//! use ratewindow::{MemoryLimiter, Quota};
+//!
+//! let limiter = MemoryLimiter::new(Quota::per_minute(100)?)?;
+//! let decision = limiter.check("api-key-123")?;
+//! let status = if decision.is_allowed() { 200 } else { 429 };
+//! for (name, value) in decision.headers() {
+//!     // e.g. response.headers_mut().insert(HeaderName::from_static(name),
+//!     //                                     HeaderValue::from_bytes(value.as_bytes())?);
+//!     println!("{name}: {value}");
+//! }
+//! assert_eq!(status, 200);
+//! assert_eq!(decision.remaining(), 99);
+//! # Ok::<(), ratewindow::Error>(())
+//! ```
+//!
+//! # Example: several quotas, tested with a manual clock
+//!
+//! ```
+//! use std::time::Duration;
+//! use ratewindow::{ManualClock, MemoryLimiter, Quota};
+//!
+//! let clock = ManualClock::at_millis(1_800_000_000_000); // an hour boundary
+//! let limiter = MemoryLimiter::builder(Quota::per_second(2)?)
+//!     .quota(Quota::per_hour(3)?)
+//!     .clock(clock.clone())
+//!     .build()?;
+//! assert!(limiter.check("k")?.is_allowed());
+//! assert!(limiter.check("k")?.is_allowed());
+//! assert!(!limiter.check("k")?.is_allowed()); // the per-second quota
+//! clock.advance(Duration::from_secs(1));
+//! assert!(limiter.check("k")?.is_allowed());
+//! let denied = limiter.check("k")?; // the hourly quota now binds
+//! assert!(!denied.is_allowed());
+//! assert_eq!(denied.retry_after_secs(), Some(3599));
+//! # Ok::<(), ratewindow::Error>(())
+//! ```
+//!
+//! # Example: static and run-time backend selection
+//!
+//! Generic code takes `L: RateLimiter` and costs nothing extra. When the backend comes from
+//! configuration, hold an `Arc<dyn DynRateLimiter>`, which is also a `RateLimiter`:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use ratewindow::{DynRateLimiter, MemoryLimiter, Quota, RateLimiter};
+//!
+//! async fn admit(limiter: &impl RateLimiter, key: &str) -> bool {
+//!     limiter.check(key).await.is_ok_and(|d| d.is_allowed())
+//! }
+//!
+//! let quota: Quota = "2/1m".parse()?;
+//! let fixed = MemoryLimiter::new(quota)?;
+//! let chosen: Arc<dyn DynRateLimiter> = Arc::new(MemoryLimiter::new(quota)?);
+//! # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+//! # rt.block_on(async {
+//! assert!(admit(&fixed, "k").await);
+//! assert!(admit(&chosen, "k").await);
+//! # });
+//! # Ok::<(), ratewindow::Error>(())
+//! ```
+//!
+//! # Crate features
+//!
+//! This crate has no optional features; its dependencies are `parking_lot` (shard locks),
+//! `siphasher` (key fingerprints) and `libc` (the coarse clock).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_code)]
 

@@ -59,6 +59,7 @@ pub trait RateLimiter: Send + Sync {
     }
 
     /// The decision a request of cost 1 would get now, consuming nothing.
+    /// Like that decision, it reports `remaining` as it would be after the request.
     ///
     /// # Errors
     ///
@@ -103,7 +104,8 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
 /// # rt.block_on(async {
 /// assert!(limiter.check("key").await?.is_allowed());
-/// assert_eq!(limiter.peek("key").await?.remaining(), 1);
+/// // A peek shows what the next request would get: the last unit.
+/// assert_eq!(limiter.peek("key").await?.remaining(), 0);
 /// # Ok::<(), ratewindow::Error>(())
 /// # })?;
 /// # Ok::<(), ratewindow::Error>(())
@@ -158,24 +160,19 @@ impl<L: RateLimiter> DynRateLimiter for L {
     }
 }
 
+// `async fn` names both borrowed lifetimes, which the boxed future's single one cannot.
 impl RateLimiter for dyn DynRateLimiter {
-    fn check_n(
-        &self,
-        key: &str,
-        cost: u64,
-    ) -> impl Future<Output = Result<Decision, Error>> + Send {
-        // The async blocks name both borrowed lifetimes, which the boxed future's single one
-        // cannot.
-        async move { self.check_n_boxed(key, cost).await }
+    async fn check_n(&self, key: &str, cost: u64) -> Result<Decision, Error> {
+        self.check_n_boxed(key, cost).await
     }
-    fn peek(&self, key: &str) -> impl Future<Output = Result<Decision, Error>> + Send {
-        async move { self.peek_boxed(key).await }
+    async fn peek(&self, key: &str) -> Result<Decision, Error> {
+        self.peek_boxed(key).await
     }
-    fn reset(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send {
-        async move { self.reset_boxed(key).await }
+    async fn reset(&self, key: &str) -> Result<(), Error> {
+        self.reset_boxed(key).await
     }
-    fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send {
-        async move { self.refund_boxed(key, amount).await }
+    async fn refund(&self, key: &str, amount: u64) -> Result<(), Error> {
+        self.refund_boxed(key, amount).await
     }
 }
 

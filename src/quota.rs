@@ -214,7 +214,10 @@ mod tests {
                 window_ms: u64::MAX
             })
         );
-        assert_eq!(Quota::new(1, Duration::MAX), Err(Error::WindowNotWholeMillis));
+        assert_eq!(
+            Quota::new(1, Duration::MAX),
+            Err(Error::WindowNotWholeMillis)
+        );
         let max = Quota::new(u64::MAX, Quota::MAX_WINDOW).unwrap();
         assert_eq!(max.window(), Quota::MAX_WINDOW);
         assert_eq!(Quota::per_day(3).unwrap().window_ms(), 86_400_000);

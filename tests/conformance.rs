@@ -14,8 +14,17 @@ const T0_S: u64 = T0_MS / 1000;
 
 #[derive(Debug, Clone)]
 enum Expect {
-    Allowed { limit: u64, remaining: u64, reset: u64 },
-    Denied { limit: u64, remaining: u64, reset: u64, retry_after: u64 },
+    Allowed {
+        limit: u64,
+        remaining: u64,
+        reset: u64,
+    },
+    Denied {
+        limit: u64,
+        remaining: u64,
+        reset: u64,
+        retry_after: u64,
+    },
     Fails(Error),
 }
 
@@ -43,10 +52,19 @@ struct Scenario {
 }
 
 fn allowed(limit: u64, remaining: u64, reset: u64) -> Expect {
-    Expect::Allowed { limit, remaining, reset: T0_S + reset }
+    Expect::Allowed {
+        limit,
+        remaining,
+        reset: T0_S + reset,
+    }
 }
 fn denied(limit: u64, remaining: u64, reset: u64, retry_after: u64) -> Expect {
-    Expect::Denied { limit, remaining, reset: T0_S + reset, retry_after }
+    Expect::Denied {
+        limit,
+        remaining,
+        reset: T0_S + reset,
+        retry_after,
+    }
 }
 fn check(key: &str, expect: Expect) -> Step {
     Step::Check(key.into(), 1, expect)
@@ -68,7 +86,13 @@ fn per_hour(limit: u64) -> Quota {
 }
 
 fn scenario(name: &'static str, quotas: Vec<Quota>, start_ms: u64, steps: Vec<Step>) -> Scenario {
-    Scenario { name, quotas, alignment: Alignment::Epoch, start_ms, steps }
+    Scenario {
+        name,
+        quotas,
+        alignment: Alignment::Epoch,
+        start_ms,
+        steps,
+    }
 }
 
 fn scenarios() -> Vec<Scenario> {
@@ -106,7 +130,11 @@ fn scenarios() -> Vec<Scenario> {
             vec![per_minute(5), per_hour(10)],
             0,
             vec![
-                check_n("k", 6, Expect::Fails(Error::CostExceedsLimit { cost: 6, limit: 5 })),
+                check_n(
+                    "k",
+                    6,
+                    Expect::Fails(Error::CostExceedsLimit { cost: 6, limit: 5 }),
+                ),
                 check_n("k", 0, Expect::Fails(Error::ZeroCost)),
                 check_n("k", 5, allowed(5, 0, 60)),
             ],
@@ -265,7 +293,12 @@ fn scenarios() -> Vec<Scenario> {
             vec![
                 check("", Expect::Fails(Error::EmptyKey)),
                 peek("", Expect::Fails(Error::EmptyKey)),
-                check(&"k".repeat(MAX_KEY_LEN + 1), Expect::Fails(Error::KeyTooLong { len: MAX_KEY_LEN + 1 })),
+                check(
+                    &"k".repeat(MAX_KEY_LEN + 1),
+                    Expect::Fails(Error::KeyTooLong {
+                        len: MAX_KEY_LEN + 1,
+                    }),
+                ),
                 check(&"k".repeat(MAX_KEY_LEN), allowed(1, 0, 60)),
                 check("{a}:b\n", allowed(1, 0, 60)),
                 check("{a}:b", allowed(1, 0, 60)),
@@ -289,7 +322,10 @@ fn clock_extremes<B: Backend>(backend: &B) {
         assert_eq!(at_epoch.time_to_reset(), Duration::from_secs(60));
         clock.set_millis(u64::MAX);
         let far = limiter.check("k").await;
-        assert_eq!(far.unwrap_err(), Error::ClockOutOfRange { now_ms: u64::MAX });
+        assert_eq!(
+            far.unwrap_err(),
+            Error::ClockOutOfRange { now_ms: u64::MAX }
+        );
     });
 }
 
@@ -305,7 +341,9 @@ pub(crate) fn run<B: Backend>(backend: &B) {
                     Step::Check(key, cost, expect) => {
                         assert_matches(&limiter.check_n(key, *cost).await, expect, &at)
                     }
-                    Step::Peek(key, expect) => assert_matches(&limiter.peek(key).await, expect, &at),
+                    Step::Peek(key, expect) => {
+                        assert_matches(&limiter.peek(key).await, expect, &at)
+                    }
                     Step::Quotas(key, expected) => {
                         let decision = limiter.peek(key).await.expect(&at);
                         let actual: Vec<_> = decision
@@ -329,16 +367,40 @@ pub(crate) fn run<B: Backend>(backend: &B) {
 
 fn assert_matches(actual: &Result<ratewindow::Decision, Error>, expect: &Expect, at: &str) {
     match (actual, expect) {
-        (Ok(d), Expect::Allowed { limit, remaining, reset }) => {
+        (
+            Ok(d),
+            Expect::Allowed {
+                limit,
+                remaining,
+                reset,
+            },
+        ) => {
             assert!(d.is_allowed(), "{at}: expected allowed, got {d:?}");
-            assert_eq!((d.limit(), d.remaining(), d.reset_epoch_secs()), (*limit, *remaining, *reset), "{at}: {d:?}");
+            assert_eq!(
+                (d.limit(), d.remaining(), d.reset_epoch_secs()),
+                (*limit, *remaining, *reset),
+                "{at}: {d:?}"
+            );
             assert_eq!(d.retry_after_secs(), None, "{at}");
             assert_eq!(d.headers().len(), 3, "{at}");
         }
-        (Ok(d), Expect::Denied { limit, remaining, reset, retry_after }) => {
+        (
+            Ok(d),
+            Expect::Denied {
+                limit,
+                remaining,
+                reset,
+                retry_after,
+            },
+        ) => {
             assert!(!d.is_allowed(), "{at}: expected denied, got {d:?}");
             assert_eq!(
-                (d.limit(), d.remaining(), d.reset_epoch_secs(), d.retry_after_secs()),
+                (
+                    d.limit(),
+                    d.remaining(),
+                    d.reset_epoch_secs(),
+                    d.retry_after_secs()
+                ),
                 (*limit, *remaining, *reset, Some(*retry_after)),
                 "{at}: {d:?}"
             );

@@ -61,7 +61,10 @@ fn threads_on_one_key_with_several_quotas_charge_all_or_nothing() {
 #[test]
 fn threads_with_costs_never_exceed_the_limit_and_fill_it_when_costs_divide_it() {
     let clock = ManualClock::at_millis(T0_MS);
-    let limiter = MemoryLimiter::builder(Quota::per_minute(999).unwrap()).clock(clock).build().unwrap();
+    let limiter = MemoryLimiter::builder(Quota::per_minute(999).unwrap())
+        .clock(clock)
+        .build()
+        .unwrap();
     assert_eq!(hammer(&limiter, 4, 400, 3), 999);
 }
 
@@ -76,7 +79,10 @@ fn key_cap_refuses_new_keys_but_keeps_deciding_existing_ones() {
     for i in 0..10 {
         assert!(limiter.check(&format!("user:{i}")).unwrap().is_allowed());
     }
-    assert_eq!(limiter.check("user:10").unwrap_err(), Error::CapacityExhausted { max_keys: 10 });
+    assert_eq!(
+        limiter.check("user:10").unwrap_err(),
+        Error::CapacityExhausted { max_keys: 10 }
+    );
     // Peeking a new key needs no state, so it works even when full.
     assert_eq!(limiter.peek("user:10").unwrap().remaining(), 1);
     // Existing keys keep their exact counts.
@@ -161,28 +167,50 @@ fn a_full_limiter_recovers_when_windows_end() {
 fn configuration_errors_are_typed() {
     let minute = Quota::per_minute(10).unwrap();
     let too_many = (0..5).fold(MemoryLimiter::builder(minute), |b, _| b.quota(minute));
-    assert_eq!(too_many.build().unwrap_err(), Error::TooManyQuotas { count: 6 });
+    assert_eq!(
+        too_many.build().unwrap_err(),
+        Error::TooManyQuotas { count: 6 }
+    );
     assert_eq!(
         MemoryLimiter::new(Quota::from_millis(1 << 17, 1).unwrap()).unwrap_err(),
-        Error::LimitTooLarge { limit: 1 << 17, max: (1 << 17) - 1 }
+        Error::LimitTooLarge {
+            limit: 1 << 17,
+            max: (1 << 17) - 1
+        }
     );
     assert!(MemoryLimiter::new(Quota::from_millis((1 << 17) - 1, 1).unwrap()).is_ok());
     assert!(MemoryLimiter::new(Quota::per_minute((1 << 33) - 1).unwrap()).is_ok());
 
-    let limiter = MemoryLimiter::builder(minute).quota(Quota::per_hour(100).unwrap()).build().unwrap();
-    assert_eq!(limiter.with_quotas([minute]).unwrap_err(), Error::IncompatibleQuotas);
+    let limiter = MemoryLimiter::builder(minute)
+        .quota(Quota::per_hour(100).unwrap())
+        .build()
+        .unwrap();
     assert_eq!(
-        limiter.with_quotas([Quota::per_hour(100).unwrap(), minute]).unwrap_err(),
+        limiter.with_quotas([minute]).unwrap_err(),
         Error::IncompatibleQuotas
     );
-    let raised = limiter.with_quotas([Quota::per_minute(20).unwrap(), Quota::per_hour(200).unwrap()]).unwrap();
+    assert_eq!(
+        limiter
+            .with_quotas([Quota::per_hour(100).unwrap(), minute])
+            .unwrap_err(),
+        Error::IncompatibleQuotas
+    );
+    let raised = limiter
+        .with_quotas([
+            Quota::per_minute(20).unwrap(),
+            Quota::per_hour(200).unwrap(),
+        ])
+        .unwrap();
     assert_eq!(raised.quotas()[1].limit(), 200);
 }
 
 #[test]
 fn clones_share_counters() {
     let clock = ManualClock::at_millis(T0_MS);
-    let limiter = MemoryLimiter::builder(Quota::per_minute(2).unwrap()).clock(clock).build().unwrap();
+    let limiter = MemoryLimiter::builder(Quota::per_minute(2).unwrap())
+        .clock(clock)
+        .build()
+        .unwrap();
     let clone = limiter.clone();
     limiter.check("k").unwrap();
     clone.check("k").unwrap();

@@ -33,8 +33,13 @@ struct Case {
 }
 
 fn case() -> impl Strategy<Value = Case> {
-    let quotas = prop::collection::vec((1..=6u64, prop::sample::select(WINDOWS_MS.to_vec())), 1..=3)
-        .prop_map(|qs| qs.into_iter().map(|(l, w)| Quota::from_millis(l, w).unwrap()).collect::<Vec<_>>());
+    let quotas =
+        prop::collection::vec((1..=6u64, prop::sample::select(WINDOWS_MS.to_vec())), 1..=3)
+            .prop_map(|qs| {
+                qs.into_iter()
+                    .map(|(l, w)| Quota::from_millis(l, w).unwrap())
+                    .collect::<Vec<_>>()
+            });
     let alignment = prop_oneof![Just(Alignment::Epoch), Just(Alignment::Staggered)];
     // Around now, and around the epoch.
     let start = prop_oneof![1_700_000_000_000..1_700_000_200_000u64, 0..5_000u64];
@@ -60,7 +65,7 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 /// Plays `case` on the backend and the model; returns the first divergence.
-pub(crate) fn replay<B: Backend>(backend: &B, case: &Case) -> Result<(), TestCaseError> {
+fn replay<B: Backend>(backend: &B, case: &Case) -> Result<(), TestCaseError> {
     let clock = ManualClock::at_millis(case.start_ms);
     let mut limiter = backend.limiter(&case.quotas, case.alignment, clock.clone());
     let mut model = Model::new(case.quotas.clone(), case.alignment);
@@ -82,7 +87,10 @@ pub(crate) fn replay<B: Backend>(backend: &B, case: &Case) -> Result<(), TestCas
                     continue;
                 }
                 Op::Check(k, cost) => {
-                    got = limiter.check_n(KEYS[*k], *cost).await.map(|d| Some(Expected::of(&d)));
+                    got = limiter
+                        .check_n(KEYS[*k], *cost)
+                        .await
+                        .map(|d| Some(Expected::of(&d)));
                     want = model.check_n(KEYS[*k], now, *cost).map(Some);
                 }
                 Op::Peek(k) => {

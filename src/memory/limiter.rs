@@ -53,8 +53,10 @@ const DEFAULT_MAX_KEYS: usize = 1 << 20;
 /// assert!(limiter.check_n("api-key-1", 101).is_err());
 ///
 /// clock.advance(Duration::from_secs(60));
-/// assert_eq!(limiter.peek("api-key-1")?.remaining(), 100);
-/// assert_eq!(limiter.peek("api-key-1")?.quotas()[1].remaining(), 999);
+/// // A peek is the decision the next request would get, without consuming it.
+/// let next = limiter.peek("api-key-1")?;
+/// assert_eq!(next.quotas()[0].remaining(), 99); // a new minute
+/// assert_eq!(next.quotas()[1].remaining(), 998); // the same hour
 /// # Ok::<(), ratewindow::Error>(())
 /// ```
 #[derive(Clone)]
@@ -147,6 +149,7 @@ impl<C: Clock> MemoryLimiter<C> {
     }
 
     /// The decision a request of cost 1 would get now. Consumes nothing and creates no state.
+    /// Like that decision, it reports `remaining` as it would be after the request.
     ///
     /// # Errors
     ///
@@ -289,7 +292,13 @@ impl<C: Clock> MemoryLimiter<C> {
     /// The algorithm, on one key's counters: every quota must admit `cost`; only then is each
     /// charged (when `charge`; a peek reports the same decision and stores nothing). Returns
     /// whether the counters changed, and the decision.
-    fn decide(&self, frame: &Frame, counters: &mut [Counter], cost: u64, charge: bool) -> (bool, Decision) {
+    fn decide(
+        &self,
+        frame: &Frame,
+        counters: &mut [Counter],
+        cost: u64,
+        charge: bool,
+    ) -> (bool, Decision) {
         let mut admits = [false; MAX_QUOTAS];
         for (i, (counter, quota)) in counters.iter_mut().zip(self.quotas()).enumerate() {
             *counter = counter.rolled_to(frame.windows[i].index);
@@ -311,7 +320,10 @@ impl<C: Clock> MemoryLimiter<C> {
                 admits[i],
             );
         }
-        (allowed && charge, Decision::new(frame.now_ms, &states[..counters.len()]))
+        (
+            allowed && charge,
+            Decision::new(frame.now_ms, &states[..counters.len()]),
+        )
     }
 
     fn charge<V: Cell>(

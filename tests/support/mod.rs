@@ -35,7 +35,9 @@ impl Backend for Memory {
     type Limiter = MemoryLimiter<ManualClock>;
 
     fn limiter(&self, quotas: &[Quota], alignment: Alignment, clock: ManualClock) -> Self::Limiter {
-        let mut builder = MemoryLimiter::builder(quotas[0]).alignment(alignment).clock(clock);
+        let mut builder = MemoryLimiter::builder(quotas[0])
+            .alignment(alignment)
+            .clock(clock);
         for &quota in &quotas[1..] {
             builder = builder.quota(quota);
         }
@@ -43,6 +45,7 @@ impl Backend for Memory {
     }
 
     fn requota(&self, base: &Self::Limiter, quotas: &[Quota]) -> Self::Limiter {
-        base.with_quotas(quotas.iter().copied()).expect("same windows")
+        base.with_quotas(quotas.iter().copied())
+            .expect("same windows")
     }
 }

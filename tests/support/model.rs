@@ -131,7 +131,11 @@ impl Model {
             .iter()
             .zip(&self.quotas)
             .map(|(&(end, count), quota)| {
-                (quota.limit(), quota.limit().saturating_sub(count), end as u64)
+                (
+                    quota.limit(),
+                    quota.limit().saturating_sub(count),
+                    end as u64,
+                )
             })
             .collect();
         // Binding: denied, the denying quota that ends last (first on ties); allowed, the fewest
@@ -195,7 +199,11 @@ impl Model {
         }
         // Only counts of the current window (or a later one, after the clock stepped back)
         // are given back; an ended window stays as it was.
-        let ends: Vec<i128> = self.quotas.iter().map(|q| self.window_end(key, q, now)).collect();
+        let ends: Vec<i128> = self
+            .quotas
+            .iter()
+            .map(|q| self.window_end(key, q, now))
+            .collect();
         if let Some(stored) = self.counts.get_mut(key) {
             for ((end, count), current_end) in stored.iter_mut().zip(ends) {
                 if *end >= current_end {

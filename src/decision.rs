@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use crate::window;
 
-/// The most quotas one limiter enforces per key. A [`Decision`] keeps the state of every quota
-/// inline, so returning one never allocates.
-pub const MAX_QUOTAS: usize = 4;
+/// The most quotas one limiter enforces per key (e.g. per second, per minute and per hour).
+/// A [`Decision`] keeps the state of every quota inline, so returning one never allocates; three
+/// keep it small enough (112 bytes) to be returned in registers and inline moves rather than
+/// through `memcpy`, which measurably matters on the hot path.
+pub const MAX_QUOTAS: usize = 3;
 
 /// `X-RateLimit-Limit`: the binding quota's limit. Header names are lower case, as HTTP/2
 /// requires and `http::HeaderName::from_static` accepts; HTTP/1 matches them case-insensitively.
@@ -26,23 +28,16 @@ pub struct QuotaState {
     used: u64,
     window_ms: u64,
     window_end_ms: u64,
-    admits: bool,
 }
 
 impl QuotaState {
-    pub(crate) fn new(
-        limit: u64,
-        used: u64,
-        window_ms: u64,
-        window_end_ms: u64,
-        admits: bool,
-    ) -> Self {
+    #[inline]
+    pub(crate) fn new(limit: u64, used: u64, window_ms: u64, window_end_ms: u64) -> Self {
         QuotaState {
             limit,
             used,
             window_ms,
             window_end_ms,
-            admits,
         }
     }
 
@@ -51,12 +46,13 @@ impl QuotaState {
         self.limit
     }
 
-    /// Units counted in the current window, after this decision.
+    /// Units counted in the current window, including this request if it was allowed (for a
+    /// peek: as if it had been).
     pub fn used(&self) -> u64 {
         self.used
     }
 
-    /// Units still available in the current window, after this decision.
+    /// Units still available in the current window, after this request.
     pub fn remaining(&self) -> u64 {
         self.limit.saturating_sub(self.used)
     }
@@ -74,11 +70,6 @@ impl QuotaState {
     /// When the current window ends, in unix seconds, rounded up.
     pub fn reset_epoch_secs(&self) -> u64 {
         window::reset_epoch_secs(self.window_end_ms)
-    }
-
-    /// Whether this quota alone would have admitted the request.
-    pub fn admits(&self) -> bool {
-        self.admits
     }
 }
 
@@ -117,47 +108,70 @@ impl QuotaState {
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
-    allowed: bool,
-    binding: u8,
-    len: u8,
-    now_ms: u64,
     states: [QuotaState; MAX_QUOTAS],
+    now_ms: u64,
+    len: u8,
+    /// Bit `i` is set when quota `i` alone would have denied the request.
+    violated: u8,
+    binding: u8,
 }
 
 impl Decision {
-    /// Builds a decision from every quota's state; `allowed` must be the conjunction of their
-    /// `admits`.
-    pub(crate) fn new(now_ms: u64, states: &[QuotaState]) -> Decision {
-        debug_assert!(!states.is_empty() && states.len() <= MAX_QUOTAS);
-        let allowed = states.iter().all(|s| s.admits);
-        let binding = if allowed {
-            // Fewest remaining, ties to the later reset.
-            (0..states.len()).min_by_key(|&i| {
-                (
-                    states[i].remaining(),
-                    std::cmp::Reverse(states[i].window_end_ms),
-                )
-            })
-        } else {
-            // The denying quota that blocks longest; ties to the first.
-            (0..states.len())
-                .filter(|&i| !states[i].admits)
-                .min_by_key(|&i| std::cmp::Reverse(states[i].window_end_ms))
-        };
-        let mut inline = [QuotaState::default(); MAX_QUOTAS];
-        inline[..states.len()].copy_from_slice(states);
+    /// A decision at `now_ms` with no quota states yet: fill them with
+    /// [`set_quota`](Self::set_quota), then [`finish`](Self::finish). Building in place keeps
+    /// the hot path from copying the whole decision around.
+    #[inline]
+    pub(crate) fn blank(now_ms: u64) -> Decision {
         Decision {
-            allowed,
-            binding: binding.unwrap_or(0) as u8,
-            len: states.len() as u8,
+            states: [QuotaState::default(); MAX_QUOTAS],
             now_ms,
-            states: inline,
+            len: 0,
+            violated: 0,
+            binding: 0,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn set_quota(&mut self, i: usize, state: QuotaState) {
+        self.states[i] = state;
+    }
+
+    /// Records how many quotas there are and which denied (bit `i`: quota `i`), and picks the
+    /// binding one.
+    #[inline]
+    pub(crate) fn finish(&mut self, len: usize, violated: u8) {
+        debug_assert!((1..=MAX_QUOTAS).contains(&len));
+        self.len = len as u8;
+        self.violated = violated;
+        if len > 1 {
+            self.binding = self.pick_binding() as u8;
+        }
+    }
+
+    fn pick_binding(&self) -> usize {
+        let states = self.quotas();
+        if self.violated == 0 {
+            // Fewest remaining, ties to the later reset.
+            (0..states.len())
+                .min_by_key(|&i| {
+                    (
+                        states[i].remaining(),
+                        std::cmp::Reverse(states[i].window_end_ms),
+                    )
+                })
+                .unwrap_or(0)
+        } else {
+            // The violated quota that blocks longest; ties to the first.
+            (0..states.len())
+                .filter(|&i| self.violated & (1 << i) != 0)
+                .min_by_key(|&i| std::cmp::Reverse(states[i].window_end_ms))
+                .unwrap_or(0)
         }
     }
 
     /// Whether the request was admitted (and, for `check`, charged).
     pub fn is_allowed(&self) -> bool {
-        self.allowed
+        self.violated == 0
     }
 
     /// The binding quota's state.
@@ -168,6 +182,15 @@ impl Decision {
     /// Every quota's state, in the order the limiter was configured with.
     pub fn quotas(&self) -> &[QuotaState] {
         &self.states[..usize::from(self.len)]
+    }
+
+    /// The quotas that denied the request (none when it was allowed), in configuration order.
+    pub fn violated(&self) -> impl Iterator<Item = &QuotaState> + '_ {
+        self.quotas()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.violated & (1 << i) != 0)
+            .map(|(_, state)| state)
     }
 
     /// The binding quota's limit: `X-RateLimit-Limit`.
@@ -188,7 +211,7 @@ impl Decision {
     /// When denied, the seconds until the binding window ends, rounded up and at least 1:
     /// `Retry-After`. `None` when allowed.
     pub fn retry_after_secs(&self) -> Option<u64> {
-        (!self.allowed).then(|| window::retry_after_secs(self.window_end_ms(), self.now_ms))
+        (!self.is_allowed()).then(|| window::retry_after_secs(self.window_end_ms(), self.now_ms))
     }
 
     /// When the binding quota's window ends, in unix milliseconds (exclusive).
@@ -227,7 +250,7 @@ impl Decision {
 impl fmt::Debug for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Decision")
-            .field("allowed", &self.allowed)
+            .field("allowed", &self.is_allowed())
             .field("limit", &self.limit())
             .field("remaining", &self.remaining())
             .field("reset_epoch_secs", &self.reset_epoch_secs())
@@ -343,36 +366,41 @@ mod tests {
         }
     }
 
-    fn state(limit: u64, used: u64, window_end_ms: u64, admits: bool) -> QuotaState {
-        QuotaState::new(limit, used, 1000, window_end_ms, admits)
+    fn decision(now_ms: u64, states: &[(u64, u64, u64)], violated: u8) -> Decision {
+        let mut decision = Decision::blank(now_ms);
+        for (i, &(limit, used, end)) in states.iter().enumerate() {
+            decision.set_quota(i, QuotaState::new(limit, used, 1000, end));
+        }
+        decision.finish(states.len(), violated);
+        decision
     }
 
     #[test]
     fn binding_quota_when_allowed_has_fewest_remaining() {
-        let d = Decision::new(0, &[state(10, 9, 1000, true), state(100, 50, 60_000, true)]);
+        let d = decision(0, &[(10, 9, 1000), (100, 50, 60_000)], 0);
         assert!(d.is_allowed());
         assert_eq!((d.limit(), d.remaining()), (10, 1));
-        let tie = Decision::new(0, &[state(10, 9, 1000, true), state(100, 99, 60_000, true)]);
+        let tie = decision(0, &[(10, 9, 1000), (100, 99, 60_000)], 0);
         assert_eq!(tie.limit(), 100, "ties go to the later reset");
         assert_eq!(tie.headers().len(), 3);
         assert_eq!(tie.retry_after_secs(), None);
+        assert_eq!(tie.violated().count(), 0);
     }
 
     #[test]
     fn binding_quota_when_denied_blocks_longest() {
-        let d = Decision::new(
+        let d = decision(
             500,
-            &[
-                state(10, 10, 1000, false),
-                state(100, 60, 60_000, true),
-                state(50, 50, 3_600_000, false),
-            ],
+            &[(10, 10, 1000), (100, 60, 60_000), (50, 50, 3_600_000)],
+            0b101,
         );
         assert!(!d.is_allowed());
         assert_eq!(d.limit(), 50);
         assert_eq!(d.retry_after_secs(), Some(3600));
         assert_eq!(d.time_to_reset(), Duration::from_millis(3_599_500));
         assert_eq!(d.quotas().len(), 3);
+        let violated: Vec<u64> = d.violated().map(|q| q.limit()).collect();
+        assert_eq!(violated, [10, 50]);
         let names: Vec<_> = d.headers().map(|(n, _)| n).collect();
         assert_eq!(names, HEADER_NAMES);
     }

@@ -166,10 +166,13 @@ fn a_full_limiter_recovers_when_windows_end() {
 #[test]
 fn configuration_errors_are_typed() {
     let minute = Quota::per_minute(10).unwrap();
-    let too_many = (0..5).fold(MemoryLimiter::builder(minute), |b, _| b.quota(minute));
+    let too_many =
+        (0..ratewindow::MAX_QUOTAS).fold(MemoryLimiter::builder(minute), |b, _| b.quota(minute));
     assert_eq!(
         too_many.build().unwrap_err(),
-        Error::TooManyQuotas { count: 6 }
+        Error::TooManyQuotas {
+            count: ratewindow::MAX_QUOTAS + 1
+        }
     );
     assert_eq!(
         MemoryLimiter::new(Quota::from_millis(1 << 17, 1).unwrap()).unwrap_err(),

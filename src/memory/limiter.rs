@@ -2,10 +2,10 @@
 
 use std::future::{Future, ready};
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::cell::{Cell, MultiCell};
-use super::fingerprint::{Fingerprint, Fingerprinter};
+use super::key_id::{KeyId, KeyIds};
 use super::shards::Shards;
 use crate::decision::QuotaState;
 use crate::window::{self, Counter, Packing, Window};
@@ -71,8 +71,14 @@ pub struct MemoryLimiter<C = DefaultClock> {
     store: Arc<Store>,
 }
 
+/// Shared by clones. Read on every call and almost never written, so it is aligned to keep
+/// whatever the allocator places next to it (often written) off its cache lines.
+#[repr(align(128))]
 struct Store {
-    fingerprinter: Fingerprinter,
+    key_ids: KeyIds,
+    /// Per quota, the index of the epoch-aligned window last seen: on most calls this replaces
+    /// a 64-bit division with a load and a multiplication.
+    epoch_windows: [AtomicU64; MAX_QUOTAS],
     max_keys: usize,
     counters: Counters,
 }
@@ -120,6 +126,7 @@ impl<C: Clock> MemoryLimiter<C> {
     /// [`Error::EmptyKey`], [`Error::KeyTooLong`], [`Error::ZeroCost`],
     /// [`Error::CostExceedsLimit`], [`Error::ClockOutOfRange`], and
     /// [`Error::CapacityExhausted`] for a new key when the key cap is reached.
+    #[inline]
     pub fn check_n(&self, key: &str, cost: u64) -> Result<Decision, Error> {
         key::validate(key)?;
         if cost == 0 {
@@ -132,11 +139,12 @@ impl<C: Clock> MemoryLimiter<C> {
             });
         }
         let frame = self.frame(key)?;
-        let fp = self.store.fingerprinter.of(key);
-        match &self.store.counters {
-            Counters::One(shards) => self.charge(shards, fp, &frame, cost),
-            Counters::Many(shards) => self.charge(shards, fp, &frame, cost),
-        }
+        let id = self.store.key_ids.of(key);
+        let outcome = match &self.store.counters {
+            Counters::One(shards) => self.charge(shards, id, &frame, cost),
+            Counters::Many(shards) => self.charge(shards, id, &frame, cost),
+        }?;
+        Ok(self.decision(&frame, &outcome))
     }
 
     /// [`check_n`](Self::check_n) with a cost of 1.
@@ -144,6 +152,7 @@ impl<C: Clock> MemoryLimiter<C> {
     /// # Errors
     ///
     /// As [`check_n`](Self::check_n).
+    #[inline]
     pub fn check(&self, key: &str) -> Result<Decision, Error> {
         self.check_n(key, 1)
     }
@@ -157,20 +166,21 @@ impl<C: Clock> MemoryLimiter<C> {
     pub fn peek(&self, key: &str) -> Result<Decision, Error> {
         key::validate(key)?;
         let frame = self.frame(key)?;
-        let fp = self.store.fingerprinter.of(key);
-        let peek = |counters: &mut [Counter]| self.decide(&frame, counters, 1, false);
+        let id = self.store.key_ids.of(key);
+        let peek = |counters: &mut [Counter]| (false, self.decide(&frame, counters, 1, false));
         let existing = match &self.store.counters {
             Counters::One(shards) => {
-                shards.existing(fp, |cell| cell.transact(self.packings(), peek))
+                shards.existing(id, |cell| cell.transact(self.packings(), peek))
             }
             Counters::Many(shards) => {
-                shards.existing(fp, |cell| cell.transact(self.packings(), peek))
+                shards.existing(id, |cell| cell.transact(self.packings(), peek))
             }
         };
-        Ok(existing.unwrap_or_else(|| {
+        let outcome = existing.unwrap_or_else(|| {
             let mut fresh = [Counter::default(); MAX_QUOTAS];
-            self.decide(&frame, &mut fresh[..self.len], 1, false).1
-        }))
+            self.decide(&frame, &mut fresh[..self.len], 1, false)
+        });
+        Ok(self.decision(&frame, &outcome))
     }
 
     /// Forgets the key's usage in its current windows.
@@ -180,10 +190,10 @@ impl<C: Clock> MemoryLimiter<C> {
     /// [`Error::EmptyKey`], [`Error::KeyTooLong`].
     pub fn reset(&self, key: &str) -> Result<(), Error> {
         key::validate(key)?;
-        let fp = self.store.fingerprinter.of(key);
+        let id = self.store.key_ids.of(key);
         match &self.store.counters {
-            Counters::One(shards) => shards.remove(fp),
-            Counters::Many(shards) => shards.remove(fp),
+            Counters::One(shards) => shards.remove(id),
+            Counters::Many(shards) => shards.remove(id),
         }
         Ok(())
     }
@@ -197,7 +207,7 @@ impl<C: Clock> MemoryLimiter<C> {
     pub fn refund(&self, key: &str, amount: u64) -> Result<(), Error> {
         key::validate(key)?;
         let frame = self.frame(key)?;
-        let fp = self.store.fingerprinter.of(key);
+        let id = self.store.key_ids.of(key);
         let give_back = |counters: &mut [Counter]| {
             let mut changed = false;
             for (counter, window) in counters.iter_mut().zip(&frame.windows) {
@@ -211,10 +221,10 @@ impl<C: Clock> MemoryLimiter<C> {
         };
         match &self.store.counters {
             Counters::One(shards) => {
-                shards.existing(fp, |cell| cell.transact(self.packings(), give_back))
+                shards.existing(id, |cell| cell.transact(self.packings(), give_back))
             }
             Counters::Many(shards) => {
-                shards.existing(fp, |cell| cell.transact(self.packings(), give_back))
+                shards.existing(id, |cell| cell.transact(self.packings(), give_back))
             }
         };
         Ok(())
@@ -266,10 +276,13 @@ impl<C: Clock> MemoryLimiter<C> {
         }
     }
 
+    #[inline]
     fn packings(&self) -> &[Packing] {
         &self.packings[..self.len]
     }
 
+    /// Reads the clock once and finds each quota's current window for `key`.
+    #[inline]
     fn frame(&self, key: &str) -> Result<Frame, Error> {
         let now_ms = self.clock.now_ms();
         let mut frame = Frame {
@@ -282,65 +295,92 @@ impl<C: Clock> MemoryLimiter<C> {
         };
         for (i, quota) in self.quotas().iter().enumerate() {
             let window_ms = quota.window_ms();
-            let offset = self.alignment.offset_ms(key, window_ms);
-            frame.windows[i] = window::locate(now_ms, window_ms, offset)?;
-            frame.offsets[i] = offset;
+            if self.alignment == Alignment::Epoch {
+                let cache = &self.store.epoch_windows[i];
+                let index = cache.load(Ordering::Relaxed);
+                let end_ms = index * window_ms;
+                if now_ms < end_ms && now_ms >= end_ms - window_ms && now_ms <= window::MAX_TIME_MS
+                {
+                    frame.windows[i] = Window { index, end_ms };
+                } else {
+                    frame.windows[i] = window::locate(now_ms, window_ms, 0)?;
+                    cache.store(frame.windows[i].index, Ordering::Relaxed);
+                }
+            } else {
+                let offset = self.alignment.offset_ms(key, window_ms);
+                frame.windows[i] = window::locate(now_ms, window_ms, offset)?;
+                frame.offsets[i] = offset;
+            }
         }
         Ok(frame)
     }
 
     /// The algorithm, on one key's counters: every quota must admit `cost`; only then is each
-    /// charged (when `charge`; a peek reports the same decision and stores nothing). Returns
-    /// whether the counters changed, and the decision.
-    fn decide(
-        &self,
-        frame: &Frame,
-        counters: &mut [Counter],
-        cost: u64,
-        charge: bool,
-    ) -> (bool, Decision) {
-        let mut admits = [false; MAX_QUOTAS];
+    /// charged (when `charge`; a peek stores nothing). Returns the counters as the decision
+    /// reports them (including `cost` when it fits, charged or not) and which quotas deny.
+    #[inline]
+    fn decide(&self, frame: &Frame, counters: &mut [Counter], cost: u64, charge: bool) -> Outcome {
+        let mut outcome = Outcome {
+            counters: [Counter::default(); MAX_QUOTAS],
+            violated: 0,
+        };
         for (i, (counter, quota)) in counters.iter_mut().zip(self.quotas()).enumerate() {
             *counter = counter.rolled_to(frame.windows[i].index);
-            admits[i] = counter.count.saturating_add(cost) <= quota.limit();
-        }
-        let allowed = admits[..counters.len()].iter().all(|&a| a);
-        let taken = if allowed { cost } else { 0 };
-        let mut states = [QuotaState::default(); MAX_QUOTAS];
-        for (i, (counter, quota)) in counters.iter_mut().zip(self.quotas()).enumerate() {
-            let used = counter.count + taken;
-            if charge {
-                counter.count = used;
+            if counter.count.saturating_add(cost) > quota.limit() {
+                outcome.violated |= 1 << i;
             }
-            states[i] = QuotaState::new(
-                quota.limit(),
-                used,
-                quota.window_ms(),
-                window::end_of(counter.index, quota.window_ms(), frame.offsets[i]),
-                admits[i],
-            );
         }
-        (
-            allowed && charge,
-            Decision::new(frame.now_ms, &states[..counters.len()]),
-        )
+        let taken = if outcome.violated == 0 { cost } else { 0 };
+        for (reported, counter) in outcome.counters.iter_mut().zip(counters.iter_mut()) {
+            *reported = Counter {
+                index: counter.index,
+                count: counter.count + taken,
+            };
+            if charge {
+                *counter = *reported;
+            }
+        }
+        outcome
     }
 
+    /// Turns an outcome into the decision the caller sees.
+    #[inline]
+    fn decision(&self, frame: &Frame, outcome: &Outcome) -> Decision {
+        let mut decision = Decision::blank(frame.now_ms);
+        for (i, quota) in self.quotas().iter().enumerate() {
+            let counter = outcome.counters[i];
+            let window_ms = quota.window_ms();
+            decision.set_quota(
+                i,
+                QuotaState::new(
+                    quota.limit(),
+                    counter.count,
+                    window_ms,
+                    window::end_of(counter.index, window_ms, frame.offsets[i]),
+                ),
+            );
+        }
+        decision.finish(self.len, outcome.violated);
+        decision
+    }
+
+    #[inline]
     fn charge<V: Cell>(
         &self,
         shards: &Shards<V>,
-        fp: Fingerprint,
+        id: KeyId,
         frame: &Frame,
         cost: u64,
-    ) -> Result<Decision, Error> {
+    ) -> Result<Outcome, Error> {
         let charge = |cell: &V| {
             cell.transact(self.packings(), |counters| {
-                self.decide(frame, counters, cost, true)
+                let outcome = self.decide(frame, counters, cost, true);
+                (outcome.violated == 0, outcome)
             })
         };
         shards
             .entry(
-                fp,
+                id,
                 |cell| self.ended(cell, frame.now_ms),
                 || self.next_end_ms(frame.now_ms),
                 frame.now_ms,
@@ -380,6 +420,14 @@ impl<C: Clock> MemoryLimiter<C> {
             .unwrap_or(1);
         (now_ms / shortest + 1) * shortest
     }
+}
+
+/// What the algorithm decided for one key, before it becomes a [`Decision`].
+struct Outcome {
+    /// Per quota, the count the decision reports, in the window it belongs to.
+    counters: [Counter; MAX_QUOTAS],
+    /// Bit `i`: quota `i` denies.
+    violated: u8,
 }
 
 impl<C: Clock> RateLimiter for MemoryLimiter<C> {
@@ -488,7 +536,8 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
             alignment: self.alignment,
             clock: self.clock,
             store: Arc::new(Store {
-                fingerprinter: Fingerprinter::random(),
+                key_ids: KeyIds::random(),
+                epoch_windows: Default::default(),
                 max_keys: self.max_keys,
                 counters,
             }),

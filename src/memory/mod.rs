@@ -1,7 +1,7 @@
 //! The in-memory backend: sharded, lock-free per key, bounded in memory.
 
 mod cell;
-mod fingerprint;
+mod key_id;
 mod limiter;
 mod shards;
 

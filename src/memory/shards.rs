@@ -7,11 +7,14 @@
 //! remove.
 
 use std::collections::HashMap;
+use std::hash::BuildHasher;
+
+use foldhash::fast::RandomState;
 
 use parking_lot::RwLock;
 
 use super::cell::Cell;
-use super::fingerprint::{BuildPassThrough, Fingerprint};
+use super::key_id::KeyId;
 
 /// A shard sweeps once it has grown to twice its size after the last sweep, never below this.
 const MIN_SWEEP_LEN: usize = 64;
@@ -23,7 +26,7 @@ const MIN_KEYS_PER_SHARD: usize = 256;
 struct Padded<T>(T);
 
 struct Shard<V> {
-    map: HashMap<Fingerprint, V, BuildPassThrough>,
+    map: HashMap<KeyId, V, RandomState>,
     /// Sweep when an insert finds the map this long.
     sweep_at_len: usize,
     /// When the shard is full, do not sweep again before this time: nothing can have ended.
@@ -37,6 +40,8 @@ pub(crate) struct Full;
 
 pub(crate) struct Shards<V> {
     shards: Box<[Padded<RwLock<Shard<V>>>]>,
+    /// Picks the shard; seeded per limiter so nobody can aim keys at one shard.
+    selector: RandomState,
     mask: u64,
     keys_per_shard: usize,
 }
@@ -60,38 +65,58 @@ impl<V: Cell> Shards<V> {
             .collect();
         Shards {
             shards,
+            selector: RandomState::default(),
             mask: count as u64 - 1,
             keys_per_shard: max_keys.div_ceil(count),
         }
     }
 
-    fn shard(&self, fp: Fingerprint) -> &RwLock<Shard<V>> {
-        &self.shards[(fp.shard & self.mask) as usize].0
+    #[inline]
+    fn shard(&self, id: KeyId) -> &RwLock<Shard<V>> {
+        // The high bits: the map's own hash, seeded differently, uses the low ones.
+        let hash = self.selector.hash_one(id);
+        &self.shards[((hash >> 40) & self.mask) as usize].0
     }
 
     /// Runs `f` on the key's cell if the key exists.
-    pub(crate) fn existing<R>(&self, fp: Fingerprint, f: impl FnOnce(&V) -> R) -> Option<R> {
-        self.shard(fp).read().map.get(&fp).map(f)
+    #[inline]
+    pub(crate) fn existing<R>(&self, id: KeyId, f: impl FnOnce(&V) -> R) -> Option<R> {
+        self.shard(id).read().map.get(&id).map(f)
     }
 
     /// Runs `f` on the key's cell, creating it if needed. Creating a key may first sweep its
     /// shard of cells for which `ended` holds (they are indistinguishable from absent ones).
     /// `next_end_ms` says when the next cell can end, after which a full shard sweeps again.
+    #[inline]
     pub(crate) fn entry<R>(
         &self,
-        fp: Fingerprint,
+        id: KeyId,
         ended: impl Fn(&V) -> bool,
         next_end_ms: impl FnOnce() -> u64,
         now_ms: u64,
         f: impl Fn(&V) -> R,
     ) -> Result<R, Full> {
-        let lock = self.shard(fp);
+        let lock = self.shard(id);
         // The common path: the key exists and only a read lock is taken.
-        if let Some(result) = lock.read().map.get(&fp).map(&f) {
+        if let Some(result) = lock.read().map.get(&id).map(&f) {
             return Ok(result);
         }
+        self.insert(lock, id, ended, next_end_ms, now_ms, f)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn insert<R>(
+        &self,
+        lock: &RwLock<Shard<V>>,
+        id: KeyId,
+        ended: impl Fn(&V) -> bool,
+        next_end_ms: impl FnOnce() -> u64,
+        now_ms: u64,
+        f: impl Fn(&V) -> R,
+    ) -> Result<R, Full> {
         let mut shard = lock.write();
-        if let Some(cell) = shard.map.get(&fp) {
+        if let Some(cell) = shard.map.get(&id) {
             return Ok(f(cell));
         }
         let len = shard.map.len();
@@ -112,12 +137,12 @@ impl<V: Cell> Shards<V> {
         } else if full {
             return Err(Full);
         }
-        Ok(f(shard.map.entry(fp).or_default()))
+        Ok(f(shard.map.entry(id).or_default()))
     }
 
     /// Forgets the key.
-    pub(crate) fn remove(&self, fp: Fingerprint) {
-        self.shard(fp).write().map.remove(&fp);
+    pub(crate) fn remove(&self, id: KeyId) {
+        self.shard(id).write().map.remove(&id);
     }
 
     /// How many keys are stored, including ones whose windows ended but were not swept yet.

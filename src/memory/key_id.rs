@@ -1,0 +1,129 @@
+//! How the in-memory backend identifies a key: 16 bytes, whatever the key.
+//!
+//! A key of up to 15 bytes *is* its id: its bytes and its length, packed into two words, so
+//! short keys (user ids, IPs, most tenant names) are compared exactly and cost no hashing
+//! beyond the map's own. A longer key is identified by a 120-bit SipHash-1-3 fingerprint under
+//! a secret drawn per limiter, with the length byte set to 0xFF so it can never equal a short
+//! key's id.
+//!
+//! I chose fixed 16-byte ids over storing keys because every entry then has the same small size
+//! (a 4 KiB key costs what a 4-byte one does, so `max_keys` bounds bytes, not just entries),
+//! there is no per-key heap allocation, and API keys are not kept in process memory. SipHash is
+//! a keyed PRF: two distinct long keys share an id with probability 2^-120 per pair, and nobody
+//! can pick colliding keys without the secret; with a million live keys the chance that any two
+//! share a counter is below 10^-23.
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hash, Hasher};
+
+use siphasher::sip128::{Hasher128, SipHasher13};
+
+/// Keys this long or shorter are stored verbatim.
+const INLINE_LEN: usize = 15;
+/// The length byte of a fingerprinted key.
+const FINGERPRINT_TAG: u64 = 0xFF;
+
+/// A key's identity in the map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct KeyId([u64; 2]);
+
+impl Hash for KeyId {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0[0]);
+        state.write_u64(self.0[1]);
+    }
+}
+
+/// Makes ids, with one secret per limiter for the keys it fingerprints.
+#[derive(Debug, Clone)]
+pub(crate) struct KeyIds {
+    k0: u64,
+    k1: u64,
+}
+
+impl KeyIds {
+    /// Draws a fresh secret from the OS through std's `RandomState`.
+    pub(crate) fn random() -> KeyIds {
+        let draw = || RandomState::new().hash_one(0x5eed_u64);
+        KeyIds {
+            k0: draw(),
+            k1: draw(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn of(&self, key: &str) -> KeyId {
+        let bytes = key.as_bytes();
+        let len = bytes.len();
+        if len <= INLINE_LEN {
+            // Bytes 0..8 in the first word; the rest (up to 7) and the length in the second.
+            // For 8..=15 bytes the two reads overlap, which is harmless: with the length known,
+            // the words still determine every byte.
+            let (first, rest) = if len >= 8 {
+                (read_le(&bytes[..8]), read_le(&bytes[len - 7..]))
+            } else {
+                (read_le(bytes), 0)
+            };
+            KeyId([first, rest | (len as u64) << 56])
+        } else {
+            let mut hasher = SipHasher13::new_with_keys(self.k0, self.k1);
+            hasher.write(bytes);
+            let hash = hasher.finish128();
+            KeyId([hash.h1, (hash.h2 & (u64::MAX >> 8)) | FINGERPRINT_TAG << 56])
+        }
+    }
+}
+
+/// Up to 8 bytes as a little-endian word, zero-filled.
+#[inline]
+fn read_le(bytes: &[u8]) -> u64 {
+    let mut word = [0u8; 8];
+    word[..bytes.len()].copy_from_slice(bytes);
+    u64::from_le_bytes(word)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn short_keys_are_exact_and_distinct() {
+        let ids = KeyIds::random();
+        let keys: Vec<String> = (0..=INLINE_LEN)
+            .flat_map(|len| ["a", "b", "\0", "é"].map(|c| c.repeat(len)))
+            .chain(
+                [
+                    "user:000001",
+                    "user:000010",
+                    "12345678",
+                    "123456789",
+                    "0123456789abcde",
+                ]
+                .map(String::from),
+            )
+            .collect();
+        let unique: HashSet<&String> = keys.iter().collect();
+        let id_set: HashSet<KeyId> = unique
+            .iter()
+            .map(|k| ids.of(k))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect();
+        assert_eq!(id_set.len(), unique.len());
+        // Short ids do not depend on the secret.
+        assert_eq!(ids.of("user:1"), KeyIds::random().of("user:1"));
+    }
+
+    #[test]
+    fn long_keys_are_fingerprinted_per_secret() {
+        let a = KeyIds::random();
+        let b = KeyIds::random();
+        let long = "0123456789abcdef";
+        assert_eq!(a.of(long), a.of(long));
+        assert_ne!(a.of(long), a.of("0123456789abcdeg"));
+        assert_ne!(a.of(long), b.of(long));
+        assert_eq!(a.of(long).0[1] >> 56, FINGERPRINT_TAG);
+    }
+}

@@ -3,5 +3,9 @@
 mod support;
 
 mod conformance;
+#[path = "../examples/server.rs"]
+#[allow(dead_code)]
+mod demo_server;
 mod memory;
 mod properties;
+mod server;

@@ -1,0 +1,563 @@
+//! A demo API server rate limited per API key with ratewindow.
+//!
+//! It serves a small campaigns API (`POST /api/v1/campaigns/{id}/start`,
+//! `GET /api/v1/campaigns/{id}`) and enforces a fixed-window quota per `X-API-Key`. Every
+//! request with a key counts, whatever its outcome, and every such response carries
+//! `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (unix epoch seconds).
+//! Over the limit the answer is `429` with `Retry-After` and the handler does not run.
+//!
+//! Each API key gets its own in-memory workspace of seeded campaigns: `cmp_abc123` and
+//! `cmp_xyz789` can be started, `cmp_done` is completed and `cmp_nosteps` has no sequence steps.
+//!
+//! ```text
+//! cargo run --release --example server
+//! RATE_LIMIT=10/5s BIND=0.0.0.0:3000 cargo run --release --example server
+//!
+//! curl -i -X POST http://127.0.0.1:8080/api/v1/campaigns/cmp_abc123/start \
+//!      -H "X-API-Key: otr_your_key"
+//! ```
+//!
+//! Environment:
+//! - `BIND`: the address to listen on, `host:port` (default `127.0.0.1:8080`).
+//! - `RATE_LIMIT`: the quota per API key as `<limit>/<window>` with a window unit of `ms`, `s`,
+//!   `m`, `h` or `d` (default `100/1m`; e.g. `10/5s`, `1000/1h`).
+//!
+//! Invalid configuration is reported on stderr with a non-zero exit code. Ctrl-C (or SIGTERM)
+//! stops the server after in-flight requests finish.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Extension, Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use ratewindow::{Decision, DynRateLimiter, Error, MemoryLimiter, Quota, RateLimiter};
+use serde_json::{Value, json};
+
+const DEFAULT_BIND: &str = "127.0.0.1:8080";
+const DEFAULT_RATE_LIMIT: &str = "100/1m";
+/// Workspaces kept at once; the least recently used one goes when a new key needs room.
+const MAX_WORKSPACES: usize = 10_000;
+
+const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// The router: rate limiting in front of every route, unknown ones included.
+pub fn app(limiter: Arc<dyn DynRateLimiter>, max_workspaces: usize) -> Router {
+    let state = AppState {
+        workspaces: Arc::new(Workspaces::new(max_workspaces)),
+    };
+    Router::new()
+        .route("/api/v1/campaigns/{id}", get(get_campaign))
+        .route("/api/v1/campaigns/{id}/start", post(start_campaign))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "Route not found") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            )
+        })
+        // `layer`, not `route_layer`: the fallbacks are rate limited too.
+        .layer(middleware::from_fn_with_state(limiter, rate_limit))
+        .with_state(state)
+}
+
+#[derive(Clone)]
+struct AppState {
+    workspaces: Arc<Workspaces>,
+}
+
+/// The caller's API key, put in the request's extensions by [`rate_limit`].
+#[derive(Clone)]
+struct ApiKey(Arc<str>);
+
+/// Charges one request to the caller's key, then runs the handler only if the key is within its
+/// quota. Every response to a keyed request carries the rate-limit headers.
+async fn rate_limit(
+    State(limiter): State<Arc<dyn DynRateLimiter>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let key: Arc<str> = match api_key(request.headers()) {
+        Ok(key) => Arc::from(key),
+        Err(problem) => return problem.into_response(),
+    };
+    let decision = match limiter.check(&key).await {
+        Ok(decision) => decision,
+        Err(err) => return limiter_error(&err),
+    };
+    let mut response = if decision.is_allowed() {
+        request.extensions_mut().insert(ApiKey(key));
+        next.run(request).await
+    } else {
+        rate_limited(&decision)
+    };
+    let headers = response.headers_mut();
+    for (name, value) in decision.headers() {
+        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    }
+    response
+}
+
+/// The one non-empty `X-API-Key`.
+fn api_key(headers: &HeaderMap) -> Result<&str, KeyProblem> {
+    let mut values = headers.get_all(API_KEY).iter();
+    let value = values.next().ok_or(KeyProblem::Missing)?;
+    // Proxies and servers disagree on which of several copies wins; refuse to guess.
+    if values.next().is_some() {
+        return Err(KeyProblem::Repeated);
+    }
+    match value.to_str() {
+        Ok("") => Err(KeyProblem::Empty),
+        Ok(key) => Ok(key),
+        Err(_) => Err(KeyProblem::NotVisibleAscii),
+    }
+}
+
+enum KeyProblem {
+    Missing,
+    Repeated,
+    Empty,
+    NotVisibleAscii,
+}
+
+impl IntoResponse for KeyProblem {
+    fn into_response(self) -> Response {
+        let unauthorized = |message| error(StatusCode::UNAUTHORIZED, "unauthorized", message);
+        match self {
+            KeyProblem::Missing => unauthorized("Missing X-API-Key header"),
+            KeyProblem::Empty => unauthorized("Empty X-API-Key header"),
+            KeyProblem::NotVisibleAscii => unauthorized("X-API-Key must be visible ASCII"),
+            KeyProblem::Repeated => error(
+                StatusCode::BAD_REQUEST,
+                "invalid_api_key",
+                "Send exactly one X-API-Key header",
+            ),
+        }
+    }
+}
+
+fn rate_limited(decision: &Decision) -> Response {
+    let retry_after = decision.retry_after_secs().unwrap_or(1);
+    let body = json!({
+        "error": {
+            "code": "rate_limited",
+            "message": format!(
+                "Rate limit of {} requests per window exceeded; retry in {retry_after} s",
+                decision.limit()
+            ),
+            "retryAfter": retry_after,
+        }
+    });
+    (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
+}
+
+fn limiter_error(err: &Error) -> Response {
+    match err {
+        Error::CapacityExhausted { .. } => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "over_capacity",
+            "Too many API keys are active; try again later",
+        ),
+        // The message names the problem (e.g. the key's length), never the key.
+        Error::EmptyKey | Error::KeyTooLong { .. } => {
+            error(StatusCode::BAD_REQUEST, "invalid_api_key", &err.to_string())
+        }
+        _ => {
+            eprintln!("rate limiter error: {err}");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Rate limiting failed",
+            )
+        }
+    }
+}
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "error": { "code": code, "message": message } });
+    (status, Json(body)).into_response()
+}
+
+async fn get_campaign(
+    State(state): State<AppState>,
+    Extension(ApiKey(key)): Extension<ApiKey>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(id)) = id else {
+        return invalid_id();
+    };
+    let found = state.workspaces.with(&key, |workspace| {
+        workspace.find(&id).map(|campaign| campaign.to_json())
+    });
+    match found {
+        Some(campaign) => Json(json!({ "data": campaign })).into_response(),
+        None => CampaignError::NotFound.into_response(),
+    }
+}
+
+async fn start_campaign(
+    State(state): State<AppState>,
+    Extension(ApiKey(key)): Extension<ApiKey>,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(id)) = id else {
+        return invalid_id();
+    };
+    let now = utc_timestamp(unix_now_secs());
+    match state
+        .workspaces
+        .with(&key, |workspace| workspace.start(&id, now))
+    {
+        Ok(campaign) => Json(json!({ "data": campaign })).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+fn invalid_id() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_campaign_id",
+        "Invalid campaign id",
+    )
+}
+
+/// Per-key workspaces, at most `max` of them; the least recently used is evicted for a new key.
+///
+/// Keys are held as received; the limiter has already refused any longer than
+/// [`ratewindow::MAX_KEY_LEN`], so memory stays bounded by `max` workspaces of bounded size.
+struct Workspaces {
+    max: usize,
+    lru: Mutex<Lru>,
+}
+
+#[derive(Default)]
+struct Lru {
+    tick: u64,
+    by_key: HashMap<Arc<str>, (u64, Workspace)>,
+    by_use: BTreeMap<u64, Arc<str>>,
+}
+
+impl Workspaces {
+    /// Room for `max` workspaces (at least 1).
+    fn new(max: usize) -> Workspaces {
+        Workspaces {
+            max: max.max(1),
+            lru: Mutex::default(),
+        }
+    }
+
+    /// Runs `f` on `key`'s workspace, seeding it first if `key` has none.
+    fn with<R>(&self, key: &Arc<str>, f: impl FnOnce(&mut Workspace) -> R) -> R {
+        let mut guard = self.lock();
+        let lru = &mut *guard;
+        lru.tick += 1;
+        let tick = lru.tick;
+        if let Some((last_used, workspace)) = lru.by_key.get_mut(&**key) {
+            lru.by_use.remove(last_used);
+            *last_used = tick;
+            lru.by_use.insert(tick, Arc::clone(key));
+            return f(workspace);
+        }
+        if lru.by_key.len() >= self.max {
+            if let Some((_, evicted)) = lru.by_use.pop_first() {
+                lru.by_key.remove(&evicted);
+            }
+        }
+        lru.by_use.insert(tick, Arc::clone(key));
+        let (_, workspace) = lru
+            .by_key
+            .entry(Arc::clone(key))
+            .or_insert_with(|| (tick, Workspace::seeded()));
+        f(workspace)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Lru> {
+        // The critical sections cannot panic midway, so a poisoned lock still holds sound data.
+        self.lru.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Draft,
+    Paused,
+    Active,
+    Completed,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Draft => "draft",
+            Status::Paused => "paused",
+            Status::Active => "active",
+            Status::Completed => "completed",
+        }
+    }
+}
+
+struct Campaign {
+    id: &'static str,
+    name: &'static str,
+    status: Status,
+    sequence_steps: u32,
+    leads_enrolled: u32,
+    email_accounts: u32,
+    created_at: &'static str,
+    started_at: Option<String>,
+}
+
+impl Campaign {
+    fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "name": self.name,
+            "status": self.status.as_str(),
+            "sequenceSteps": self.sequence_steps,
+            "leadsEnrolled": self.leads_enrolled,
+            "emailAccounts": self.email_accounts,
+            "createdAt": self.created_at,
+            "startedAt": self.started_at,
+        })
+    }
+}
+
+struct Workspace {
+    campaigns: Vec<Campaign>,
+}
+
+impl Workspace {
+    fn seeded() -> Workspace {
+        let campaign =
+            |id, name, status, sequence_steps, leads_enrolled, email_accounts| Campaign {
+                id,
+                name,
+                status,
+                sequence_steps,
+                leads_enrolled,
+                email_accounts,
+                created_at: "2025-01-10T14:30:00",
+                started_at: match status {
+                    Status::Paused | Status::Completed => Some("2025-01-12T09:00:00".to_owned()),
+                    Status::Draft | Status::Active => None,
+                },
+            };
+        Workspace {
+            campaigns: vec![
+                campaign("cmp_abc123", "Q1 Outreach", Status::Draft, 3, 250, 2),
+                campaign("cmp_xyz789", "Partner Follow-up", Status::Paused, 2, 80, 1),
+                campaign("cmp_done", "Holiday Promo", Status::Completed, 4, 500, 3),
+                campaign("cmp_nosteps", "Untitled Draft", Status::Draft, 0, 40, 1),
+            ],
+        }
+    }
+
+    fn find(&self, id: &str) -> Option<&Campaign> {
+        self.campaigns.iter().find(|c| c.id == id)
+    }
+
+    /// Moves a draft or paused campaign that meets the prerequisites to active.
+    fn start(&mut self, id: &str, now: String) -> Result<Value, CampaignError> {
+        let campaign = self
+            .campaigns
+            .iter_mut()
+            .find(|c| c.id == id)
+            .ok_or(CampaignError::NotFound)?;
+        match campaign.status {
+            Status::Active => return Err(CampaignError::AlreadyActive),
+            Status::Completed => return Err(CampaignError::Completed),
+            Status::Draft | Status::Paused => {}
+        }
+        if campaign.sequence_steps == 0 {
+            return Err(CampaignError::NoSequenceSteps);
+        }
+        if campaign.leads_enrolled == 0 {
+            return Err(CampaignError::NoLeads);
+        }
+        if campaign.email_accounts == 0 {
+            return Err(CampaignError::NoEmailAccounts);
+        }
+        campaign.status = Status::Active;
+        campaign.started_at = Some(now);
+        Ok(campaign.to_json())
+    }
+}
+
+enum CampaignError {
+    NotFound,
+    AlreadyActive,
+    Completed,
+    NoSequenceSteps,
+    NoLeads,
+    NoEmailAccounts,
+}
+
+impl IntoResponse for CampaignError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            CampaignError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "campaign_not_found",
+                "Campaign not found",
+            ),
+            CampaignError::AlreadyActive => (
+                StatusCode::BAD_REQUEST,
+                "campaign_already_active",
+                "Campaign is already active",
+            ),
+            CampaignError::Completed => (
+                StatusCode::BAD_REQUEST,
+                "campaign_completed",
+                "Cannot start a completed campaign",
+            ),
+            CampaignError::NoSequenceSteps => (
+                StatusCode::BAD_REQUEST,
+                "no_sequence_steps",
+                "Campaign must have at least one sequence step",
+            ),
+            CampaignError::NoLeads => (
+                StatusCode::BAD_REQUEST,
+                "no_leads",
+                "Campaign must have leads enrolled",
+            ),
+            CampaignError::NoEmailAccounts => (
+                StatusCode::BAD_REQUEST,
+                "no_email_accounts",
+                "Campaign must have at least one email account assigned",
+            ),
+        };
+        error(status, code, message)
+    }
+}
+
+fn unix_now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `unix_secs` as a UTC ISO-8601 date-time without offset, e.g. `2025-01-15T09:00:00`.
+pub fn utc_timestamp(unix_secs: u64) -> String {
+    let (year, month, day) = civil_from_days(unix_secs / 86_400);
+    let secs = unix_secs % 86_400;
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`, restricted to days on or after the epoch).
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    // Shift to eras of 400 years starting on 0000-03-01, so leap days fall at the end of a year.
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z % 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_from_march = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_from_march + 2) / 5 + 1;
+    let month = if month_from_march < 10 {
+        month_from_march + 3
+    } else {
+        month_from_march - 9
+    };
+    let year = year_of_era + era * 400 + u64::from(month <= 2);
+    (year, month, day)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("server: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let rate_limit = env_or("RATE_LIMIT", DEFAULT_RATE_LIMIT)?;
+    let bad_rate_limit = |err: Error| format!("RATE_LIMIT={rate_limit:?}: {err}");
+    let quota: Quota = rate_limit.parse().map_err(bad_rate_limit)?;
+    let limiter = memory_backend(quota).map_err(bad_rate_limit)?;
+    let bind = env_or("BIND", DEFAULT_BIND)?;
+    let addrs: Vec<SocketAddr> = bind
+        .to_socket_addrs()
+        .map_err(|err| format!("BIND={bind:?}: {err} (expected host:port, e.g. {DEFAULT_BIND})"))?
+        .collect();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|err| format!("cannot start the async runtime: {err}"))?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addrs.as_slice())
+            .await
+            .map_err(|err| format!("cannot listen on {bind}: {err}"))?;
+        let local = listener
+            .local_addr()
+            .map_err(|err| format!("cannot read the listening address: {err}"))?;
+        eprintln!(
+            "ratewindow demo server listening on http://{local} \
+             (rate limit {quota} per API key, backend: memory)"
+        );
+        axum::serve(listener, app(limiter, MAX_WORKSPACES))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|err| format!("server error: {err}"))
+    })
+}
+
+/// The in-process backend. Other backends (e.g. Redis) plug in here behind the same trait
+/// object, chosen from configuration.
+fn memory_backend(quota: Quota) -> Result<Arc<dyn DynRateLimiter>, Error> {
+    Ok(Arc::new(MemoryLimiter::new(quota)?))
+}
+
+fn env_or(name: &str, default: &str) -> Result<String, String> {
+    match std::env::var(name) {
+        Ok(value) => Ok(value),
+        Err(std::env::VarError::NotPresent) => Ok(default.to_owned()),
+        Err(std::env::VarError::NotUnicode(_)) => Err(format!("{name} is not valid UTF-8")),
+    }
+}
+
+async fn shutdown_signal() {
+    // A signal that cannot be listened for must not stop the server: wait forever instead.
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut sigterm) => {
+                sigterm.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    eprintln!("shutting down");
+}

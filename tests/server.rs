@@ -1,0 +1,380 @@
+//! The demo server end to end, in process: rate limiting, the campaigns contract and the
+//! per-key workspaces, on a manual clock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use ratewindow::{DynRateLimiter, ManualClock, MemoryLimiter, Quota};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::demo_server::{app, utc_timestamp};
+
+/// 20 s into a minute: the window ends at `WINDOW_END_SECS`.
+const NOW_MS: u64 = 1_700_000_000_000;
+const WINDOW_END_SECS: u64 = 1_700_000_040;
+
+const ABC: &str = "/api/v1/campaigns/cmp_abc123";
+const ABC_START: &str = "/api/v1/campaigns/cmp_abc123/start";
+const XYZ_START: &str = "/api/v1/campaigns/cmp_xyz789/start";
+
+struct Server {
+    app: Router,
+    clock: ManualClock,
+}
+
+fn server(quota: &str, max_workspaces: usize) -> Server {
+    let clock = ManualClock::at_millis(NOW_MS);
+    let limiter = MemoryLimiter::builder(quota.parse::<Quota>().unwrap())
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let limiter: Arc<dyn DynRateLimiter> = Arc::new(limiter);
+    Server {
+        app: app(limiter, max_workspaces),
+        clock,
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// `(X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset)` as numbers.
+    fn rate_limit(&self) -> (u64, u64, u64) {
+        let number = |name| {
+            self.header(name)
+                .unwrap_or_else(|| panic!("{name} missing on a {} reply", self.status))
+                .parse::<u64>()
+                .unwrap()
+        };
+        (
+            number("x-ratelimit-limit"),
+            number("x-ratelimit-remaining"),
+            number("x-ratelimit-reset"),
+        )
+    }
+
+    fn error(&self) -> (&str, &str) {
+        let error = &self.body["error"];
+        (
+            error["code"].as_str().unwrap(),
+            error["message"].as_str().unwrap(),
+        )
+    }
+
+    fn status_of_campaign(&self) -> &str {
+        self.body["data"]["status"].as_str().unwrap()
+    }
+}
+
+impl Server {
+    async fn send(&self, method: Method, path: &str, key: Option<&str>) -> Reply {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        self.call(request.body(Body::empty()).unwrap()).await
+    }
+
+    async fn call(&self, request: Request<Body>) -> Reply {
+        let response = self.app.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|err| panic!("{status} body is not JSON ({err}): {bytes:?}"));
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn post(&self, path: &str, key: &str) -> Reply {
+        self.send(Method::POST, path, Some(key)).await
+    }
+
+    async fn get(&self, path: &str, key: &str) -> Reply {
+        self.send(Method::GET, path, Some(key)).await
+    }
+}
+
+fn is_utc_timestamp(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() == 19
+        && bytes.iter().enumerate().all(|(i, &b)| match i {
+            4 | 7 => b == b'-',
+            10 => b == b'T',
+            13 | 16 => b == b':',
+            _ => b.is_ascii_digit(),
+        })
+}
+
+#[tokio::test]
+async fn start_activates_the_campaign_with_rate_limit_headers() {
+    let server = server("100/1m", 10);
+
+    let before = server.get(ABC, "key-a").await;
+    assert_eq!(before.status, StatusCode::OK);
+    assert_eq!(before.rate_limit(), (100, 99, WINDOW_END_SECS));
+    assert_eq!(before.body["data"]["status"], "draft");
+    assert_eq!(before.body["data"]["startedAt"], Value::Null);
+
+    let started = server.post(ABC_START, "key-a").await;
+    assert_eq!(started.status, StatusCode::OK);
+    assert_eq!(started.rate_limit(), (100, 98, WINDOW_END_SECS));
+    assert_eq!(started.header("retry-after"), None);
+    let data = &started.body["data"];
+    assert_eq!(data["id"], "cmp_abc123");
+    assert_eq!(data["name"], "Q1 Outreach");
+    assert_eq!(data["status"], "active");
+    assert!(data["sequenceSteps"].as_u64().unwrap() > 0);
+    assert!(data["leadsEnrolled"].as_u64().unwrap() > 0);
+    assert!(data["emailAccounts"].as_u64().unwrap() > 0);
+    assert!(is_utc_timestamp(data["createdAt"].as_str().unwrap()));
+    let started_at = data["startedAt"].as_str().unwrap();
+    assert!(is_utc_timestamp(started_at), "{started_at}");
+
+    let after = server.get(ABC, "key-a").await;
+    assert_eq!(after.rate_limit(), (100, 97, WINDOW_END_SECS));
+    assert_eq!(after.body["data"], *data, "the campaign stays active");
+
+    let paused = server.post(XYZ_START, "key-a").await;
+    assert_eq!(paused.status, StatusCode::OK);
+    assert_eq!(paused.status_of_campaign(), "active");
+    assert_eq!(paused.rate_limit(), (100, 96, WINDOW_END_SECS));
+}
+
+#[tokio::test]
+async fn errors_follow_the_contract_and_still_count() {
+    let server = server("100/1m", 10);
+    assert_eq!(server.post(ABC_START, "k").await.status, StatusCode::OK);
+
+    let cases = [
+        (
+            Method::POST,
+            ABC_START,
+            StatusCode::BAD_REQUEST,
+            "Campaign is already active",
+        ),
+        (
+            Method::POST,
+            "/api/v1/campaigns/cmp_done/start",
+            StatusCode::BAD_REQUEST,
+            "Cannot start a completed campaign",
+        ),
+        (
+            Method::POST,
+            "/api/v1/campaigns/cmp_nosteps/start",
+            StatusCode::BAD_REQUEST,
+            "Campaign must have at least one sequence step",
+        ),
+        (
+            Method::POST,
+            "/api/v1/campaigns/cmp_missing/start",
+            StatusCode::NOT_FOUND,
+            "Campaign not found",
+        ),
+        (
+            Method::GET,
+            "/api/v1/campaigns/cmp_missing",
+            StatusCode::NOT_FOUND,
+            "Campaign not found",
+        ),
+        (
+            Method::GET,
+            "/no/such/route",
+            StatusCode::NOT_FOUND,
+            "Route not found",
+        ),
+        (
+            Method::GET,
+            ABC_START,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+        ),
+        (
+            Method::DELETE,
+            ABC,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "Method not allowed",
+        ),
+    ];
+    for (i, (method, path, status, message)) in cases.into_iter().enumerate() {
+        let reply = server.send(method.clone(), path, Some("k")).await;
+        assert_eq!(reply.status, status, "{method} {path}");
+        assert_eq!(reply.error().1, message, "{method} {path}");
+        assert_eq!(
+            reply.rate_limit(),
+            (100, 98 - i as u64, WINDOW_END_SECS),
+            "{method} {path} is counted"
+        );
+    }
+    assert_eq!(
+        server
+            .post("/api/v1/campaigns/cmp_done/start", "k")
+            .await
+            .error()
+            .0,
+        "campaign_completed"
+    );
+    // The failed starts changed nothing.
+    let done = server.get("/api/v1/campaigns/cmp_done", "k").await;
+    assert_eq!(done.status_of_campaign(), "completed");
+    let nosteps = server.get("/api/v1/campaigns/cmp_nosteps", "k").await;
+    assert_eq!(nosteps.status_of_campaign(), "draft");
+}
+
+#[tokio::test]
+async fn missing_empty_or_ambiguous_keys_are_refused_and_not_counted() {
+    let server = server("2/1m", 10);
+    for key in [None, Some("")] {
+        let reply = server.send(Method::POST, ABC_START, key).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "key {key:?}");
+        assert_eq!(reply.error().0, "unauthorized");
+        assert_eq!(reply.header("x-ratelimit-limit"), None);
+    }
+    let unknown_route = server.send(Method::GET, "/nowhere", None).await;
+    assert_eq!(unknown_route.status, StatusCode::UNAUTHORIZED);
+    let opaque = Request::get(ABC)
+        .header("x-api-key", HeaderValue::from_bytes(b"k\xff").unwrap())
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(server.call(opaque).await.status, StatusCode::UNAUTHORIZED);
+    let twice = Request::get(ABC)
+        .header("x-api-key", "k")
+        .header("x-api-key", "other")
+        .body(Body::empty())
+        .unwrap();
+    let twice = server.call(twice).await;
+    assert_eq!(twice.status, StatusCode::BAD_REQUEST);
+    assert_eq!(twice.error().0, "invalid_api_key");
+
+    let reply = server.get(ABC, "k").await;
+    assert_eq!(reply.rate_limit(), (2, 1, WINDOW_END_SECS));
+}
+
+#[tokio::test]
+async fn over_the_limit_is_429_with_retry_after_and_skips_the_handler() {
+    let server = server("3/1m", 10);
+    for remaining in [2, 1, 0] {
+        let reply = server.get(ABC, "k").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.rate_limit(), (3, remaining, WINDOW_END_SECS));
+    }
+
+    let denied = server.post(ABC_START, "k").await;
+    assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(denied.rate_limit(), (3, 0, WINDOW_END_SECS));
+    assert_eq!(denied.header("retry-after"), Some("40"));
+    assert_eq!(denied.error().0, "rate_limited");
+    assert_eq!(denied.body["error"]["retryAfter"], 40);
+
+    // Denials consume nothing and count down to the window's end, rounding up.
+    server.clock.advance(Duration::from_millis(39_500));
+    let still = server.post(ABC_START, "k").await;
+    assert_eq!(still.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(still.header("retry-after"), Some("1"));
+    assert_eq!(still.rate_limit(), (3, 0, WINDOW_END_SECS));
+
+    // At the window's end the key has its full quota, and the denied starts never ran.
+    server.clock.advance(Duration::from_millis(500));
+    let next_end = WINDOW_END_SECS + 60;
+    let after = server.get(ABC, "k").await;
+    assert_eq!(after.status, StatusCode::OK);
+    assert_eq!(after.status_of_campaign(), "draft");
+    assert_eq!(after.rate_limit(), (3, 2, next_end));
+    assert_eq!(after.header("retry-after"), None);
+    let started = server.post(ABC_START, "k").await;
+    assert_eq!(started.status, StatusCode::OK);
+    assert_eq!(started.rate_limit(), (3, 1, next_end));
+}
+
+#[tokio::test]
+async fn keys_are_limited_independently() {
+    let server = server("1/1m", 10);
+    assert_eq!(server.get(ABC, "a").await.status, StatusCode::OK);
+    assert_eq!(
+        server.get(ABC, "a").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    let b = server.get(ABC, "b").await;
+    assert_eq!(b.status, StatusCode::OK);
+    assert_eq!(b.rate_limit(), (1, 0, WINDOW_END_SECS));
+}
+
+#[tokio::test]
+async fn each_key_has_its_own_workspace() {
+    let server = server("100/1m", 10);
+    assert_eq!(server.post(ABC_START, "a").await.status, StatusCode::OK);
+    assert_eq!(server.get(ABC, "a").await.status_of_campaign(), "active");
+    assert_eq!(server.get(ABC, "b").await.status_of_campaign(), "draft");
+    assert_eq!(server.post(ABC_START, "b").await.status, StatusCode::OK);
+    assert_eq!(
+        server.post(ABC_START, "a").await.status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn workspaces_are_capped_evicting_the_least_recently_used() {
+    let server = server("100/1m", 2);
+    for key in ["a", "b", "c"] {
+        assert_eq!(server.post(ABC_START, key).await.status, StatusCode::OK);
+    }
+    // "a" was evicted for "c": it comes back fresh (and evicts "b").
+    assert_eq!(server.get(ABC, "a").await.status_of_campaign(), "draft");
+    assert_eq!(server.get(ABC, "c").await.status_of_campaign(), "active");
+
+    // "a" was used after "c" was created, so "c" goes first now.
+    assert_eq!(server.post(ABC_START, "a").await.status, StatusCode::OK);
+    assert_eq!(server.get(ABC, "b").await.status_of_campaign(), "draft");
+    assert_eq!(server.get(ABC, "a").await.status_of_campaign(), "active");
+    assert_eq!(server.get(ABC, "c").await.status_of_campaign(), "draft");
+}
+
+#[tokio::test]
+async fn limiter_errors_are_json_errors() {
+    let clock = ManualClock::at_millis(NOW_MS);
+    let limiter = MemoryLimiter::builder(Quota::per_minute(10).unwrap())
+        .clock(clock.clone())
+        .max_keys(1)
+        .build()
+        .unwrap();
+    let limiter: Arc<dyn DynRateLimiter> = Arc::new(limiter);
+    let server = Server {
+        app: app(limiter, 10),
+        clock,
+    };
+    assert_eq!(server.get(ABC, "first").await.status, StatusCode::OK);
+    let full = server.get(ABC, "second").await;
+    assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(full.error().0, "over_capacity");
+
+    let long_key = "k".repeat(ratewindow::MAX_KEY_LEN + 1);
+    let too_long = server.get(ABC, &long_key).await;
+    assert_eq!(too_long.status, StatusCode::BAD_REQUEST);
+    assert_eq!(too_long.error().0, "invalid_api_key");
+    assert!(!too_long.error().1.contains(&long_key));
+}
+
+#[test]
+fn timestamps_are_utc_iso_8601() {
+    assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00");
+    assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00");
+    assert_eq!(utc_timestamp(1_709_251_199), "2024-02-29T23:59:59");
+    assert_eq!(utc_timestamp(1_736_931_600), "2025-01-15T09:00:00");
+    assert_eq!(utc_timestamp(253_402_300_799), "9999-12-31T23:59:59");
+}

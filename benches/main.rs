@@ -1,1 +1,29 @@
-fn main() {}
+//! Criterion benchmarks: ratewindow's `MemoryLimiter` against governor's keyed limiter, plus the
+//! cost of a clock read. `cargo bench --bench benches`.
+
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+
+mod clock;
+mod memory;
+
+/// Short, bounded runs: the whole suite finishes in a few minutes.
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(30)
+}
+
+fn bench_all(c: &mut Criterion) {
+    memory::bench_all(c);
+    clock::bench_all(c);
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_all
+}
+criterion_main!(benches);

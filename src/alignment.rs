@@ -32,14 +32,6 @@ pub enum Alignment {
 }
 
 impl Alignment {
-    /// The phase of `key`'s windows of `window_ms`.
-    pub(crate) fn offset_ms(self, key: &str, window_ms: u64) -> u64 {
-        match self {
-            Alignment::Epoch => 0,
-            Alignment::Staggered => crate::window::stagger_offset(key, window_ms),
-        }
-    }
-
     /// The largest phase any key can have: what state cleanup must assume when it no longer
     /// knows the key.
     pub(crate) fn max_offset_ms(self, window_ms: u64) -> u64 {

@@ -50,9 +50,10 @@ fn system_now_ms() -> u64 {
 /// The wall clock as the kernel last stored it, through `CLOCK_REALTIME_COARSE` on Linux: a read
 /// costs a few nanoseconds instead of tens.
 ///
-/// Precision: it lags real time by at most one kernel tick (`clock_getres`, typically 1 to 4 ms).
-/// A lagging clock only ever makes a window end *later* than exact, never earlier, so it cannot
-/// admit a request that an exact clock would deny. On other systems it is [`SystemClock`].
+/// Precision: it lags real time by up to one kernel tick (`clock_getres(CLOCK_REALTIME_COARSE)`:
+/// 4 ms at the common HZ=250, 10 ms at HZ=100). Decisions stay exact against the time this clock
+/// reads, so each window still admits its limit; it is the window boundaries that are seen up
+/// to one tick late, like a clock skewed by that much. On other systems it is [`SystemClock`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CoarseClock;
 

@@ -27,8 +27,6 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
-    /// A limiter was built without any quota.
-    NoQuotas,
     /// A limiter was given more quotas than [`MAX_QUOTAS`](crate::MAX_QUOTAS).
     TooManyQuotas {
         /// How many quotas were given.
@@ -59,7 +57,8 @@ pub enum Error {
         /// The smallest limit among the limiter's quotas.
         limit: u64,
     },
-    /// The clock read a time the limiter cannot represent (after the year 4000).
+    /// The clock read a time the limiter does not decide for: later than 2^46 ms after the
+    /// epoch (in the year 4199).
     ClockOutOfRange {
         /// The clock's reading, in unix milliseconds.
         now_ms: u64,
@@ -83,10 +82,9 @@ impl fmt::Display for Error {
             Error::WindowTooLong { window_ms } => write!(
                 f,
                 "quota window of {window_ms} ms is longer than the maximum of {} ms",
-                crate::Quota::MAX_WINDOW.as_millis()
+                crate::quota::MAX_WINDOW_MS
             ),
             Error::InvalidQuotaSpec { reason } => write!(f, "invalid quota: {reason}"),
-            Error::NoQuotas => f.write_str("a limiter needs at least one quota"),
             Error::TooManyQuotas { count } => write!(
                 f,
                 "{count} quotas given, at most {} are supported",

@@ -87,7 +87,8 @@
 //! # Crate features
 //!
 //! This crate has no optional features; its dependencies are `parking_lot` (shard locks),
-//! `siphasher` (key fingerprints) and `libc` (the coarse clock).
+//! `foldhash` (shard and table hashing), `siphasher` (fingerprints of keys over 15 bytes) and
+//! `libc` (the coarse clock).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_code)]
 

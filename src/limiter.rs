@@ -176,22 +176,25 @@ impl RateLimiter for dyn DynRateLimiter {
     }
 }
 
-/// Shared limiters are limiters: `Arc<MemoryLimiter>`, `Arc<dyn DynRateLimiter>`.
-impl<L: RateLimiter + ?Sized> RateLimiter for Arc<L> {
-    fn check_n(
-        &self,
-        key: &str,
-        cost: u64,
-    ) -> impl Future<Output = Result<Decision, Error>> + Send {
-        (**self).check_n(key, cost)
-    }
-    fn peek(&self, key: &str) -> impl Future<Output = Result<Decision, Error>> + Send {
-        (**self).peek(key)
-    }
-    fn reset(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send {
-        (**self).reset(key)
-    }
-    fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send {
-        (**self).refund(key, amount)
-    }
+/// Forwards to the limiter behind a pointer, so `Arc<dyn DynRateLimiter>`,
+/// `Box<dyn DynRateLimiter>`, `Arc<MemoryLimiter>` and `&MemoryLimiter` are limiters too.
+macro_rules! forward {
+    ($($pointer:ty),*) => {$(
+        impl<L: RateLimiter + ?Sized> RateLimiter for $pointer {
+            fn check_n(&self, key: &str, cost: u64) -> impl Future<Output = Result<Decision, Error>> + Send {
+                (**self).check_n(key, cost)
+            }
+            fn peek(&self, key: &str) -> impl Future<Output = Result<Decision, Error>> + Send {
+                (**self).peek(key)
+            }
+            fn reset(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send {
+                (**self).reset(key)
+            }
+            fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send {
+                (**self).refund(key, amount)
+            }
+        }
+    )*};
 }
+
+forward!(Arc<L>, Box<L>, &L);

@@ -10,6 +10,8 @@ const SECOND_MS: u64 = 1_000;
 const MINUTE_MS: u64 = 60 * SECOND_MS;
 const HOUR_MS: u64 = 60 * MINUTE_MS;
 const DAY_MS: u64 = 24 * HOUR_MS;
+/// [`Quota::MAX_WINDOW`] in milliseconds.
+pub(crate) const MAX_WINDOW_MS: u64 = 1 << 40;
 
 /// A limit of requests (or cost units) per fixed window.
 ///
@@ -44,7 +46,7 @@ pub struct Quota {
 
 impl Quota {
     /// The longest window a quota may have: 2^40 ms, about 34.8 years.
-    pub const MAX_WINDOW: Duration = Duration::from_millis(1 << 40);
+    pub const MAX_WINDOW: Duration = Duration::from_millis(MAX_WINDOW_MS);
 
     /// `limit` per window of `window`.
     ///
@@ -72,7 +74,7 @@ impl Quota {
         if window_ms == 0 {
             return Err(Error::ZeroWindow);
         }
-        if window_ms > Self::MAX_WINDOW.as_millis() as u64 {
+        if window_ms > MAX_WINDOW_MS {
             return Err(Error::WindowTooLong { window_ms });
         }
         Ok(Quota { limit, window_ms })
@@ -161,7 +163,8 @@ impl FromStr for Quota {
             .trim()
             .split_once('/')
             .ok_or(invalid("expected <limit>/<window>, e.g. 100/1m"))?;
-        let limit = parse_count(limit.trim()).ok_or(invalid("limit is not a whole number"))?;
+        let limit = parse_count(limit.trim())
+            .ok_or(invalid("limit is not a whole number of at most 20 digits"))?;
         let window = window.trim();
         let unit_at = window
             .find(|c: char| !c.is_ascii_digit())

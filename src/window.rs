@@ -42,6 +42,22 @@ pub(crate) fn locate(now_ms: u64, window_ms: u64, offset_ms: u64) -> Result<Wind
     })
 }
 
+/// The epoch-aligned window `cached_index`, if it still holds `now_ms`: the cheap check that
+/// lets callers skip [`locate`]'s division on most calls.
+#[inline]
+pub(crate) fn cached(cached_index: u64, now_ms: u64, window_ms: u64) -> Option<Window> {
+    let end_ms = cached_index.saturating_mul(window_ms);
+    (now_ms < end_ms && now_ms >= end_ms - window_ms && now_ms <= MAX_TIME_MS).then_some(Window {
+        index: cached_index,
+        end_ms,
+    })
+}
+
+/// The first epoch-aligned boundary of `window_ms` after `now_ms`.
+pub(crate) fn next_boundary(now_ms: u64, window_ms: u64) -> u64 {
+    (now_ms / window_ms + 1) * window_ms
+}
+
 /// When window `index` ends, in unix milliseconds.
 pub(crate) fn end_of(index: u64, window_ms: u64, offset_ms: u64) -> u64 {
     index * window_ms + offset_ms
@@ -73,22 +89,21 @@ pub(crate) fn retry_after_secs(end_ms: u64, now_ms: u64) -> u64 {
     end_ms.saturating_sub(now_ms).div_ceil(1000).max(1)
 }
 
-/// The staggered phase of `key` for a window: FNV-1a (64-bit) of the key's bytes modulo the
-/// window. FNV-1a is fixed by its specification, so every process and every backend derives the
-/// same phase for the same key.
-pub(crate) fn stagger_offset(key: &str, window_ms: u64) -> u64 {
+/// The hash a key's staggered phases come from: FNV-1a (64-bit) of its bytes. FNV-1a is fixed by
+/// its specification, so every process and every backend derives the same phase for the same
+/// key. The phase for a window of `w` ms is this hash modulo `w`.
+pub(crate) fn stagger_hash(key: &str) -> u64 {
     const OFFSET_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let hash = key
-        .bytes()
-        .fold(OFFSET_BASIS, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME));
-    hash % window_ms
+    key.bytes()
+        .fold(OFFSET_BASIS, |h, b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }
 
 /// The units counted in one window of one quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Counter {
-    /// The index of the window the count belongs to (0: never used).
+    /// The index of the window the count belongs to (a fresh counter has index 0 and count 0,
+    /// which rolls to any window as an empty count).
     pub(crate) index: u64,
     pub(crate) count: u64,
 }
@@ -181,7 +196,7 @@ mod tests {
 
     #[test]
     fn clock_range_is_checked() {
-        assert!(locate(MAX_TIME_MS, Quota::MAX_WINDOW_MS, 0).is_ok());
+        assert!(locate(MAX_TIME_MS, crate::quota::MAX_WINDOW_MS, 0).is_ok());
         assert_eq!(
             locate(MAX_TIME_MS + 1, 1, 0),
             Err(Error::ClockOutOfRange {
@@ -222,15 +237,25 @@ mod tests {
     }
 
     #[test]
-    fn stagger_offset_is_stable() {
-        // FNV-1a-64 test vectors: "" -> cbf29ce484222325, "a" -> af63dc4c8601ec8c.
-        assert_eq!(stagger_offset("", u64::MAX), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(stagger_offset("a", u64::MAX), 0xaf63_dc4c_8601_ec8c);
-        assert_eq!(
-            stagger_offset("user:1", 60_000),
-            stagger_offset("user:1", 60_000)
-        );
-        assert!(stagger_offset("user:1", 60_000) < 60_000);
+    fn stagger_hash_is_fnv1a_64() {
+        // The published FNV-1a-64 test vectors.
+        assert_eq!(stagger_hash(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(stagger_hash("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_eq!(stagger_hash("foobar"), 0x8594_4171_f739_67e8);
+    }
+
+    #[test]
+    fn cached_window_is_used_only_while_it_holds_now() {
+        let w = locate(125_000, 60_000, 0).unwrap();
+        assert_eq!(cached(w.index, 125_000, 60_000), Some(w));
+        assert_eq!(cached(w.index, 120_000, 60_000), Some(w));
+        assert_eq!(cached(w.index, 179_999, 60_000), Some(w));
+        assert_eq!(cached(w.index, 180_000, 60_000), None);
+        assert_eq!(cached(w.index, 119_999, 60_000), None);
+        assert_eq!(cached(0, 0, 60_000), None, "the empty cache never matches");
+        assert_eq!(cached(u64::MAX, 5, 60_000), None);
+        assert_eq!(next_boundary(125_000, 60_000), 180_000);
+        assert_eq!(next_boundary(120_000, 60_000), 180_000);
     }
 
     #[test]
@@ -269,10 +294,5 @@ mod tests {
         assert_eq!(Packing::for_window(1).max_count(), (1 << 17) - 1);
         assert_eq!(Packing::for_window(1000).max_count(), (1 << 27) - 1);
         assert_eq!(Packing::for_window(60_000).max_count(), (1 << 33) - 1);
-    }
-
-    use crate::Quota;
-    impl Quota {
-        const MAX_WINDOW_MS: u64 = Quota::MAX_WINDOW.as_millis() as u64;
     }
 }

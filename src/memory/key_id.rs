@@ -116,6 +116,28 @@ mod tests {
         assert_eq!(ids.of("user:1"), KeyIds::random().of("user:1"));
     }
 
+    proptest::proptest! {
+        /// Short ids are exact: two keys of up to 15 bytes share an id only if they are equal,
+        /// including keys of 8 to 15 bytes that differ only where the two reads overlap.
+        #[test]
+        fn distinct_short_keys_get_distinct_ids(
+            a in proptest::collection::vec(proptest::num::u8::ANY, 1..=INLINE_LEN),
+            b in proptest::collection::vec(proptest::num::u8::ANY, 1..=INLINE_LEN),
+            flip in 0..INLINE_LEN,
+        ) {
+            let ids = KeyIds::random();
+            let text = |bytes: &[u8]| bytes.iter().map(|&b| char::from(b % 128)).collect::<String>();
+            let (a, b) = (text(&a), text(&b));
+            proptest::prop_assert_eq!(ids.of(&a) == ids.of(&b), a == b);
+            // The same key with one byte changed.
+            let mut c = a.clone().into_bytes();
+            let at = flip % c.len();
+            c[at] = (c[at] + 1) % 128;
+            let c = String::from_utf8(c).unwrap();
+            proptest::prop_assert_ne!(ids.of(&a), ids.of(&c));
+        }
+    }
+
     #[test]
     fn long_keys_are_fingerprinted_per_secret() {
         let a = KeyIds::random();

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::cell::{Cell, MultiCell};
-use super::key_id::{KeyId, KeyIds};
-use super::shards::Shards;
+use super::key_id::KeyIds;
+use super::shards::{Missed, Shards};
 use crate::decision::QuotaState;
 use crate::window::{self, Counter, Packing, Window};
 use crate::{Alignment, Clock, Decision, DefaultClock, Error, MAX_QUOTAS, Quota, RateLimiter, key};
 
-/// The default cap on tracked keys: 2^20. At about 52 bytes per key (one quota) that bounds the
-/// counters to some 55 MB.
+/// The default cap on tracked keys: 2^20. At about 53 bytes per key (one quota) that bounds the
+/// counters to some 56 MB.
 const DEFAULT_MAX_KEYS: usize = 1 << 20;
 
 /// An exact fixed-window rate limiter for one process.
@@ -29,8 +29,10 @@ const DEFAULT_MAX_KEYS: usize = 1 << 20;
 /// forgetting someone's count (which would admit extra requests) or denying a key it never saw
 /// (which would let a key spray lock out real clients). Servers choose what to answer then.
 ///
-/// Clones share counters. The type is also a [`RateLimiter`] whose futures are ready at once; its
-/// own methods are synchronous.
+/// Clones share counters. The type is also a [`RateLimiter`] whose futures are ready at once.
+/// Its own methods of the same names are synchronous and take precedence in method calls: on a
+/// `MemoryLimiter`, `limiter.check(key)?` decides at once, while generic code over
+/// `L: RateLimiter` (or an explicit `RateLimiter::check(&limiter, key).await`) uses the trait.
 ///
 /// # Example
 ///
@@ -88,7 +90,7 @@ enum Counters {
     Many(Shards<MultiCell>),
 }
 
-/// One call's view of time: the clock reading and each quota's current window for the key.
+/// One call's view of time: the time it decides at and each quota's window for the key.
 struct Frame {
     now_ms: u64,
     windows: [Window; MAX_QUOTAS],
@@ -117,6 +119,17 @@ impl MemoryLimiter {
     }
 }
 
+/// Runs `$body` with `$shards` bound to whichever store the limiter has: the code is the same,
+/// only the cell type differs.
+macro_rules! with_shards {
+    ($self:ident, $shards:ident => $body:expr) => {
+        match &$self.store.counters {
+            Counters::One($shards) => $body,
+            Counters::Many($shards) => $body,
+        }
+    };
+}
+
 impl<C: Clock> MemoryLimiter<C> {
     /// Decides a request of `cost` units for `key` and, if every quota admits it, charges it to
     /// all of them.
@@ -138,13 +151,7 @@ impl<C: Clock> MemoryLimiter<C> {
                 limit: self.min_limit,
             });
         }
-        let frame = self.frame(key)?;
-        let id = self.store.key_ids.of(key);
-        let outcome = match &self.store.counters {
-            Counters::One(shards) => self.charge(shards, id, &frame, cost),
-            Counters::Many(shards) => self.charge(shards, id, &frame, cost),
-        }?;
-        Ok(self.decision(&frame, &outcome))
+        with_shards!(self, shards => self.charge(shards, key, cost))
     }
 
     /// [`check_n`](Self::check_n) with a cost of 1.
@@ -165,22 +172,7 @@ impl<C: Clock> MemoryLimiter<C> {
     /// [`Error::EmptyKey`], [`Error::KeyTooLong`], [`Error::ClockOutOfRange`].
     pub fn peek(&self, key: &str) -> Result<Decision, Error> {
         key::validate(key)?;
-        let frame = self.frame(key)?;
-        let id = self.store.key_ids.of(key);
-        let peek = |counters: &mut [Counter]| (false, self.decide(&frame, counters, 1, false));
-        let existing = match &self.store.counters {
-            Counters::One(shards) => {
-                shards.existing(id, |cell| cell.transact(self.packings(), peek))
-            }
-            Counters::Many(shards) => {
-                shards.existing(id, |cell| cell.transact(self.packings(), peek))
-            }
-        };
-        let outcome = existing.unwrap_or_else(|| {
-            let mut fresh = [Counter::default(); MAX_QUOTAS];
-            self.decide(&frame, &mut fresh[..self.len], 1, false)
-        });
-        Ok(self.decision(&frame, &outcome))
+        with_shards!(self, shards => self.peek_in(shards, key))
     }
 
     /// Forgets the key's usage in its current windows.
@@ -191,10 +183,7 @@ impl<C: Clock> MemoryLimiter<C> {
     pub fn reset(&self, key: &str) -> Result<(), Error> {
         key::validate(key)?;
         let id = self.store.key_ids.of(key);
-        match &self.store.counters {
-            Counters::One(shards) => shards.remove(id),
-            Counters::Many(shards) => shards.remove(id),
-        }
+        with_shards!(self, shards => shards.remove(id));
         Ok(())
     }
 
@@ -206,7 +195,7 @@ impl<C: Clock> MemoryLimiter<C> {
     /// [`Error::EmptyKey`], [`Error::KeyTooLong`], [`Error::ClockOutOfRange`].
     pub fn refund(&self, key: &str, amount: u64) -> Result<(), Error> {
         key::validate(key)?;
-        let frame = self.frame(key)?;
+        let frame = self.frame(key, self.clock.now_ms())?;
         let id = self.store.key_ids.of(key);
         let give_back = |counters: &mut [Counter]| {
             let mut changed = false;
@@ -219,14 +208,8 @@ impl<C: Clock> MemoryLimiter<C> {
             }
             (changed, ())
         };
-        match &self.store.counters {
-            Counters::One(shards) => {
-                shards.existing(id, |cell| cell.transact(self.packings(), give_back))
-            }
-            Counters::Many(shards) => {
-                shards.existing(id, |cell| cell.transact(self.packings(), give_back))
-            }
-        };
+        // An absent key has nothing to give back.
+        let _ = with_shards!(self, shards => shards.existing(id, |cell| cell.transact(self.packings(), give_back)));
         Ok(())
     }
 
@@ -270,10 +253,7 @@ impl<C: Clock> MemoryLimiter<C> {
     /// How many keys currently hold state, including ones whose windows ended but were not yet
     /// swept. Takes every shard's read lock in turn: for tests and metrics, not the hot path.
     pub fn tracked_keys(&self) -> usize {
-        match &self.store.counters {
-            Counters::One(shards) => shards.len(),
-            Counters::Many(shards) => shards.len(),
-        }
+        with_shards!(self, shards => shards.len())
     }
 
     #[inline]
@@ -281,10 +261,9 @@ impl<C: Clock> MemoryLimiter<C> {
         &self.packings[..self.len]
     }
 
-    /// Reads the clock once and finds each quota's current window for `key`.
+    /// Finds each quota's window for `key` at `now_ms`.
     #[inline]
-    fn frame(&self, key: &str) -> Result<Frame, Error> {
-        let now_ms = self.clock.now_ms();
+    fn frame(&self, key: &str, now_ms: u64) -> Result<Frame, Error> {
         let mut frame = Frame {
             now_ms,
             windows: [Window {
@@ -293,24 +272,27 @@ impl<C: Clock> MemoryLimiter<C> {
             }; MAX_QUOTAS],
             offsets: [0; MAX_QUOTAS],
         };
+        let stagger = match self.alignment {
+            Alignment::Staggered => Some(window::stagger_hash(key)),
+            _ => None,
+        };
         for (i, quota) in self.quotas().iter().enumerate() {
             let window_ms = quota.window_ms();
-            if self.alignment == Alignment::Epoch {
-                let cache = &self.store.epoch_windows[i];
-                let index = cache.load(Ordering::Relaxed);
-                let end_ms = index * window_ms;
-                if now_ms < end_ms && now_ms >= end_ms - window_ms && now_ms <= window::MAX_TIME_MS
-                {
-                    frame.windows[i] = Window { index, end_ms };
-                } else {
-                    frame.windows[i] = window::locate(now_ms, window_ms, 0)?;
-                    cache.store(frame.windows[i].index, Ordering::Relaxed);
-                }
-            } else {
-                let offset = self.alignment.offset_ms(key, window_ms);
-                frame.windows[i] = window::locate(now_ms, window_ms, offset)?;
-                frame.offsets[i] = offset;
+            if let Some(hash) = stagger {
+                frame.offsets[i] = hash % window_ms;
+                frame.windows[i] = window::locate(now_ms, window_ms, frame.offsets[i])?;
+                continue;
             }
+            let cache = &self.store.epoch_windows[i];
+            frame.windows[i] =
+                match window::cached(cache.load(Ordering::Relaxed), now_ms, window_ms) {
+                    Some(window) => window,
+                    None => {
+                        let window = window::locate(now_ms, window_ms, 0)?;
+                        cache.store(window.index, Ordering::Relaxed);
+                        window
+                    }
+                };
         }
         Ok(frame)
     }
@@ -364,31 +346,57 @@ impl<C: Clock> MemoryLimiter<C> {
         decision
     }
 
+    /// `check_n` for a valid key and cost.
     #[inline]
-    fn charge<V: Cell>(
-        &self,
-        shards: &Shards<V>,
-        id: KeyId,
-        frame: &Frame,
-        cost: u64,
-    ) -> Result<Outcome, Error> {
-        let charge = |cell: &V| {
-            cell.transact(self.packings(), |counters| {
-                let outcome = self.decide(frame, counters, cost, true);
-                (outcome.violated == 0, outcome)
-            })
+    fn charge<V: Cell>(&self, shards: &Shards<V>, key: &str, cost: u64) -> Result<Decision, Error> {
+        let id = self.store.key_ids.of(key);
+        let mut now_ms = self.clock.now_ms();
+        loop {
+            let frame = self.frame(key, now_ms)?;
+            let charge = |cell: &V| {
+                cell.transact(self.packings(), |counters| {
+                    let outcome = self.decide(&frame, counters, cost, true);
+                    (outcome.violated == 0, outcome)
+                })
+            };
+            let ended = |cell: &V| self.ended(cell, now_ms);
+            let next_end = || self.next_end_ms(now_ms);
+            match shards.entry(id, ended, next_end, now_ms, charge) {
+                Ok(outcome) => return Ok(self.decision(&frame, &outcome)),
+                Err(Missed::Full) => {
+                    return Err(Error::CapacityExhausted {
+                        max_keys: self.store.max_keys,
+                    });
+                }
+                // The key's shard swept after our clock reading, possibly dropping this key's
+                // count for our window; charge the request as of the sweep instead, as time
+                // never moves a counter back.
+                Err(Missed::Stale { swept_at_ms }) => now_ms = swept_at_ms,
+            }
+        }
+    }
+
+    /// `peek` for a valid key.
+    fn peek_in<V: Cell>(&self, shards: &Shards<V>, key: &str) -> Result<Decision, Error> {
+        let id = self.store.key_ids.of(key);
+        let frame = self.frame(key, self.clock.now_ms())?;
+        let peek = |counters: &mut [Counter]| (false, self.decide(&frame, counters, 1, false));
+        let outcome = match shards.existing(id, |cell| cell.transact(self.packings(), peek)) {
+            Ok(outcome) => outcome,
+            Err(swept_at_ms) => {
+                // Absent: what a first request would get, as of the shard's last sweep if our
+                // clock reading is older (see `charge`).
+                let frame = if swept_at_ms > frame.now_ms {
+                    self.frame(key, swept_at_ms)?
+                } else {
+                    frame
+                };
+                let mut fresh = [Counter::default(); MAX_QUOTAS];
+                let outcome = self.decide(&frame, &mut fresh[..self.len], 1, false);
+                return Ok(self.decision(&frame, &outcome));
+            }
         };
-        shards
-            .entry(
-                id,
-                |cell| self.ended(cell, frame.now_ms),
-                || self.next_end_ms(frame.now_ms),
-                frame.now_ms,
-                charge,
-            )
-            .map_err(|_| Error::CapacityExhausted {
-                max_keys: self.store.max_keys,
-            })
+        Ok(self.decision(&frame, &outcome))
     }
 
     /// Whether every window a cell counts in has ended, so that dropping it changes nothing.
@@ -418,7 +426,7 @@ impl<C: Clock> MemoryLimiter<C> {
             .map(|q| q.window_ms())
             .min()
             .unwrap_or(1);
-        (now_ms / shortest + 1) * shortest
+        window::next_boundary(now_ms, shortest)
     }
 }
 
@@ -516,7 +524,8 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
                 count: self.quotas.len(),
             });
         }
-        let first = *self.quotas.first().ok_or(Error::NoQuotas)?;
+        // The builder starts with a quota, so there is always a first.
+        let first = self.quotas[0];
         let mut quotas = [first; MAX_QUOTAS];
         let mut packings = [Packing::default(); MAX_QUOTAS];
         for (i, &quota) in self.quotas.iter().enumerate() {
@@ -524,7 +533,6 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
             quotas[i] = quota;
         }
         let counters = match self.quotas.len() {
-            0 => return Err(Error::NoQuotas),
             1 => Counters::One(Shards::new(self.max_keys)),
             _ => Counters::Many(Shards::new(self.max_keys)),
         };

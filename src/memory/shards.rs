@@ -1,4 +1,4 @@
-//! A sharded map from fingerprints to cells that bounds its own memory.
+//! A sharded map from key ids to cells that bounds its own memory.
 //!
 //! Contention between distinct keys is kept low three ways: there are many shards (16 per core,
 //! at least 16), each on its own cache line pair; an existing key's decision takes only its
@@ -31,12 +31,21 @@ struct Shard<V> {
     sweep_at_len: usize,
     /// When the shard is full, do not sweep again before this time: nothing can have ended.
     full_until_ms: u64,
+    /// The latest time at which this shard dropped ended cells. An absent key is only known to
+    /// be unused in windows that hold this time or later ones.
+    swept_at_ms: u64,
 }
 
-/// The entry could not be created: its shard is at its share of the key cap and nothing in it
-/// has ended.
-#[derive(Debug)]
-pub(crate) struct Full;
+/// Why a key's cell could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missed {
+    /// Its shard is at its share of the key cap and nothing in it has ended.
+    Full,
+    /// The key is absent, but the caller's time is before the shard's last sweep, which may have
+    /// dropped the key's count for the caller's window (the clock stepped back, or the caller
+    /// read it before another thread swept). Decide again as of this time.
+    Stale { swept_at_ms: u64 },
+}
 
 pub(crate) struct Shards<V> {
     shards: Box<[Padded<RwLock<Shard<V>>>]>,
@@ -60,6 +69,7 @@ impl<V: Cell> Shards<V> {
                     map: HashMap::default(),
                     sweep_at_len: MIN_SWEEP_LEN,
                     full_until_ms: 0,
+                    swept_at_ms: 0,
                 }))
             })
             .collect();
@@ -67,7 +77,8 @@ impl<V: Cell> Shards<V> {
             shards,
             selector: RandomState::default(),
             mask: count as u64 - 1,
-            keys_per_shard: max_keys.div_ceil(count),
+            // Rounded down, so the shards together never hold more than `max_keys`.
+            keys_per_shard: max_keys / count,
         }
     }
 
@@ -78,10 +89,11 @@ impl<V: Cell> Shards<V> {
         &self.shards[((hash >> 40) & self.mask) as usize].0
     }
 
-    /// Runs `f` on the key's cell if the key exists.
+    /// Runs `f` on the key's cell if the key exists; otherwise says when its shard last swept.
     #[inline]
-    pub(crate) fn existing<R>(&self, id: KeyId, f: impl FnOnce(&V) -> R) -> Option<R> {
-        self.shard(id).read().map.get(&id).map(f)
+    pub(crate) fn existing<R>(&self, id: KeyId, f: impl FnOnce(&V) -> R) -> Result<R, u64> {
+        let shard = self.shard(id).read();
+        shard.map.get(&id).map(f).ok_or(shard.swept_at_ms)
     }
 
     /// Runs `f` on the key's cell, creating it if needed. Creating a key may first sweep its
@@ -95,7 +107,7 @@ impl<V: Cell> Shards<V> {
         next_end_ms: impl FnOnce() -> u64,
         now_ms: u64,
         f: impl Fn(&V) -> R,
-    ) -> Result<R, Full> {
+    ) -> Result<R, Missed> {
         let lock = self.shard(id);
         // The common path: the key exists and only a read lock is taken.
         if let Some(result) = lock.read().map.get(&id).map(&f) {
@@ -114,15 +126,21 @@ impl<V: Cell> Shards<V> {
         next_end_ms: impl FnOnce() -> u64,
         now_ms: u64,
         f: impl Fn(&V) -> R,
-    ) -> Result<R, Full> {
+    ) -> Result<R, Missed> {
         let mut shard = lock.write();
         if let Some(cell) = shard.map.get(&id) {
             return Ok(f(cell));
+        }
+        if now_ms < shard.swept_at_ms {
+            return Err(Missed::Stale {
+                swept_at_ms: shard.swept_at_ms,
+            });
         }
         let len = shard.map.len();
         let full = len >= self.keys_per_shard;
         if len >= shard.sweep_at_len || (full && now_ms >= shard.full_until_ms) {
             shard.map.retain(|_, cell| !ended(cell));
+            shard.swept_at_ms = now_ms;
             let live = shard.map.len();
             let sweep_at_len = (live * 2).max(MIN_SWEEP_LEN);
             shard.sweep_at_len = sweep_at_len;
@@ -132,10 +150,10 @@ impl<V: Cell> Shards<V> {
             }
             if live >= self.keys_per_shard {
                 shard.full_until_ms = next_end_ms();
-                return Err(Full);
+                return Err(Missed::Full);
             }
         } else if full {
-            return Err(Full);
+            return Err(Missed::Full);
         }
         Ok(f(shard.map.entry(id).or_default()))
     }

@@ -28,24 +28,50 @@ pub(crate) trait Backend {
     fn requota(&self, base: &Self::Limiter, quotas: &[Quota]) -> Self::Limiter;
 }
 
-/// The in-memory backend.
+/// The in-memory backend with its default key cap.
 pub(crate) struct Memory;
+
+/// The in-memory backend with one shard of 511 keys, so that a few hundred keys make it sweep.
+pub(crate) struct SmallMemory;
 
 impl Backend for Memory {
     type Limiter = MemoryLimiter<ManualClock>;
 
     fn limiter(&self, quotas: &[Quota], alignment: Alignment, clock: ManualClock) -> Self::Limiter {
-        let mut builder = MemoryLimiter::builder(quotas[0])
-            .alignment(alignment)
-            .clock(clock);
-        for &quota in &quotas[1..] {
-            builder = builder.quota(quota);
-        }
-        builder.build().expect("valid limiter")
+        memory(quotas, alignment, clock, 1 << 20)
     }
 
     fn requota(&self, base: &Self::Limiter, quotas: &[Quota]) -> Self::Limiter {
         base.with_quotas(quotas.iter().copied())
             .expect("same windows")
     }
+}
+
+impl Backend for SmallMemory {
+    type Limiter = MemoryLimiter<ManualClock>;
+
+    fn limiter(&self, quotas: &[Quota], alignment: Alignment, clock: ManualClock) -> Self::Limiter {
+        memory(quotas, alignment, clock, 511)
+    }
+
+    fn requota(&self, base: &Self::Limiter, quotas: &[Quota]) -> Self::Limiter {
+        base.with_quotas(quotas.iter().copied())
+            .expect("same windows")
+    }
+}
+
+fn memory(
+    quotas: &[Quota],
+    alignment: Alignment,
+    clock: ManualClock,
+    max_keys: usize,
+) -> MemoryLimiter<ManualClock> {
+    let mut builder = MemoryLimiter::builder(quotas[0])
+        .alignment(alignment)
+        .clock(clock)
+        .max_keys(max_keys);
+    for &quota in &quotas[1..] {
+        builder = builder.quota(quota);
+    }
+    builder.build().expect("valid limiter")
 }

@@ -2,9 +2,23 @@
 //!
 //! It serves a small campaigns API (`POST /api/v1/campaigns/{id}/start`,
 //! `GET /api/v1/campaigns/{id}`) and enforces a fixed-window quota per `X-API-Key`. Every
-//! request with a key counts, whatever its outcome, and every such response carries
-//! `X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (unix epoch seconds).
-//! Over the limit the answer is `429` with `Retry-After` and the handler does not run.
+//! request with a valid key within its quota is charged to that key, whatever the handler
+//! answers. Over the limit the answer is `429` with `Retry-After` and the handler does not run.
+//!
+//! # Responses
+//!
+//! - Every response to a request with a valid key carries `X-RateLimit-Limit`,
+//!   `X-RateLimit-Remaining` and `X-RateLimit-Reset` (unix epoch seconds): the handler's own
+//!   answers (`200`, `400`, `404`, `405`), a `429` and (see below) a `503`.
+//! - `429` (over the key's quota) adds `Retry-After`: seconds until the key's window ends.
+//! - `503` `over_capacity` (the limiter tracks as many keys as it may and this key is new) is not
+//!   counted; its headers come from a peek at the key's quota, so `X-RateLimit-Remaining` is
+//!   what the key has left, and it adds `Retry-After`: seconds until that window ends. Should the
+//!   peek fail too, the `503` goes out without headers.
+//! - `401` (missing, empty or non-ASCII `X-API-Key`) and the `400` `invalid_api_key` answers (a
+//!   repeated `X-API-Key`, or a key longer than [`ratewindow::MAX_KEY_LEN`] bytes) carry none:
+//!   no key was counted, so there is no remaining count to report. Nor does a `500` when the
+//!   limiter itself fails.
 //!
 //! Each API key gets its own in-memory workspace of seeded campaigns: `cmp_abc123` and
 //! `cmp_xyz789` can be started, `cmp_done` is completed and `cmp_nosteps` has no sequence steps.
@@ -38,7 +52,10 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
-use ratewindow::{Decision, DynRateLimiter, Error, MemoryLimiter, Quota, RateLimiter};
+use ratewindow::{
+    Decision, DynRateLimiter, Error, MemoryLimiter, Quota, RETRY_AFTER, RateLimiter,
+    X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+};
 use serde_json::{Value, json};
 
 const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -79,7 +96,8 @@ struct AppState {
 struct ApiKey(Arc<str>);
 
 /// Charges one request to the caller's key, then runs the handler only if the key is within its
-/// quota. Every response to a keyed request carries the rate-limit headers.
+/// quota. Every response to a request with a valid key carries the rate-limit headers; see the
+/// "Responses" section of the module docs for which ones carry none.
 async fn rate_limit(
     State(limiter): State<Arc<dyn DynRateLimiter>>,
     mut request: Request,
@@ -91,6 +109,10 @@ async fn rate_limit(
     };
     let decision = match limiter.check(&key).await {
         Ok(decision) => decision,
+        // Full of other keys: nothing was counted, but the key's quota can still be read.
+        Err(Error::CapacityExhausted { .. }) => {
+            return over_capacity(limiter.peek(&key).await.ok().as_ref());
+        }
         Err(err) => return limiter_error(&err),
     };
     let mut response = if decision.is_allowed() {
@@ -104,6 +126,47 @@ async fn rate_limit(
         if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
             headers.insert(HeaderName::from_static(name), value);
         }
+    }
+    response
+}
+
+/// The `503` for a new key when the limiter holds as many keys as it may. `peek` is the key's
+/// uncharged state; with it the answer carries the rate-limit headers and a `Retry-After` of the
+/// seconds until the key's window ends (rounded up, at least 1), when room may have been freed.
+/// Without it (the peek failed too) there is nothing to report, so no headers.
+fn over_capacity(peek: Option<&Decision>) -> Response {
+    let Some(peek) = peek else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "over_capacity",
+            "Too many API keys are active; try again later",
+        );
+    };
+    let to_reset = peek.time_to_reset();
+    let retry_after = (to_reset.as_secs() + u64::from(to_reset.subsec_nanos() > 0)).max(1);
+    // A peek reports `remaining` as if the request had been charged; this one was not, so an
+    // admissible request is given back. (A denying peek already reports what is left.)
+    let remaining = if peek.is_allowed() {
+        peek.remaining().saturating_add(1)
+    } else {
+        peek.remaining()
+    };
+    let body = json!({
+        "error": {
+            "code": "over_capacity",
+            "message": format!("Too many API keys are active; retry in {retry_after} s"),
+            "retryAfter": retry_after,
+        }
+    });
+    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (X_RATELIMIT_LIMIT, peek.limit()),
+        (X_RATELIMIT_REMAINING, remaining),
+        (X_RATELIMIT_RESET, peek.reset_epoch_secs()),
+        (RETRY_AFTER, retry_after),
+    ] {
+        headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
     }
     response
 }
@@ -137,6 +200,7 @@ impl IntoResponse for KeyProblem {
             KeyProblem::Missing => unauthorized("Missing X-API-Key header"),
             KeyProblem::Empty => unauthorized("Empty X-API-Key header"),
             KeyProblem::NotVisibleAscii => unauthorized("X-API-Key must be visible ASCII"),
+            // No rate-limit headers: with no single key there is no count to report.
             KeyProblem::Repeated => error(
                 StatusCode::BAD_REQUEST,
                 "invalid_api_key",
@@ -161,14 +225,14 @@ fn rate_limited(decision: &Decision) -> Response {
     (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
 }
 
+/// A limiter error as a JSON error without rate-limit headers: the limiter could not decide for
+/// the key, so there is no honest count. ([`rate_limit`] answers [`Error::CapacityExhausted`]
+/// with a peek at the key instead, to attach the headers; see [`over_capacity`].)
 fn limiter_error(err: &Error) -> Response {
     match err {
-        Error::CapacityExhausted { .. } => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "over_capacity",
-            "Too many API keys are active; try again later",
-        ),
-        // The message names the problem (e.g. the key's length), never the key.
+        Error::CapacityExhausted { .. } => over_capacity(None),
+        // The message names the problem (e.g. the key's length), never the key. No rate-limit
+        // headers: the limiter refuses such a key outright and keeps no count for it.
         Error::EmptyKey | Error::KeyTooLong { .. } => {
             error(StatusCode::BAD_REQUEST, "invalid_api_key", &err.to_string())
         }

@@ -261,6 +261,8 @@ async fn missing_empty_or_ambiguous_keys_are_refused_and_not_counted() {
     let twice = server.call(twice).await;
     assert_eq!(twice.status, StatusCode::BAD_REQUEST);
     assert_eq!(twice.error().0, "invalid_api_key");
+    assert_eq!(twice.header("x-ratelimit-limit"), None);
+    assert_eq!(twice.header("retry-after"), None);
 
     let reply = server.get(ABC, "k").await;
     assert_eq!(reply.rate_limit(), (2, 1, WINDOW_END_SECS));
@@ -359,15 +361,46 @@ async fn limiter_errors_are_json_errors() {
         clock,
     };
     assert_eq!(server.get(ABC, "first").await.status, StatusCode::OK);
+
+    // 32.345 s into the minute: the window ends in 27.655 s, so Retry-After rounds up to 28.
+    server.clock.advance(Duration::from_millis(12_345));
     let full = server.get(ABC, "second").await;
     assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(full.error().0, "over_capacity");
+    // Nothing was charged to "second": its whole quota is left.
+    assert_eq!(full.rate_limit(), (10, 10, WINDOW_END_SECS));
+    assert_eq!(full.header("retry-after"), Some("28"));
+    assert_eq!(full.body["error"]["retryAfter"], 28);
+    assert!(
+        full.error().1.contains("retry in 28 s"),
+        "{}",
+        full.error().1
+    );
 
+    // Still not charged, and counting down (rounded up, never below 1).
+    server.clock.advance(Duration::from_millis(27_654));
+    let again = server.get(ABC, "second").await;
+    assert_eq!(again.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(again.rate_limit(), (10, 10, WINDOW_END_SECS));
+    assert_eq!(again.header("retry-after"), Some("1"));
+
+    // Honouring Retry-After works: at the window's end "first"'s entry is gone.
+    server.clock.advance(Duration::from_millis(1));
+    let admitted = server.get(ABC, "second").await;
+    assert_eq!(admitted.status, StatusCode::OK);
+    assert_eq!(admitted.rate_limit(), (10, 9, WINDOW_END_SECS + 60));
+    assert_eq!(admitted.header("retry-after"), None);
+
+    // Keys the limiter refuses outright have no count, so no rate-limit headers.
     let long_key = "k".repeat(ratewindow::MAX_KEY_LEN + 1);
     let too_long = server.get(ABC, &long_key).await;
     assert_eq!(too_long.status, StatusCode::BAD_REQUEST);
     assert_eq!(too_long.error().0, "invalid_api_key");
     assert!(!too_long.error().1.contains(&long_key));
+    assert_eq!(too_long.header("x-ratelimit-limit"), None);
+    assert_eq!(too_long.header("x-ratelimit-remaining"), None);
+    assert_eq!(too_long.header("x-ratelimit-reset"), None);
+    assert_eq!(too_long.header("retry-after"), None);
 }
 
 #[test]

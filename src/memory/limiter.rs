@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::cell::{Cell, MultiCell};
-use super::key_id::KeyIds;
+use super::key_id::{KeyId, KeyIds};
 use super::shards::{Missed, Shards};
 use crate::decision::QuotaState;
 use crate::window::{self, Counter, Packing, Window};
@@ -262,7 +262,7 @@ impl<C: Clock> MemoryLimiter<C> {
     }
 
     /// Finds each quota's window for `key` at `now_ms`.
-    #[inline]
+    #[inline(always)]
     fn frame(&self, key: &str, now_ms: u64) -> Result<Frame, Error> {
         let mut frame = Frame {
             now_ms,
@@ -287,11 +287,7 @@ impl<C: Clock> MemoryLimiter<C> {
             frame.windows[i] =
                 match window::cached(cache.load(Ordering::Relaxed), now_ms, window_ms) {
                     Some(window) => window,
-                    None => {
-                        let window = window::locate(now_ms, window_ms, 0)?;
-                        cache.store(window.index, Ordering::Relaxed);
-                        window
-                    }
+                    None => refresh(cache, now_ms, window_ms)?,
                 };
         }
         Ok(frame)
@@ -350,18 +346,42 @@ impl<C: Clock> MemoryLimiter<C> {
     #[inline]
     fn charge<V: Cell>(&self, shards: &Shards<V>, key: &str, cost: u64) -> Result<Decision, Error> {
         let id = self.store.key_ids.of(key);
-        let mut now_ms = self.clock.now_ms();
+        let frame = self.frame(key, self.clock.now_ms())?;
+        // The common path: the key exists, and its shard's read lock is all it takes.
+        match shards.existing(id, |cell| self.charge_cell(cell, &frame, cost)) {
+            Ok(outcome) => Ok(self.decision(&frame, &outcome)),
+            Err(_) => self.charge_new(shards, id, key, cost, frame),
+        }
+    }
+
+    /// Charges one cell: the compare-and-swap (or per-key lock) around [`decide`](Self::decide).
+    #[inline(always)]
+    fn charge_cell<V: Cell>(&self, cell: &V, frame: &Frame, cost: u64) -> Outcome {
+        cell.transact(self.packings(), |counters| {
+            let outcome = self.decide(frame, counters, cost, true);
+            (outcome.violated == 0, outcome)
+        })
+    }
+
+    /// `charge` for a key that was absent a moment ago: create its cell under the shard's write
+    /// lock, unless the key cap forbids it.
+    #[cold]
+    #[inline(never)]
+    fn charge_new<V: Cell>(
+        &self,
+        shards: &Shards<V>,
+        id: KeyId,
+        key: &str,
+        cost: u64,
+        mut frame: Frame,
+    ) -> Result<Decision, Error> {
         loop {
-            let frame = self.frame(key, now_ms)?;
-            let charge = |cell: &V| {
-                cell.transact(self.packings(), |counters| {
-                    let outcome = self.decide(&frame, counters, cost, true);
-                    (outcome.violated == 0, outcome)
-                })
-            };
+            let now_ms = frame.now_ms;
             let ended = |cell: &V| self.ended(cell, now_ms);
             let next_end = || self.next_end_ms(now_ms);
-            match shards.entry(id, ended, next_end, now_ms, charge) {
+            match shards.insert(id, ended, next_end, now_ms, |cell| {
+                self.charge_cell(cell, &frame, cost)
+            }) {
                 Ok(outcome) => return Ok(self.decision(&frame, &outcome)),
                 Err(Missed::Full) => {
                     return Err(Error::CapacityExhausted {
@@ -371,7 +391,7 @@ impl<C: Clock> MemoryLimiter<C> {
                 // The key's shard swept after our clock reading, possibly dropping this key's
                 // count for our window; charge the request as of the sweep instead, as time
                 // never moves a counter back.
-                Err(Missed::Stale { swept_at_ms }) => now_ms = swept_at_ms,
+                Err(Missed::Stale { swept_at_ms }) => frame = self.frame(key, swept_at_ms)?,
             }
         }
     }
@@ -551,6 +571,16 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
             }),
         })
     }
+}
+
+/// Locates the epoch-aligned window holding `now_ms` and caches its index: once per window and
+/// quota, off the hot path.
+#[cold]
+#[inline(never)]
+fn refresh(cache: &AtomicU64, now_ms: u64, window_ms: u64) -> Result<Window, Error> {
+    let window = window::locate(now_ms, window_ms, 0)?;
+    cache.store(window.index, Ordering::Relaxed);
+    Ok(window)
 }
 
 /// The packing for a quota's window, if its limit fits in it.

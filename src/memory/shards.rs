@@ -90,44 +90,26 @@ impl<V: Cell> Shards<V> {
     }
 
     /// Runs `f` on the key's cell if the key exists; otherwise says when its shard last swept.
+    /// The common path: only the shard's read lock is taken.
     #[inline]
     pub(crate) fn existing<R>(&self, id: KeyId, f: impl FnOnce(&V) -> R) -> Result<R, u64> {
         let shard = self.shard(id).read();
         shard.map.get(&id).map(f).ok_or(shard.swept_at_ms)
     }
 
-    /// Runs `f` on the key's cell, creating it if needed. Creating a key may first sweep its
-    /// shard of cells for which `ended` holds (they are indistinguishable from absent ones).
-    /// `next_end_ms` says when the next cell can end, after which a full shard sweeps again.
-    #[inline]
-    pub(crate) fn entry<R>(
+    /// Runs `f` on the key's cell, creating it if needed, under the shard's write lock.
+    /// Creating a key may first sweep its shard of cells for which `ended` holds (they are
+    /// indistinguishable from absent ones). `next_end_ms` says when the next cell can end, after
+    /// which a full shard sweeps again.
+    pub(crate) fn insert<R>(
         &self,
         id: KeyId,
         ended: impl Fn(&V) -> bool,
         next_end_ms: impl FnOnce() -> u64,
         now_ms: u64,
-        f: impl Fn(&V) -> R,
+        f: impl FnOnce(&V) -> R,
     ) -> Result<R, Missed> {
-        let lock = self.shard(id);
-        // The common path: the key exists and only a read lock is taken.
-        if let Some(result) = lock.read().map.get(&id).map(&f) {
-            return Ok(result);
-        }
-        self.insert(lock, id, ended, next_end_ms, now_ms, f)
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn insert<R>(
-        &self,
-        lock: &RwLock<Shard<V>>,
-        id: KeyId,
-        ended: impl Fn(&V) -> bool,
-        next_end_ms: impl FnOnce() -> u64,
-        now_ms: u64,
-        f: impl Fn(&V) -> R,
-    ) -> Result<R, Missed> {
-        let mut shard = lock.write();
+        let mut shard = self.shard(id).write();
         if let Some(cell) = shard.map.get(&id) {
             return Ok(f(cell));
         }

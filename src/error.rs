@@ -69,6 +69,41 @@ pub enum Error {
         /// The configured cap.
         max_keys: usize,
     },
+    /// A networked backend could not decide: it did not answer in time, could not be reached,
+    /// or answered something unexpected.
+    Backend {
+        /// What went wrong, for a server to choose its answer.
+        kind: BackendErrorKind,
+        /// The backend's own description, for logs. Never contains a key.
+        detail: String,
+    },
+    /// A backend was configured wrongly, e.g. a key prefix containing `{` or `}`.
+    InvalidConfig {
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+/// The broad cause of an [`Error::Backend`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackendErrorKind {
+    /// No answer within the configured timeout.
+    Timeout,
+    /// The backend could not be reached, or the connection broke.
+    Unavailable,
+    /// The backend answered with an error or a reply the limiter does not understand.
+    Protocol,
+}
+
+impl fmt::Display for BackendErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BackendErrorKind::Timeout => "timed out",
+            BackendErrorKind::Unavailable => "unavailable",
+            BackendErrorKind::Protocol => "protocol error",
+        })
+    }
 }
 
 impl fmt::Display for Error {
@@ -117,6 +152,8 @@ impl fmt::Display for Error {
                 f,
                 "limiter is tracking its maximum of {max_keys} keys with open windows"
             ),
+            Error::Backend { kind, detail } => write!(f, "backend {kind}: {detail}"),
+            Error::InvalidConfig { reason } => write!(f, "invalid configuration: {reason}"),
         }
     }
 }

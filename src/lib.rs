@@ -91,6 +91,7 @@
 //! `libc` (the coarse clock).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod alignment;
 mod clock;
@@ -100,6 +101,8 @@ mod key;
 mod limiter;
 mod memory;
 mod quota;
+#[cfg(feature = "redis")]
+mod redis;
 mod window;
 
 pub use alignment::Alignment;
@@ -108,8 +111,11 @@ pub use decision::{
     Decision, HeaderInt, Headers, MAX_QUOTAS, QuotaState, RETRY_AFTER, X_RATELIMIT_LIMIT,
     X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
-pub use error::Error;
+pub use error::{BackendErrorKind, Error};
 pub use key::MAX_KEY_LEN;
 pub use limiter::{BoxFuture, DynRateLimiter, RateLimiter};
 pub use memory::{MemoryLimiter, MemoryLimiterBuilder};
 pub use quota::Quota;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis::{RedisConnection, RedisLimiter, RedisLimiterBuilder, TimeSource};

@@ -8,4 +8,6 @@ mod conformance;
 mod demo_server;
 mod memory;
 mod properties;
+#[cfg(feature = "redis")]
+mod redis;
 mod server;

@@ -29,7 +29,7 @@ enum Op {
 }
 
 #[derive(Debug, Clone)]
-struct Case {
+pub(crate) struct Case {
     quotas: Vec<Quota>,
     alignment: Alignment,
     start_ms: u64,
@@ -83,6 +83,16 @@ fn case(shape: Shape) -> impl Strategy<Value = Case> {
             start_ms,
             ops,
         })
+    })
+}
+
+/// The general case: every operation, clock steps back included, no sprays.
+pub(crate) fn any_case() -> impl Strategy<Value = Case> {
+    case(Shape {
+        step_back: true,
+        give_back: true,
+        requota: true,
+        spray: false,
     })
 }
 
@@ -173,7 +183,7 @@ fn play<B: Backend>(
 }
 
 /// Decisions must equal the model's.
-fn same_as_model<B: Backend>(backend: &B, case: &Case) -> Result<(), TestCaseError> {
+pub(crate) fn same_as_model<B: Backend>(backend: &B, case: &Case) -> Result<(), TestCaseError> {
     play(backend, case, |op, now, key, got, want| {
         prop_assert_eq!(got, &want, "{:?} on {:?} at {} ms", op, key, now);
         Ok(())
@@ -202,7 +212,7 @@ proptest! {
 
     #[test]
     fn memory_limiter_matches_the_model(
-        case in case(Shape { step_back: true, give_back: true, requota: true, spray: false })
+        case in any_case()
     ) {
         same_as_model(&Memory, &case)?;
     }

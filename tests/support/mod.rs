@@ -2,18 +2,24 @@
 //! runs against, and the naive model the property tests compare with.
 
 pub(crate) mod model;
+pub(crate) mod redis_server;
 
 use std::future::Future;
 
 use ratewindow::{Alignment, ManualClock, MemoryLimiter, Quota, RateLimiter};
 
-/// Runs a future to completion on a fresh current-thread runtime.
-pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
+thread_local! {
+    /// One runtime per test thread: connections made in it (e.g. to Redis) keep working across
+    /// every `block_on` of that test.
+    static RUNTIME: tokio::runtime::Runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("tokio runtime")
-        .block_on(future)
+        .expect("tokio runtime");
+}
+
+/// Runs a future to completion on this test thread's runtime.
+pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
+    RUNTIME.with(|runtime| runtime.block_on(future))
 }
 
 /// A backend under test: makes limiters on fresh state, and limiters that share a previous

@@ -1,0 +1,349 @@
+//! The Redis backend against real `redis-server` processes: the shared conformance table and
+//! model, exactness under concurrency, expiry of every key, script reloads, restarts, Redis time,
+//! and a real 3-master cluster.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use ratewindow::{
+    Alignment, BackendErrorKind, Error, ManualClock, Quota, RateLimiter, RedisConnection,
+    RedisLimiter,
+};
+
+use crate::support::redis_server::{RedisCluster, RedisServer};
+use crate::support::{Backend, block_on};
+
+const T0_MS: u64 = 1_800_000_000_000;
+/// Generous: tests run unoptimised on a shared two-core machine.
+const TEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Limiters on one connection, each on a prefix of its own (fresh state).
+pub(crate) struct Redis {
+    connection: RedisConnection,
+    next_prefix: AtomicU64,
+}
+
+impl Redis {
+    fn on(connection: RedisConnection) -> Redis {
+        Redis {
+            connection,
+            next_prefix: AtomicU64::new(0),
+        }
+    }
+
+    fn single(server: &RedisServer) -> Redis {
+        Redis::on(block_on(RedisConnection::connect(&server.url())).expect("connect"))
+    }
+
+    fn cluster(cluster: &RedisCluster) -> Redis {
+        let urls = cluster.urls();
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        Redis::on(block_on(RedisConnection::connect_cluster(&urls)).expect("connect to cluster"))
+    }
+
+    fn prefix(&self) -> String {
+        format!("test{}", self.next_prefix.fetch_add(1, Ordering::Relaxed))
+    }
+}
+
+impl Backend for Redis {
+    type Limiter = RedisLimiter<ManualClock>;
+
+    fn limiter(&self, quotas: &[Quota], alignment: Alignment, clock: ManualClock) -> Self::Limiter {
+        let mut builder = RedisLimiter::builder(quotas[0])
+            .alignment(alignment)
+            .prefix(self.prefix())
+            .timeout(TEST_TIMEOUT)
+            .clock(clock);
+        for &quota in &quotas[1..] {
+            builder = builder.quota(quota);
+        }
+        builder
+            .build(self.connection.clone())
+            .expect("valid limiter")
+    }
+
+    fn requota(&self, base: &Self::Limiter, quotas: &[Quota]) -> Self::Limiter {
+        base.with_quotas(quotas.iter().copied())
+            .expect("same windows")
+    }
+}
+
+#[test]
+fn redis_backend_passes_the_conformance_table() {
+    let server = RedisServer::new();
+    crate::conformance::run(&Redis::single(&server));
+}
+
+#[test]
+fn redis_cluster_passes_the_conformance_table() {
+    let cluster = RedisCluster::new();
+    crate::conformance::run(&Redis::cluster(&cluster));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(96)
+    ))]
+
+    #[test]
+    fn redis_limiter_matches_the_model(case in crate::properties::any_case()) {
+        thread_local!(static SERVER: (RedisServer, Redis) = {
+            let server = RedisServer::new();
+            let redis = Redis::single(&server);
+            (server, redis)
+        });
+        SERVER.with(|(_, redis)| crate::properties::same_as_model(redis, &case))?;
+    }
+}
+
+fn limiter(redis: &Redis, quota: Quota, clock: ManualClock) -> RedisLimiter<ManualClock> {
+    redis.limiter(&[quota], Alignment::Epoch, clock)
+}
+
+#[test]
+fn two_hundred_concurrent_tasks_on_one_key_admit_exactly_the_limit() {
+    let server = RedisServer::new();
+    let redis = Redis::single(&server);
+    let limiter = limiter(
+        &redis,
+        Quota::per_minute(150).unwrap(),
+        ManualClock::at_millis(T0_MS),
+    );
+    let admitted = block_on(async {
+        let calls = (0..200).map(|_| limiter.check("hot"));
+        let decisions = futures_join_all(calls).await;
+        decisions
+            .into_iter()
+            .filter(|d| d.as_ref().unwrap().is_allowed())
+            .count()
+    });
+    assert_eq!(admitted, 150);
+}
+
+/// Polls all futures together on this task (the connection multiplexes them).
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let handles: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = handles.iter().map(|_| None).collect();
+    let mut handles: Vec<_> = handles.into_iter().map(Some).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, output) in handles.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(future) = slot {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => {
+                        *output = Some(value);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("every future finished"))
+        .collect()
+}
+
+/// Every key under `prefix` with its remaining time to live in ms (-1: none, -2: gone).
+fn ttls(server: &RedisServer, prefix: &str) -> Vec<(String, i64)> {
+    let keys = server.command(&["KEYS", &format!("{prefix}:*")]);
+    keys.lines()
+        .filter(|line| line.starts_with(prefix))
+        .map(|key| {
+            let ttl = server.command(&["PTTL", key]);
+            let ttl = ttl.trim().trim_start_matches(':').parse().unwrap_or(-3);
+            (key.to_string(), ttl)
+        })
+        .collect()
+}
+
+/// Regression guard for a bug peers have shipped for years (a counter written without, or
+/// losing, its expiry lives forever and blocks its key for good): after every operation every
+/// key has a TTL, and one that lost it gets it back at the next touch.
+#[test]
+fn every_key_has_a_ttl_after_every_operation() {
+    let server = RedisServer::new();
+    let redis = Redis::single(&server);
+    let clock = ManualClock::at_millis(T0_MS + 10_000);
+    let quotas = [Quota::per_second(2).unwrap(), Quota::per_minute(3).unwrap()];
+    let limiter = redis.limiter(&quotas, Alignment::Epoch, clock.clone());
+    let prefix = "test0";
+    block_on(async {
+        let mut steps = 0;
+        for round in 0..6 {
+            limiter.check("k").await.unwrap(); // allowed, then denied by the minute quota
+            limiter.peek("k").await.unwrap();
+            limiter.refund("k", 1).await.unwrap();
+            limiter.check_n(&format!("other{round}"), 2).await.unwrap();
+            clock.advance(Duration::from_millis(700));
+            for (key, ttl) in ttls(&server, prefix) {
+                assert!(ttl > 0, "{key} has PTTL {ttl} after round {round}");
+                // Never longer than the longest window plus the margin.
+                assert!(ttl <= 61_000 + 60_000, "{key} expires in {ttl} ms");
+            }
+            steps += 1;
+        }
+        assert_eq!(steps, 6);
+        assert!(!ttls(&server, prefix).is_empty());
+        // A key that lost its expiry (restored from a dump, written by hand) is repaired at the
+        // next decision, even a denied one or a peek.
+        let key = format!("{prefix}:{{k}}:60000");
+        assert_eq!(server.command(&["PERSIST", &key]).trim(), ":1");
+        limiter.peek("k").await.unwrap();
+        let ttl: i64 = server
+            .command(&["PTTL", &key])
+            .trim()
+            .trim_start_matches(':')
+            .parse()
+            .unwrap();
+        assert!(ttl > 0, "PTTL {ttl} after a peek");
+    });
+}
+
+#[test]
+fn the_script_is_reloaded_after_script_flush() {
+    let server = RedisServer::new();
+    let redis = Redis::single(&server);
+    let limiter = limiter(
+        &redis,
+        Quota::per_minute(3).unwrap(),
+        ManualClock::at_millis(T0_MS),
+    );
+    block_on(async {
+        assert_eq!(limiter.check("k").await.unwrap().remaining(), 2);
+        assert!(server.command(&["SCRIPT", "FLUSH"]).contains("OK"));
+        assert_eq!(limiter.check("k").await.unwrap().remaining(), 1);
+    });
+}
+
+#[test]
+fn a_restarted_server_is_used_again_without_a_new_limiter() {
+    let mut server = RedisServer::new();
+    let redis = Redis::single(&server);
+    let mut limiter = limiter(
+        &redis,
+        Quota::per_minute(3).unwrap(),
+        ManualClock::at_millis(T0_MS),
+    );
+    limiter = RedisLimiter::with_quotas(&limiter, [Quota::per_minute(3).unwrap()]).unwrap();
+    block_on(async {
+        assert!(limiter.check("k").await.unwrap().is_allowed());
+    });
+    server.stop();
+    let failed = block_on(limiter.check("k")).unwrap_err();
+    assert!(
+        matches!(
+            failed,
+            Error::Backend {
+                kind: BackendErrorKind::Unavailable | BackendErrorKind::Timeout,
+                ..
+            }
+        ),
+        "{failed:?}"
+    );
+    server.restart();
+    // The connection manager reconnects by itself; the counts died with the server.
+    let mut decision = None;
+    for _ in 0..100 {
+        match block_on(limiter.check("k")) {
+            Ok(d) => {
+                decision = Some(d);
+                break;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+    let decision = decision.expect("the limiter uses the restarted server within 5 s");
+    assert_eq!(decision.remaining(), 2);
+}
+
+#[test]
+fn redis_time_makes_skewed_processes_agree_on_windows() {
+    let server = RedisServer::new();
+    let redis = Redis::single(&server);
+    let quota = Quota::per_minute(4).unwrap();
+    // Two processes sharing a prefix: one clock an hour fast, one at the epoch. With Redis's
+    // time both see the server's window and share one count.
+    let connection = redis.connection.clone();
+    let make = |clock: ManualClock| {
+        RedisLimiter::builder(quota)
+            .prefix("shared")
+            .timeout(TEST_TIMEOUT)
+            .clock(clock)
+            .redis_time()
+            .build(connection.clone())
+            .unwrap()
+    };
+    let fast = make(ManualClock::at_millis(T0_MS + 3_600_000));
+    let slow = make(ManualClock::at_millis(0));
+    let server_ms = |server: &RedisServer| {
+        let time = server.command(&["TIME"]);
+        let secs: u64 = time.lines().find_map(|l| l.parse().ok()).unwrap();
+        secs * 1000
+    };
+    block_on(async {
+        let before = server_ms(&server);
+        let a = fast.check("k").await.unwrap();
+        let b = slow.check("k").await.unwrap();
+        let after = server_ms(&server) + 1000;
+        assert_eq!(b.remaining(), 2, "both processes count in one window");
+        assert!(
+            a.window_end_ms() == b.window_end_ms()
+                || a.window_end_ms() + 60_000 == b.window_end_ms()
+        );
+        assert!(
+            a.decided_at_ms() >= before && a.decided_at_ms() <= after,
+            "decided at Redis time"
+        );
+        assert_eq!(b.window_end_ms() % 60_000, 0);
+        assert!(
+            b.window_end_ms() > b.decided_at_ms()
+                && b.window_end_ms() - b.decided_at_ms() <= 60_000
+        );
+    });
+    // With their own clocks the same two processes would count in different windows.
+    let local = |clock: ManualClock| redis.limiter(&[quota], Alignment::Epoch, clock);
+    let (fast, slow) = (
+        local(ManualClock::at_millis(T0_MS + 3_600_000)),
+        local(ManualClock::at_millis(T0_MS)),
+    );
+    block_on(async {
+        assert_ne!(
+            fast.check("k").await.unwrap().window_end_ms(),
+            slow.check("k").await.unwrap().window_end_ms()
+        );
+    });
+}
+
+#[test]
+fn hostile_keys_and_prefixes() {
+    let server = RedisServer::new();
+    let redis = Redis::single(&server);
+    let limiter = limiter(
+        &redis,
+        Quota::per_minute(1).unwrap(),
+        ManualClock::at_millis(T0_MS),
+    );
+    block_on(async {
+        let long = "é{}:\n".repeat(800); // 4.8 KB
+        for key in ["{a}", "a}", "}{", "%7Ba%7D", "a\nb", long.as_str()] {
+            assert!(limiter.check(key).await.unwrap().is_allowed(), "{key:?}");
+            assert!(!limiter.check(key).await.unwrap().is_allowed(), "{key:?}");
+        }
+    });
+    let bad = RedisLimiter::builder(Quota::per_minute(1).unwrap())
+        .prefix("a{b}")
+        .build(redis.connection.clone());
+    assert!(matches!(bad, Err(Error::InvalidConfig { .. })));
+}

@@ -114,6 +114,26 @@ pub struct Decision {
     /// Bit `i` is set when quota `i` alone would have denied the request.
     violated: u8,
     binding: u8,
+    decided_by: DecidedBy,
+}
+
+/// Who made a [`Decision`]: the limiter's backend itself, or, for a networked backend, one of
+/// the ways it answers without it. Servers log or count the latter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum DecidedBy {
+    /// The backend's own counters (in memory, or in Redis).
+    #[default]
+    Backend,
+    /// A local cache of keys the backend had already found over a quota in the current window:
+    /// exact, since a denied request consumes nothing and counts only grow within a window.
+    OverLimitCache,
+    /// The backend failed and the failure policy admitted the request.
+    FailOpen,
+    /// The backend failed and the failure policy denied the request.
+    FailClosed,
+    /// The backend failed and a local in-memory limiter decided instead.
+    Fallback,
 }
 
 impl Decision {
@@ -128,7 +148,14 @@ impl Decision {
             len: 0,
             violated: 0,
             binding: 0,
+            decided_by: DecidedBy::Backend,
         }
+    }
+
+    /// Attributes the decision to `decided_by`.
+    pub(crate) fn attributed_to(mut self, decided_by: DecidedBy) -> Decision {
+        self.decided_by = decided_by;
+        self
     }
 
     #[inline]
@@ -143,9 +170,11 @@ impl Decision {
         debug_assert!((1..=MAX_QUOTAS).contains(&len));
         self.len = len as u8;
         self.violated = violated;
-        if len > 1 {
-            self.binding = self.pick_binding() as u8;
-        }
+        self.binding = if len > 1 {
+            self.pick_binding() as u8
+        } else {
+            0
+        };
     }
 
     fn pick_binding(&self) -> usize {
@@ -224,6 +253,12 @@ impl Decision {
         window::time_to_reset(self.window_end_ms(), self.now_ms)
     }
 
+    /// Who made the decision: the backend, or (for a networked backend) a local cache or the
+    /// failure policy.
+    pub fn decided_by(&self) -> DecidedBy {
+        self.decided_by
+    }
+
     /// The clock reading the decision was made at, in unix milliseconds.
     pub fn decided_at_ms(&self) -> u64 {
         self.now_ms
@@ -257,6 +292,7 @@ impl fmt::Debug for Decision {
             .field("retry_after_secs", &self.retry_after_secs())
             .field("time_to_reset", &self.time_to_reset())
             .field("quotas", &self.quotas())
+            .field("decided_by", &self.decided_by)
             .finish()
     }
 }

@@ -108,8 +108,8 @@ mod window;
 pub use alignment::Alignment;
 pub use clock::{Clock, CoarseClock, DefaultClock, ManualClock, SystemClock};
 pub use decision::{
-    Decision, HeaderInt, Headers, MAX_QUOTAS, QuotaState, RETRY_AFTER, X_RATELIMIT_LIMIT,
-    X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+    DecidedBy, Decision, HeaderInt, Headers, MAX_QUOTAS, QuotaState, RETRY_AFTER,
+    X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
 pub use error::{BackendErrorKind, Error};
 pub use key::MAX_KEY_LEN;
@@ -118,4 +118,4 @@ pub use memory::{MemoryLimiter, MemoryLimiterBuilder};
 pub use quota::Quota;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis::{RedisConnection, RedisLimiter, RedisLimiterBuilder, TimeSource};
+pub use redis::{FailurePolicy, RedisConnection, RedisLimiter, RedisLimiterBuilder};

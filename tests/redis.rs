@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use ratewindow::{
-    Alignment, BackendErrorKind, Error, ManualClock, Quota, RateLimiter, RedisConnection,
-    RedisLimiter,
+    Alignment, BackendErrorKind, DecidedBy, Error, FailurePolicy, ManualClock, Quota, RateLimiter,
+    RedisConnection, RedisLimiter,
 };
 
 use crate::support::redis_server::{RedisCluster, RedisServer};
@@ -227,19 +227,52 @@ fn the_script_is_reloaded_after_script_flush() {
     });
 }
 
+/// A limiter on `server` whose failure policy is `policy`, with a short timeout.
+fn with_policy(
+    server: &RedisServer,
+    quota: Quota,
+    clock: &ManualClock,
+    policy: FailurePolicy,
+) -> RedisLimiter<ManualClock> {
+    let connection = block_on(RedisConnection::connect(&server.url())).expect("connect");
+    RedisLimiter::builder(quota)
+        .prefix("policy")
+        .timeout(Duration::from_millis(500))
+        .failure_policy(policy)
+        .clock(clock.clone())
+        .build(connection)
+        .unwrap()
+}
+
+/// Checks until the limiter is back on Redis, moving the clock past the breaker's wait each
+/// time; the connection manager reconnects by itself.
+fn until_back_on_redis(
+    limiter: &RedisLimiter<ManualClock>,
+    clock: &ManualClock,
+) -> ratewindow::Decision {
+    for _ in 0..100 {
+        clock.advance(Duration::from_millis(300));
+        if let Ok(decision) = block_on(limiter.check("k")) {
+            if decision.decided_by() == DecidedBy::Backend {
+                return decision;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the limiter did not go back to Redis within 5 s");
+}
+
 #[test]
 fn a_restarted_server_is_used_again_without_a_new_limiter() {
     let mut server = RedisServer::new();
-    let redis = Redis::single(&server);
-    let mut limiter = limiter(
-        &redis,
-        Quota::per_minute(3).unwrap(),
-        ManualClock::at_millis(T0_MS),
+    let clock = ManualClock::at_millis(T0_MS);
+    let limiter = with_policy(
+        &server,
+        Quota::per_hour(3).unwrap(),
+        &clock,
+        FailurePolicy::ReturnError,
     );
-    limiter = RedisLimiter::with_quotas(&limiter, [Quota::per_minute(3).unwrap()]).unwrap();
-    block_on(async {
-        assert!(limiter.check("k").await.unwrap().is_allowed());
-    });
+    assert!(block_on(limiter.check("k")).unwrap().is_allowed());
     server.stop();
     let failed = block_on(limiter.check("k")).unwrap_err();
     assert!(
@@ -253,19 +286,122 @@ fn a_restarted_server_is_used_again_without_a_new_limiter() {
         "{failed:?}"
     );
     server.restart();
-    // The connection manager reconnects by itself; the counts died with the server.
-    let mut decision = None;
-    for _ in 0..100 {
-        match block_on(limiter.check("k")) {
-            Ok(d) => {
-                decision = Some(d);
-                break;
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
+    // The counts died with the server (it saves nothing).
+    assert_eq!(until_back_on_redis(&limiter, &clock).remaining(), 2);
+}
+
+#[test]
+fn failure_policies_answer_while_redis_is_down_and_redis_takes_over_again() {
+    let mut server = RedisServer::new();
+    let clock = ManualClock::at_millis(T0_MS);
+    let quota = Quota::per_hour(4).unwrap();
+    let open = with_policy(&server, quota, &clock, FailurePolicy::FailOpen);
+    let closed = with_policy(&server, quota, &clock, FailurePolicy::FailClosed);
+    let fallback = with_policy(
+        &server,
+        quota,
+        &clock,
+        FailurePolicy::Fallback { instances: 2 },
+    );
+    for limiter in [&open, &closed, &fallback] {
+        assert_eq!(
+            block_on(limiter.check("warm")).unwrap().decided_by(),
+            DecidedBy::Backend
+        );
     }
-    let decision = decision.expect("the limiter uses the restarted server within 5 s");
-    assert_eq!(decision.remaining(), 2);
+    server.stop();
+
+    let d = block_on(open.check("k")).unwrap();
+    assert!(d.is_allowed());
+    assert_eq!(
+        (d.decided_by(), d.limit(), d.remaining()),
+        (DecidedBy::FailOpen, 4, 3)
+    );
+
+    let d = block_on(closed.check("k")).unwrap();
+    assert!(!d.is_allowed());
+    assert_eq!((d.decided_by(), d.remaining()), (DecidedBy::FailClosed, 0));
+    assert!(d.retry_after_secs().is_some());
+
+    // Fallback: a local limiter with half of each limit (two instances share the quota).
+    let decisions: Vec<_> = (0..3)
+        .map(|_| block_on(fallback.check("k")).unwrap())
+        .collect();
+    assert!(
+        decisions
+            .iter()
+            .all(|d| d.decided_by() == DecidedBy::Fallback)
+    );
+    let admitted: Vec<bool> = decisions.iter().map(|d| d.is_allowed()).collect();
+    assert_eq!(admitted, [true, true, false]);
+    assert_eq!(decisions[0].limit(), 2);
+
+    server.restart();
+    for limiter in [&open, &closed, &fallback] {
+        let decision = until_back_on_redis(limiter, &clock);
+        assert!(decision.is_allowed());
+    }
+}
+
+/// Commands Redis has executed so far (from `INFO commandstats`).
+fn commands_run(server: &RedisServer) -> u64 {
+    server
+        .command(&["INFO", "commandstats"])
+        .lines()
+        .filter_map(|line| line.split("calls=").nth(1))
+        .filter_map(|rest| rest.split(',').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_key_over_its_limit_is_denied_locally_until_its_window_ends() {
+    let server = RedisServer::new();
+    let redis = Redis::single(&server);
+    let clock = ManualClock::at_millis(T0_MS + 15_000);
+    let limiter = limiter(&redis, Quota::per_minute(3).unwrap(), clock.clone());
+    block_on(async {
+        for _ in 0..3 {
+            assert_eq!(
+                limiter.check("abuser").await.unwrap().decided_by(),
+                DecidedBy::Backend
+            );
+        }
+        let before = commands_run(&server);
+        for _ in 0..100 {
+            let d = limiter.check("abuser").await.unwrap();
+            assert!(!d.is_allowed());
+            assert_eq!(d.decided_by(), DecidedBy::OverLimitCache);
+            assert_eq!(d.retry_after_secs(), Some(45));
+        }
+        let peeked = limiter.peek("abuser").await.unwrap();
+        assert_eq!(peeked.decided_by(), DecidedBy::OverLimitCache);
+        // INFO itself is the one command counted in between.
+        assert_eq!(
+            commands_run(&server) - before,
+            1,
+            "the cache must not call Redis"
+        );
+        // Exactly at the window's end the key goes back to Redis, and is admitted.
+        clock.advance(Duration::from_millis(44_999));
+        assert_eq!(
+            limiter.check("abuser").await.unwrap().decided_by(),
+            DecidedBy::OverLimitCache
+        );
+        clock.advance(Duration::from_millis(1));
+        let d = limiter.check("abuser").await.unwrap();
+        assert!(d.is_allowed());
+        assert_eq!(d.decided_by(), DecidedBy::Backend);
+        // A refund or a reset through the limiter clears the cache at once.
+        limiter.check_n("abuser", 2).await.unwrap();
+        assert_eq!(
+            limiter.check("abuser").await.unwrap().decided_by(),
+            DecidedBy::OverLimitCache
+        );
+        limiter.refund("abuser", 1).await.unwrap();
+        assert!(limiter.check("abuser").await.unwrap().is_allowed());
+        limiter.reset("abuser").await.unwrap();
+        assert_eq!(limiter.check("abuser").await.unwrap().remaining(), 2);
+    });
 }
 
 #[test]

@@ -10,15 +10,21 @@ use ::redis::aio::{ConnectionLike, ConnectionManager};
 use ::redis::cluster_async::ClusterConnection;
 use ::redis::{ErrorKind, RedisError};
 
+use super::cache::OverLimitCache;
+use super::policy::{Breaker, FailurePolicy};
 use super::{keys, script};
 use crate::decision::QuotaState;
 use crate::{
-    Alignment, BackendErrorKind, Clock, Decision, DefaultClock, Error, MAX_QUOTAS, Quota,
-    RateLimiter, key, window,
+    Alignment, BackendErrorKind, Clock, DecidedBy, Decision, DefaultClock, Error, MAX_QUOTAS,
+    MemoryLimiter, Quota, RateLimiter, key, window,
 };
 
 /// How long a call may take by default, round trip included.
 const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+/// After a failure, how long calls skip Redis before one tries it again.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_millis(250);
+/// Keys remembered as over a quota, at most.
+const DEFAULT_OVER_LIMIT_CAPACITY: usize = 10_000;
 /// Counters outlive their window by this much, so that a process whose clock is a little behind
 /// still finds the count of a window that has just ended for the others.
 const EXPIRY_MARGIN_MS: u64 = 1_000;
@@ -72,18 +78,6 @@ impl fmt::Debug for RedisConnection {
     }
 }
 
-/// Where a [`RedisLimiter`] reads the time.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum TimeSource<C = DefaultClock> {
-    /// The local clock, sent with each call (the default). Processes agree on windows as far as
-    /// their clocks agree.
-    Local(C),
-    /// Redis's `TIME`, read inside the script: every process sees the same windows whatever its
-    /// own clock says.
-    Redis,
-}
-
 /// An exact fixed-window rate limiter whose counters live in Redis, shared by every process
 /// that uses the same server (or cluster) and key prefix.
 ///
@@ -113,9 +107,18 @@ pub struct RedisLimiter<C = DefaultClock> {
     min_limit: u64,
     alignment: Alignment,
     prefix: Arc<str>,
-    time: TimeSource<C>,
+    clock: C,
+    /// Decide at Redis's `TIME` rather than `clock`'s (which then only times the breaker and
+    /// the caches).
+    redis_time: bool,
     timeout: Duration,
     connection: RedisConnection,
+    policy: FailurePolicy,
+    /// Only with [`FailurePolicy::Fallback`].
+    fallback: Option<MemoryLimiter<C>>,
+    breaker: Arc<Breaker>,
+    retry_after_ms: u64,
+    over_limit: Arc<OverLimitCache>,
 }
 
 impl RedisLimiter {
@@ -125,8 +128,12 @@ impl RedisLimiter {
             quotas: vec![quota],
             alignment: Alignment::Epoch,
             prefix: DEFAULT_PREFIX.into(),
-            time: TimeSource::Local(DefaultClock::default()),
+            clock: DefaultClock::default(),
+            redis_time: false,
             timeout: DEFAULT_TIMEOUT,
+            policy: FailurePolicy::default(),
+            retry_after: DEFAULT_RETRY_AFTER,
+            over_limit_capacity: DEFAULT_OVER_LIMIT_CAPACITY,
         }
     }
 }
@@ -176,9 +183,107 @@ impl<C: Clock> RedisLimiter<C> {
             return Err(Error::IncompatibleQuotas);
         }
         let mut next = self.clone();
+        if let (Some(fallback), FailurePolicy::Fallback { instances }) =
+            (&self.fallback, self.policy)
+        {
+            next.fallback = Some(fallback.with_quotas(scaled(&quotas, instances))?);
+        }
         next.min_limit = min_limit(&quotas);
         next.quotas = quotas;
+        // The cached denials were made under the old limits.
+        next.over_limit = Arc::new(OverLimitCache::new(self.over_limit.capacity()));
         Ok(next)
+    }
+
+    /// Decides for a valid key: from the over-limit cache, else Redis, else the failure policy.
+    async fn decide(&self, key: &str, op: Op, amount: u64) -> Result<Decision, Error> {
+        let local_ms = self.clock.now_ms();
+        if let Op::Refund = op {
+            self.over_limit.forget(key);
+        } else if let Some(denied) = self.over_limit.get(key, local_ms, amount) {
+            return Ok(denied);
+        }
+        if self.breaker.is_open(local_ms) {
+            let error = Error::Backend {
+                kind: BackendErrorKind::Unavailable,
+                detail: "Redis failed moments ago; retrying it shortly".into(),
+            };
+            return self.on_failure(key, op, amount, error);
+        }
+        match self.run(key, op, amount).await {
+            Ok(decision) => {
+                self.breaker.close();
+                if let Op::Check = op {
+                    self.over_limit.remember(key, &decision, local_ms);
+                } else if let Op::Peek = op {
+                    if !decision.is_allowed() {
+                        self.over_limit.remember(key, &decision, local_ms);
+                    }
+                }
+                Ok(decision)
+            }
+            Err(error @ Error::Backend { .. }) => {
+                self.breaker.trip(local_ms, self.retry_after_ms);
+                self.on_failure(key, op, amount, error)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The failure policy's answer when Redis did not decide.
+    fn on_failure(&self, key: &str, op: Op, amount: u64, error: Error) -> Result<Decision, Error> {
+        match (self.policy, &self.fallback) {
+            (FailurePolicy::Fallback { .. }, Some(fallback)) => {
+                let decision = match op {
+                    Op::Check => {
+                        fallback.check_n(key, amount.min(fallback_min_limit(fallback)).max(1))
+                    }
+                    Op::Peek => fallback.peek(key),
+                    Op::Refund => fallback
+                        .refund(key, amount)
+                        .and_then(|()| fallback.peek(key)),
+                }?;
+                Ok(decision.attributed_to(DecidedBy::Fallback))
+            }
+            (FailurePolicy::FailOpen, _) => Ok(self.local_decision(key, amount, true)?),
+            (FailurePolicy::FailClosed, _) => Ok(self.local_decision(key, amount, false)?),
+            _ => Err(error),
+        }
+    }
+
+    /// A decision made without any count: `admit`ted with the full limit left, or denied with
+    /// none, in the local clock's windows.
+    fn local_decision(&self, key: &str, cost: u64, admit: bool) -> Result<Decision, Error> {
+        let now_ms = self.clock.now_ms();
+        let stagger = match self.alignment {
+            Alignment::Staggered => Some(window::stagger_hash(key)),
+            _ => None,
+        };
+        let mut decision = Decision::blank(now_ms);
+        for (i, quota) in self.quotas.iter().enumerate() {
+            let window_ms = quota.window_ms();
+            let window = window::locate(now_ms, window_ms, stagger.map_or(0, |h| h % window_ms))?;
+            let used = if admit {
+                cost.min(quota.limit())
+            } else {
+                quota.limit()
+            };
+            decision.set_quota(
+                i,
+                QuotaState::new(quota.limit(), used, window_ms, window.end_ms),
+            );
+        }
+        let violated = if admit {
+            0
+        } else {
+            (1u8 << self.quotas.len()) - 1
+        };
+        decision.finish(self.quotas.len(), violated);
+        Ok(decision.attributed_to(if admit {
+            DecidedBy::FailOpen
+        } else {
+            DecidedBy::FailClosed
+        }))
     }
 
     /// Runs the script for `key`.
@@ -190,16 +295,15 @@ impl<C: Clock> RedisLimiter<C> {
         };
         let mut invocation = script::DECIDE.prepare_invoke();
         invocation.arg(op.name()).arg(amount);
-        match &self.time {
-            TimeSource::Local(clock) => {
-                let now_ms = clock.now_ms();
-                if now_ms > window::MAX_TIME_MS {
-                    return Err(Error::ClockOutOfRange { now_ms });
-                }
-                invocation.arg(now_ms)
+        if self.redis_time {
+            invocation.arg("");
+        } else {
+            let now_ms = self.clock.now_ms();
+            if now_ms > window::MAX_TIME_MS {
+                return Err(Error::ClockOutOfRange { now_ms });
             }
-            TimeSource::Redis => invocation.arg(""),
-        };
+            invocation.arg(now_ms);
+        }
         invocation.arg(EXPIRY_MARGIN_MS);
         for quota in &self.quotas {
             let window_ms = quota.window_ms();
@@ -299,16 +403,20 @@ impl<C: Clock> RateLimiter for RedisLimiter<C> {
                 limit: self.min_limit,
             });
         }
-        self.run(key, Op::Check, cost).await
+        self.decide(key, Op::Check, cost).await
     }
 
     async fn peek(&self, key: &str) -> Result<Decision, Error> {
         key::validate(key)?;
-        self.run(key, Op::Peek, 1).await
+        self.decide(key, Op::Peek, 1).await
     }
 
     async fn reset(&self, key: &str) -> Result<(), Error> {
         key::validate(key)?;
+        self.over_limit.forget(key);
+        if let Some(fallback) = &self.fallback {
+            fallback.reset(key)?;
+        }
         let base = keys::base(&self.prefix, key);
         let mut command = ::redis::cmd("DEL");
         for quota in &self.quotas {
@@ -327,7 +435,7 @@ impl<C: Clock> RateLimiter for RedisLimiter<C> {
 
     async fn refund(&self, key: &str, amount: u64) -> Result<(), Error> {
         key::validate(key)?;
-        self.run(key, Op::Refund, amount).await.map(|_| ())
+        self.decide(key, Op::Refund, amount).await.map(|_| ())
     }
 }
 
@@ -350,11 +458,15 @@ pub struct RedisLimiterBuilder<C = DefaultClock> {
     quotas: Vec<Quota>,
     alignment: Alignment,
     prefix: String,
-    time: TimeSource<C>,
+    clock: C,
+    redis_time: bool,
     timeout: Duration,
+    policy: FailurePolicy,
+    retry_after: Duration,
+    over_limit_capacity: usize,
 }
 
-impl<C: Clock> RedisLimiterBuilder<C> {
+impl<C: Clock + Clone> RedisLimiterBuilder<C> {
     /// Adds a quota; a request must fit every quota (up to [`MAX_QUOTAS`]).
     pub fn quota(mut self, quota: Quota) -> Self {
         self.quotas.push(quota);
@@ -374,31 +486,54 @@ impl<C: Clock> RedisLimiterBuilder<C> {
         self
     }
 
-    /// The longest a call may take, round trip included (default 50 ms).
+    /// The longest a call may take, round trip included (default 50 ms). Past it, the failure
+    /// policy answers.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
     }
 
-    /// Reads time from a local clock (default: [`CoarseClock`](crate::CoarseClock)).
-    pub fn clock<C2: Clock>(self, clock: C2) -> RedisLimiterBuilder<C2> {
-        self.time_source(TimeSource::Local(clock))
+    /// What to answer when Redis fails (default [`FailurePolicy::FailOpen`]).
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
-    /// Reads time from Redis's `TIME` inside the script, so that processes with skewed clocks
-    /// still agree on windows.
-    pub fn redis_time(self) -> RedisLimiterBuilder<C> {
-        self.time_source(TimeSource::Redis)
+    /// After a failure, how long calls go straight to the failure policy before one tries Redis
+    /// again (default 250 ms): a dead server costs one timeout per interval, not one per call.
+    pub fn retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = retry_after;
+        self
     }
 
-    fn time_source<C2: Clock>(self, time: TimeSource<C2>) -> RedisLimiterBuilder<C2> {
+    /// How many keys the local over-limit cache remembers (default 10 000; 0 turns it off).
+    pub fn over_limit_cache(mut self, capacity: usize) -> Self {
+        self.over_limit_capacity = capacity;
+        self
+    }
+
+    /// The local clock (default: [`CoarseClock`](crate::CoarseClock)). It decides windows
+    /// unless [`redis_time`](Self::redis_time) is set, and always times the failure breaker,
+    /// the over-limit cache and the fallback limiter.
+    pub fn clock<C2: Clock + Clone>(self, clock: C2) -> RedisLimiterBuilder<C2> {
         RedisLimiterBuilder {
             quotas: self.quotas,
             alignment: self.alignment,
             prefix: self.prefix,
-            time,
+            clock,
+            redis_time: self.redis_time,
             timeout: self.timeout,
+            policy: self.policy,
+            retry_after: self.retry_after,
+            over_limit_capacity: self.over_limit_capacity,
         }
+    }
+
+    /// Decides windows by Redis's `TIME`, read inside the script, so that processes with skewed
+    /// clocks still agree on windows.
+    pub fn redis_time(mut self) -> Self {
+        self.redis_time = true;
+        self
     }
 
     /// Builds the limiter on `connection`.
@@ -406,7 +541,8 @@ impl<C: Clock> RedisLimiterBuilder<C> {
     /// # Errors
     ///
     /// [`Error::TooManyQuotas`] past [`MAX_QUOTAS`]; [`Error::InvalidConfig`] for a prefix that
-    /// is empty or contains a brace.
+    /// is empty or contains a brace; for [`FailurePolicy::Fallback`], what building its
+    /// [`MemoryLimiter`] returns.
     pub fn build(self, connection: RedisConnection) -> Result<RedisLimiter<C>, Error> {
         if self.quotas.len() > MAX_QUOTAS {
             return Err(Error::TooManyQuotas {
@@ -414,18 +550,58 @@ impl<C: Clock> RedisLimiterBuilder<C> {
             });
         }
         keys::validate_prefix(&self.prefix)?;
+        let fallback = match self.policy {
+            FailurePolicy::Fallback { instances } => {
+                let quotas = scaled(&self.quotas, instances);
+                let mut builder = MemoryLimiter::builder(quotas[0])
+                    .alignment(self.alignment)
+                    .clock(self.clock.clone());
+                for &quota in &quotas[1..] {
+                    builder = builder.quota(quota);
+                }
+                Some(builder.build()?)
+            }
+            _ => None,
+        };
         Ok(RedisLimiter {
             min_limit: min_limit(&self.quotas),
             quotas: self.quotas,
             alignment: self.alignment,
             prefix: self.prefix.into(),
-            time: self.time,
+            clock: self.clock,
+            redis_time: self.redis_time,
             timeout: self.timeout,
             connection,
+            policy: self.policy,
+            fallback,
+            breaker: Arc::default(),
+            retry_after_ms: u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX),
+            over_limit: Arc::new(OverLimitCache::new(self.over_limit_capacity)),
         })
     }
 }
 
 fn min_limit(quotas: &[Quota]) -> u64 {
     quotas.iter().map(Quota::limit).min().unwrap_or(0)
+}
+
+/// The quotas with each limit divided among `instances` processes (at least 1 each).
+fn scaled(quotas: &[Quota], instances: u64) -> Vec<Quota> {
+    quotas
+        .iter()
+        .map(|q| {
+            let limit = (q.limit() / instances.max(1)).max(1);
+            Quota::from_millis(limit, q.window_ms()).unwrap_or(*q)
+        })
+        .collect()
+}
+
+/// The smallest limit of the fallback's quotas: a cost above it is charged as the whole limit.
+fn fallback_min_limit<C: Clock>(fallback: &MemoryLimiter<C>) -> u64 {
+    fallback
+        .quotas()
+        .iter()
+        .map(Quota::limit)
+        .min()
+        .unwrap_or(1)
 }

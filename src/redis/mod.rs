@@ -1,8 +1,11 @@
 //! The Redis backend: one atomic script per decision, counters that cannot outlive their
 //! window, Redis Cluster.
 
+mod cache;
 mod keys;
 mod limiter;
+mod policy;
 mod script;
 
-pub use limiter::{RedisConnection, RedisLimiter, RedisLimiterBuilder, TimeSource};
+pub use limiter::{RedisConnection, RedisLimiter, RedisLimiterBuilder};
+pub use policy::FailurePolicy;

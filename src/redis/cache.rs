@@ -1,0 +1,128 @@
+//! The local over-limit cache: keys Redis has found over a quota, denied here until that
+//! quota's window ends, without a round trip.
+//!
+//! It is exact, not a heuristic: a denied request consumes nothing and counts only grow within a
+//! window, so once a quota is used up, every request of the key is denied until the window ends
+//! (unless a refund or reset comes, which through this limiter clears the entry). Under abuse,
+//! one key hammering far over its limit costs Redis about one call per window.
+
+use std::collections::HashMap;
+
+use parking_lot::Mutex;
+
+use crate::decision::QuotaState;
+use crate::{DecidedBy, Decision};
+
+/// What Redis would answer at `now_ms` for a key it last answered with `last`, as far as this
+/// process can tell: quotas whose window has not ended keep their count (a used-up one stays
+/// used up, since counts only grow within a window); quotas whose window ended are empty in the
+/// window now open. `None` once no quota is used up any more.
+fn replay(last: &Decision, now_ms: u64, cost: u64) -> Option<Decision> {
+    // A clock that stepped back (or is out of range) goes to Redis, which keeps every quota's
+    // latest window; the snapshot cannot tell which of them to use.
+    if now_ms < last.decided_at_ms() || now_ms > crate::window::MAX_TIME_MS {
+        return None;
+    }
+    let mut decision = Decision::blank(now_ms);
+    let (mut used_up, mut violated) = (false, 0u8);
+    for (i, state) in last.quotas().iter().enumerate() {
+        let window_ms = state.window().as_millis() as u64;
+        let (used, end_ms) = if now_ms < state.window_end_ms() {
+            (state.used(), state.window_end_ms())
+        } else {
+            let ended = now_ms - state.window_end_ms();
+            (
+                0,
+                state.window_end_ms() + (ended / window_ms + 1) * window_ms,
+            )
+        };
+        used_up |= used >= state.limit();
+        if used.saturating_add(cost) > state.limit() {
+            violated |= 1 << i;
+        }
+        decision.set_quota(i, QuotaState::new(state.limit(), used, window_ms, end_ms));
+    }
+    // Only a used-up quota makes the denial certain for every cost.
+    if !used_up {
+        return None;
+    }
+    decision.finish(last.quotas().len(), violated);
+    Some(decision.attributed_to(DecidedBy::OverLimitCache))
+}
+
+struct Entry {
+    /// The last decision Redis made for the key, which found a quota used up.
+    decision: Decision,
+    /// The decision's time minus the local clock's at that moment: maps local readings to the
+    /// decision's time (which may be Redis's).
+    offset_ms: i64,
+}
+
+/// Bounded: when full, ended entries are dropped, and if none had ended the new one is not kept.
+pub(crate) struct OverLimitCache {
+    capacity: usize,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+impl OverLimitCache {
+    pub(crate) fn new(capacity: usize) -> OverLimitCache {
+        OverLimitCache {
+            capacity,
+            entries: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub(crate) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// The denial of a request of `cost` for `key` at local time `now_ms`, if the key is known to
+    /// be over a quota.
+    pub(crate) fn get(&self, key: &str, now_ms: u64, cost: u64) -> Option<Decision> {
+        if self.capacity == 0 {
+            return None;
+        }
+        let mut entries = self.entries.lock();
+        let entry = entries.get(key)?;
+        let now_ms = now_ms.saturating_add_signed(entry.offset_ms);
+        match replay(&entry.decision, now_ms, cost) {
+            Some(denied) => Some(denied),
+            None => {
+                entries.remove(key);
+                None
+            }
+        }
+    }
+
+    /// Remembers `decision` (made by Redis at local time `now_ms`) if it shows a used-up quota.
+    pub(crate) fn remember(&self, key: &str, decision: &Decision, now_ms: u64) {
+        if self.capacity == 0 || !decision.quotas().iter().any(|q| q.used() >= q.limit()) {
+            return;
+        }
+        let offset_ms = decision.decided_at_ms() as i64 - now_ms as i64;
+        let mut entries = self.entries.lock();
+        if entries.len() >= self.capacity && !entries.contains_key(key) {
+            entries.retain(|_, entry| {
+                let at = now_ms.saturating_add_signed(entry.offset_ms);
+                replay(&entry.decision, at, 1).is_some()
+            });
+            if entries.len() >= self.capacity {
+                return;
+            }
+        }
+        entries.insert(
+            key.to_owned(),
+            Entry {
+                decision: *decision,
+                offset_ms,
+            },
+        );
+    }
+
+    /// Forgets `key`, after a reset or a refund.
+    pub(crate) fn forget(&self, key: &str) {
+        if self.capacity != 0 {
+            self.entries.lock().remove(key);
+        }
+    }
+}

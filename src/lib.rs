@@ -13,6 +13,8 @@
 //!   backends fit); [`DynRateLimiter`] is its object-safe twin for backends picked at run time.
 //! - [`MemoryLimiter`] is the in-process backend: sharded, lock-free per key, exact under
 //!   concurrency, bounded in memory without a cleanup task.
+//! - `RedisLimiter` (feature `redis`) shares the same semantics across processes through Redis
+//!   or Redis Cluster: one atomic script per decision.
 //! - [`Clock`] is injected: [`CoarseClock`] (default, a few ns per read), [`SystemClock`], and
 //!   [`ManualClock`] for tests, yours included.
 //!
@@ -86,9 +88,12 @@
 //!
 //! # Crate features
 //!
-//! This crate has no optional features; its dependencies are `parking_lot` (shard locks),
-//! `foldhash` (shard and table hashing), `siphasher` (fingerprints of keys over 15 bytes) and
-//! `libc` (the coarse clock).
+//! - `redis`: `RedisLimiter`, the Redis and Redis Cluster backend, with its `FailurePolicy` and
+//!   `RedisConnection`. Adds the `redis` crate (with tokio, its
+//!   connection manager and async cluster client) and `tokio`'s timer.
+//!
+//! Always-on dependencies: `parking_lot` (shard locks), `foldhash` (shard and table hashing),
+//! `siphasher` (fingerprints of keys over 15 bytes) and `libc` (the coarse clock).
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 #![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

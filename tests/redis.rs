@@ -483,3 +483,52 @@ fn hostile_keys_and_prefixes() {
         .build(redis.connection.clone());
     assert!(matches!(bad, Err(Error::InvalidConfig { .. })));
 }
+
+/// A server that stops answering (SIGSTOP: the socket stays open, nothing comes back) must cost
+/// each call at most the timeout, and the policy answers.
+#[test]
+fn a_frozen_server_costs_at_most_the_timeout() {
+    let server = RedisServer::new();
+    let clock = ManualClock::at_millis(T0_MS);
+    let connection = block_on(RedisConnection::connect(&server.url())).expect("connect");
+    let limiter = RedisLimiter::builder(Quota::per_minute(10).unwrap())
+        .prefix("frozen")
+        .timeout(Duration::from_millis(100))
+        .failure_policy(FailurePolicy::FailClosed)
+        .clock(clock.clone())
+        .build(connection)
+        .unwrap();
+    assert_eq!(
+        block_on(limiter.check("k")).unwrap().decided_by(),
+        DecidedBy::Backend
+    );
+    let pid = server.pid().expect("running").to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {sig} {pid}");
+    };
+    signal("-STOP");
+    let started = std::time::Instant::now();
+    let decision = block_on(limiter.check("k")).unwrap();
+    let took = started.elapsed();
+    signal("-CONT");
+    assert_eq!(decision.decided_by(), DecidedBy::FailClosed);
+    assert!(!decision.is_allowed());
+    // 100 ms timeout; the margin covers a descheduled test thread, not a hang.
+    assert!(took < Duration::from_secs(2), "a call took {took:?}");
+    // While the breaker is open, calls do not wait for Redis at all.
+    let started = std::time::Instant::now();
+    assert_eq!(
+        block_on(limiter.check("k")).unwrap().decided_by(),
+        DecidedBy::FailClosed
+    );
+    assert!(started.elapsed() < Duration::from_millis(100));
+    // Once the server answers again, the limiter goes back to it after the breaker's wait. The
+    // call that timed out had reached the server, which ran it on waking: it counts (a late
+    // write can only err towards the limit), while the one skipped by the breaker never left.
+    let decision = until_back_on_redis(&limiter, &clock);
+    assert_eq!(decision.remaining(), 7);
+}

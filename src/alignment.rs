@@ -32,6 +32,14 @@ pub enum Alignment {
 }
 
 impl Alignment {
+    /// The phases of `key`'s windows: computes the key's hash once for all its quotas.
+    pub(crate) fn phases(self, key: &str) -> Phases {
+        Phases(match self {
+            Alignment::Epoch => None,
+            Alignment::Staggered => Some(crate::window::stagger_hash(key)),
+        })
+    }
+
     /// The largest phase any key can have: what state cleanup must assume when it no longer
     /// knows the key.
     pub(crate) fn max_offset_ms(self, window_ms: u64) -> u64 {
@@ -39,5 +47,21 @@ impl Alignment {
             Alignment::Epoch => 0,
             Alignment::Staggered => window_ms - 1,
         }
+    }
+}
+
+/// One key's window phases, from [`Alignment::phases`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Phases(Option<u64>);
+
+impl Phases {
+    /// The phase of the key's windows of `window_ms`: 0 for epoch-aligned windows.
+    pub(crate) fn of(self, window_ms: u64) -> u64 {
+        self.0.map_or(0, |hash| hash % window_ms)
+    }
+
+    /// Whether windows are epoch-aligned (all phases 0).
+    pub(crate) fn is_epoch(self) -> bool {
+        self.0.is_none()
     }
 }

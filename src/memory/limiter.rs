@@ -272,14 +272,11 @@ impl<C: Clock> MemoryLimiter<C> {
             }; MAX_QUOTAS],
             offsets: [0; MAX_QUOTAS],
         };
-        let stagger = match self.alignment {
-            Alignment::Staggered => Some(window::stagger_hash(key)),
-            _ => None,
-        };
+        let phases = self.alignment.phases(key);
         for (i, quota) in self.quotas().iter().enumerate() {
             let window_ms = quota.window_ms();
-            if let Some(hash) = stagger {
-                frame.offsets[i] = hash % window_ms;
+            if !phases.is_epoch() {
+                frame.offsets[i] = phases.of(window_ms);
                 frame.windows[i] = window::locate(now_ms, window_ms, frame.offsets[i])?;
                 continue;
             }

@@ -210,7 +210,7 @@ impl<C: Clock> RedisLimiter<C> {
             };
             return self.on_failure(key, op, amount, error);
         }
-        match self.run(key, op, amount).await {
+        match self.run(key, op, amount, local_ms).await {
             Ok(decision) => {
                 self.breaker.close();
                 if let Op::Check = op {
@@ -255,14 +255,11 @@ impl<C: Clock> RedisLimiter<C> {
     /// none, in the local clock's windows.
     fn local_decision(&self, key: &str, cost: u64, admit: bool) -> Result<Decision, Error> {
         let now_ms = self.clock.now_ms();
-        let stagger = match self.alignment {
-            Alignment::Staggered => Some(window::stagger_hash(key)),
-            _ => None,
-        };
+        let phases = self.alignment.phases(key);
         let mut decision = Decision::blank(now_ms);
         for (i, quota) in self.quotas.iter().enumerate() {
             let window_ms = quota.window_ms();
-            let window = window::locate(now_ms, window_ms, stagger.map_or(0, |h| h % window_ms))?;
+            let window = window::locate(now_ms, window_ms, phases.of(window_ms))?;
             let used = if admit {
                 cost.min(quota.limit())
             } else {
@@ -286,19 +283,15 @@ impl<C: Clock> RedisLimiter<C> {
         }))
     }
 
-    /// Runs the script for `key`.
-    async fn run(&self, key: &str, op: Op, amount: u64) -> Result<Decision, Error> {
+    /// Runs the script for `key`, at local time `now_ms` unless windows follow Redis's time.
+    async fn run(&self, key: &str, op: Op, amount: u64, now_ms: u64) -> Result<Decision, Error> {
         let base = keys::base(&self.prefix, key);
-        let stagger = match self.alignment {
-            Alignment::Staggered => Some(window::stagger_hash(key)),
-            _ => None,
-        };
+        let phases = self.alignment.phases(key);
         let mut invocation = script::DECIDE.prepare_invoke();
         invocation.arg(op.name()).arg(amount);
         if self.redis_time {
             invocation.arg("");
         } else {
-            let now_ms = self.clock.now_ms();
             if now_ms > window::MAX_TIME_MS {
                 return Err(Error::ClockOutOfRange { now_ms });
             }
@@ -311,7 +304,7 @@ impl<C: Clock> RedisLimiter<C> {
             invocation
                 .arg(quota.limit())
                 .arg(window_ms)
-                .arg(stagger.map_or(0, |hash| hash % window_ms));
+                .arg(phases.of(window_ms));
         }
         let reply = self
             .within_timeout(async {

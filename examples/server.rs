@@ -5,12 +5,23 @@
 //! request with a valid key within its quota is charged to that key, whatever the handler
 //! answers. Over the limit the answer is `429` with `Retry-After` and the handler does not run.
 //!
+//! The counters live in memory by default, or in Redis (the `redis` feature), where every
+//! instance of the server that uses the same Redis and key prefix shares them: the quota is
+//! then exact across all instances.
+//!
 //! # Responses
 //!
 //! - Every response to a request with a valid key carries `X-RateLimit-Limit`,
 //!   `X-RateLimit-Remaining` and `X-RateLimit-Reset` (unix epoch seconds): the handler's own
 //!   answers (`200`, `400`, `404`, `405`), a `429` and (see below) a `503`.
 //! - `429` (over the key's quota) adds `Retry-After`: seconds until the key's window ends.
+//! - `503` `rate_limiter_unavailable` (Redis only): Redis did not answer in time or could not be
+//!   reached, and the failure policy is `closed`. It is not a `429`: the key may well be within
+//!   its quota, the limiter just cannot tell, so the fault is the server's, not the client's.
+//!   Nothing was counted; the rate-limit headers are those of the denial (`X-RateLimit-Remaining:
+//!   0`) and `Retry-After` is `1`, not the time to the window's end: the limiter tries Redis
+//!   again within a second, so a retry then may well be decided normally. Under the `open` and
+//!   `fallback` policies requests are served as usual (see `FAILURE_POLICY`).
 //! - `503` `over_capacity` (the limiter tracks as many keys as it may and this key is new) is not
 //!   counted; its headers come from a peek at the key's quota, so `X-RateLimit-Remaining` is
 //!   what the key has left, and it adds `Retry-After`: seconds until that window ends. Should the
@@ -22,10 +33,17 @@
 //!
 //! Each API key gets its own in-memory workspace of seeded campaigns: `cmp_abc123` and
 //! `cmp_xyz789` can be started, `cmp_done` is completed and `cmp_nosteps` has no sequence steps.
+//! (Workspaces stay per process even with Redis: only the rate limits are shared.)
 //!
 //! ```text
 //! cargo run --release --example server
 //! RATE_LIMIT=10/5s BIND=0.0.0.0:3000 cargo run --release --example server
+//!
+//! # Counters in Redis, shared by every instance that uses it:
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release --features redis --example server
+//! # ... or in a Redis Cluster, through any of its nodes:
+//! REDIS_CLUSTER_URLS=redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002 \
+//!     cargo run --release --features redis --example server
 //!
 //! curl -i -X POST http://127.0.0.1:8080/api/v1/campaigns/cmp_abc123/start \
 //!      -H "X-API-Key: otr_your_key"
@@ -35,15 +53,39 @@
 //! - `BIND`: the address to listen on, `host:port` (default `127.0.0.1:8080`).
 //! - `RATE_LIMIT`: the quota per API key as `<limit>/<window>` with a window unit of `ms`, `s`,
 //!   `m`, `h` or `d` (default `100/1m`; e.g. `10/5s`, `1000/1h`).
+//! - `REDIS_URL`: keep the counters in this Redis server, e.g. `redis://127.0.0.1:6379` or
+//!   `redis://:password@host:6379/0` (needs the `redis` feature). Unset or empty: in memory.
+//! - `REDIS_CLUSTER_URLS`: keep the counters in a Redis Cluster instead, given as a
+//!   comma-separated list of node URLs (any reachable node will do). Not with `REDIS_URL`.
 //!
-//! Invalid configuration is reported on stderr with a non-zero exit code. Ctrl-C (or SIGTERM)
-//! stops the server after in-flight requests finish.
+//! With `REDIS_URL` or `REDIS_CLUSTER_URLS` only:
+//! - `FAILURE_POLICY`: what to answer when Redis times out or cannot be reached (default
+//!   `open`): `open` serves the request uncounted; `closed` answers `503`
+//!   `rate_limiter_unavailable`; `fallback` decides with a local in-memory limiter that allows
+//!   each instance its share of the quota.
+//! - `FALLBACK_INSTANCES`: with `fallback`, how many instances share the quota (default 1): each
+//!   instance admits `limit / FALLBACK_INSTANCES` requests per window while Redis is down.
+//! - `REDIS_PREFIX`: the prefix of every Redis key (default `ratewindow`); instances share
+//!   counters only under the same prefix. No `{` or `}`.
+//! - `REDIS_TIMEOUT_MS`: how long one decision may wait for Redis before the failure policy
+//!   answers, in milliseconds (default 50).
+//! - `REDIS_TIME`: `1` to decide windows by Redis's `TIME` instead of this host's clock, so that
+//!   instances with skewed clocks agree on windows (default `0`).
+//!
+//! Requests decided by the failure policy are counted, and the count is logged at most once per
+//! second (`redis unavailable: N requests decided by the failure policy ...`); API keys are never
+//! logged.
+//!
+//! Invalid configuration, an unreachable Redis at start-up, or `REDIS_URL` in a build without the
+//! `redis` feature are reported on stderr with exit code 1. Ctrl-C (or SIGTERM) stops the server
+//! after in-flight requests finish.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::rejection::PathRejection;
@@ -53,13 +95,20 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use ratewindow::{
-    Decision, DynRateLimiter, Error, MemoryLimiter, Quota, RETRY_AFTER, RateLimiter,
+    DecidedBy, Decision, DynRateLimiter, Error, MemoryLimiter, Quota, RETRY_AFTER, RateLimiter,
     X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
 };
 use serde_json::{Value, json};
 
 const DEFAULT_BIND: &str = "127.0.0.1:8080";
 const DEFAULT_RATE_LIMIT: &str = "100/1m";
+const DEFAULT_REDIS_PREFIX: &str = "ratewindow";
+const DEFAULT_REDIS_TIMEOUT_MS: u64 = 50;
+/// How long start-up may take to connect to Redis and run a first (uncounted) decision.
+#[cfg(feature = "redis")]
+const REDIS_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// `Retry-After` of a fail-closed `503`: the limiter tries Redis again well within it.
+const FAIL_CLOSED_RETRY_AFTER_SECS: u64 = 1;
 /// Workspaces kept at once; the least recently used one goes when a new key needs room.
 const MAX_WORKSPACES: usize = 10_000;
 
@@ -115,7 +164,17 @@ async fn rate_limit(
         }
         Err(err) => return limiter_error(&err),
     };
-    let mut response = if decision.is_allowed() {
+    let decided_by = decision.decided_by();
+    if matches!(
+        decided_by,
+        DecidedBy::FailOpen | DecidedBy::FailClosed | DecidedBy::Fallback
+    ) {
+        // Counted, not logged: an outage would otherwise print a line per request.
+        POLICY_DECISIONS.fetch_add(1, Ordering::Relaxed);
+    }
+    let mut response = if decided_by == DecidedBy::FailClosed {
+        limiter_unavailable()
+    } else if decision.is_allowed() {
         request.extensions_mut().insert(ApiKey(key));
         next.run(request).await
     } else {
@@ -127,7 +186,36 @@ async fn rate_limit(
             headers.insert(HeaderName::from_static(name), value);
         }
     }
+    if decided_by == DecidedBy::FailClosed {
+        // Not the window's end: Redis is tried again within a second.
+        headers.insert(
+            HeaderName::from_static(RETRY_AFTER),
+            HeaderValue::from(FAIL_CLOSED_RETRY_AFTER_SECS),
+        );
+    }
     response
+}
+
+/// Requests decided by a Redis limiter's failure policy (Redis timed out or was unreachable)
+/// since the server last reported them; see [`report_policy_decisions`].
+static POLICY_DECISIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Requests decided by the failure policy and not reported yet.
+pub fn unreported_policy_decisions() -> u64 {
+    POLICY_DECISIONS.load(Ordering::Relaxed)
+}
+
+/// The `503` for a request the failure policy denied because Redis could not decide.
+fn limiter_unavailable() -> Response {
+    let retry_after = FAIL_CLOSED_RETRY_AFTER_SECS;
+    let body = json!({
+        "error": {
+            "code": "rate_limiter_unavailable",
+            "message": format!("Rate limiting is temporarily unavailable; retry in {retry_after} s"),
+            "retryAfter": retry_after,
+        }
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 /// The `503` for a new key when the limiter holds as many keys as it may. `peek` is the key's
@@ -557,18 +645,39 @@ fn run() -> Result<(), String> {
     let rate_limit = env_or("RATE_LIMIT", DEFAULT_RATE_LIMIT)?;
     let bad_rate_limit = |err: Error| format!("RATE_LIMIT={rate_limit:?}: {err}");
     let quota: Quota = rate_limit.parse().map_err(bad_rate_limit)?;
-    let limiter = memory_backend(quota).map_err(bad_rate_limit)?;
     let bind = env_or("BIND", DEFAULT_BIND)?;
     let addrs: Vec<SocketAddr> = bind
         .to_socket_addrs()
         .map_err(|err| format!("BIND={bind:?}: {err} (expected host:port, e.g. {DEFAULT_BIND})"))?
         .collect();
+    let backend = Backend::from_env()?;
+    // Read (and so checked) whatever the backend, so that a typo never goes unnoticed.
+    let redis = RedisSettings::from_env()?;
+    let ignored = redis.ignored_with(&backend);
+    if !ignored.is_empty() {
+        eprintln!(
+            "server: note: {} ignored (see the docs)",
+            ignored.join(", ")
+        );
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|err| format!("cannot start the async runtime: {err}"))?;
     runtime.block_on(async {
+        // Before listening: a server that cannot reach Redis does not start.
+        let (limiter, description) = match &backend {
+            Backend::Memory => (
+                memory_backend(quota).map_err(bad_rate_limit)?,
+                "memory".to_owned(),
+            ),
+            Backend::Redis(target) => {
+                let limiter = redis_backend(target, quota, &redis).await?;
+                tokio::spawn(report_policy_decisions(redis.policy));
+                (limiter, format!("{target}, {redis}"))
+            }
+        };
         let listener = tokio::net::TcpListener::bind(addrs.as_slice())
             .await
             .map_err(|err| format!("cannot listen on {bind}: {err}"))?;
@@ -577,7 +686,7 @@ fn run() -> Result<(), String> {
             .map_err(|err| format!("cannot read the listening address: {err}"))?;
         eprintln!(
             "ratewindow demo server listening on http://{local} \
-             (rate limit {quota} per API key, backend: memory)"
+             (rate limit {quota} per API key, backend: {description})"
         );
         axum::serve(listener, app(limiter, MAX_WORKSPACES))
             .with_graceful_shutdown(shutdown_signal())
@@ -586,10 +695,359 @@ fn run() -> Result<(), String> {
     })
 }
 
-/// The in-process backend. Other backends (e.g. Redis) plug in here behind the same trait
-/// object, chosen from configuration.
+/// The in-process backend.
 fn memory_backend(quota: Quota) -> Result<Arc<dyn DynRateLimiter>, Error> {
     Ok(Arc::new(MemoryLimiter::new(quota)?))
+}
+
+/// A limiter on `target` configured by `settings`, once Redis has answered a first
+/// (uncounted) decision.
+#[cfg(feature = "redis")]
+async fn redis_backend(
+    target: &RedisTarget,
+    quota: Quota,
+    settings: &RedisSettings,
+) -> Result<Arc<dyn DynRateLimiter>, String> {
+    use ratewindow::{FailurePolicy, RedisConnection, RedisLimiter};
+
+    let connect = async {
+        match target {
+            RedisTarget::Single(url) => RedisConnection::connect(url).await,
+            RedisTarget::Cluster(urls) => {
+                let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+                RedisConnection::connect_cluster(&urls).await
+            }
+        }
+    };
+    // The messages name the target with its password masked (Redis errors do not repeat it).
+    let at = target.addresses();
+    eprintln!("server: connecting to {at}");
+    // The connection retries by itself for a few seconds (Redis may be starting too).
+    let connection = tokio::time::timeout(REDIS_STARTUP_TIMEOUT, connect)
+        .await
+        .map_err(|_| format!("cannot connect to {at}: no answer within {REDIS_STARTUP_TIMEOUT:?}"))?
+        .map_err(|err| format!("cannot connect to {at}: {err}"))?;
+
+    let mut builder = RedisLimiter::builder(quota)
+        .prefix(settings.prefix.as_str())
+        .timeout(settings.timeout);
+    if settings.redis_time {
+        builder = builder.redis_time();
+    }
+    let invalid = |err: Error| match err {
+        Error::InvalidConfig { .. } => format!("REDIS_PREFIX={:?}: {err}", settings.prefix),
+        _ => format!("cannot configure the Redis limiter: {err}"),
+    };
+    // Connected is not yet usable (a cluster node given as REDIS_URL, a missing permission, no
+    // TIME...): one peek, which counts nothing, must be decided by Redis itself, so this limiter
+    // reports the error that the failure policy would otherwise hide.
+    let probe = builder
+        .clone()
+        .timeout(REDIS_STARTUP_TIMEOUT)
+        .failure_policy(FailurePolicy::ReturnError)
+        .build(connection.clone())
+        .map_err(invalid)?;
+    probe
+        .peek("ratewindow-demo-startup-probe")
+        .await
+        .map_err(|err| format!("cannot use {at}: {err}"))?;
+
+    let policy = match settings.policy {
+        Policy::Open => FailurePolicy::FailOpen,
+        Policy::Closed => FailurePolicy::FailClosed,
+        Policy::Fallback { instances } => FailurePolicy::Fallback { instances },
+    };
+    let limiter = builder
+        .failure_policy(policy)
+        .build(connection)
+        .map_err(invalid)?;
+    Ok(Arc::new(limiter))
+}
+
+/// Without the `redis` feature there is no Redis backend to build.
+#[cfg(not(feature = "redis"))]
+async fn redis_backend(
+    target: &RedisTarget,
+    _quota: Quota,
+    _settings: &RedisSettings,
+) -> Result<Arc<dyn DynRateLimiter>, String> {
+    Err(format!(
+        "{} is set, but this build has no Redis backend: rebuild with --features redis, e.g. \
+         `REDIS_URL=redis://127.0.0.1:6379 cargo run --release --features redis --example server`",
+        target.variable()
+    ))
+}
+
+/// Logs, at most once a second, how many requests the failure policy decided since the last
+/// report. Never a key: only the count.
+async fn report_policy_decisions(policy: Policy) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let count = POLICY_DECISIONS.swap(0, Ordering::Relaxed);
+        if count > 0 {
+            let requests = if count == 1 { "request" } else { "requests" };
+            eprintln!(
+                "redis unavailable: {count} {requests} decided by the failure policy \
+                 ({policy}) in the last second"
+            );
+        }
+    }
+}
+
+/// Where the counters live.
+enum Backend {
+    Memory,
+    Redis(RedisTarget),
+}
+
+/// Which Redis, from `REDIS_URL` or `REDIS_CLUSTER_URLS`.
+enum RedisTarget {
+    Single(String),
+    Cluster(Vec<String>),
+}
+
+impl Backend {
+    /// `REDIS_URL` or `REDIS_CLUSTER_URLS` (unset or empty: neither), at most one of them.
+    fn from_env() -> Result<Backend, String> {
+        let url = env_or("REDIS_URL", "")?;
+        let cluster = env_or("REDIS_CLUSTER_URLS", "")?;
+        match (url.trim(), cluster.trim()) {
+            ("", "") => Ok(Backend::Memory),
+            (url, "") => Ok(Backend::Redis(RedisTarget::Single(url.to_owned()))),
+            ("", urls) => {
+                let urls: Vec<String> = urls.split(',').map(|u| u.trim().to_owned()).collect();
+                if urls.iter().any(String::is_empty) {
+                    let shown: Vec<String> = urls.iter().map(|u| redacted(u)).collect();
+                    return Err(format!(
+                        "REDIS_CLUSTER_URLS={:?} has an empty entry (expected comma-separated \
+                         node URLs, e.g. redis://127.0.0.1:7000,redis://127.0.0.1:7001)",
+                        shown.join(",")
+                    ));
+                }
+                Ok(Backend::Redis(RedisTarget::Cluster(urls)))
+            }
+            _ => Err("REDIS_URL and REDIS_CLUSTER_URLS are both set; set one of them".to_owned()),
+        }
+    }
+}
+
+impl RedisTarget {
+    /// The variable it came from.
+    #[cfg_attr(feature = "redis", allow(dead_code))]
+    fn variable(&self) -> &'static str {
+        match self {
+            RedisTarget::Single(_) => "REDIS_URL",
+            RedisTarget::Cluster(_) => "REDIS_CLUSTER_URLS",
+        }
+    }
+}
+
+impl RedisTarget {
+    /// `Redis at <url>` or `the Redis Cluster at <urls>`, passwords masked.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn addresses(&self) -> String {
+        match self {
+            RedisTarget::Single(url) => format!("Redis at {}", redacted(url)),
+            RedisTarget::Cluster(urls) => {
+                let shown: Vec<String> = urls.iter().map(|u| redacted(u)).collect();
+                format!("the Redis Cluster at {}", shown.join(", "))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for RedisTarget {
+    /// `redis <url>` or `redis cluster (<n> nodes: <urls>)`, passwords masked.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RedisTarget::Single(url) => write!(f, "redis {}", redacted(url)),
+            RedisTarget::Cluster(urls) => {
+                let shown: Vec<String> = urls.iter().map(|u| redacted(u)).collect();
+                write!(
+                    f,
+                    "redis cluster ({} nodes: {})",
+                    urls.len(),
+                    shown.join(", ")
+                )
+            }
+        }
+    }
+}
+
+/// `url` with its password masked, for logs and messages: `redis://user:***@host:6379/0`. A
+/// user part without a password is masked whole (it may be a misplaced password), and so is the
+/// value of a `pass`/`password` query parameter (`redis+unix:///tmp/redis.sock?pass=...`).
+pub fn redacted(url: &str) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let mut out = String::with_capacity(url.len());
+    if let Some(scheme) = scheme {
+        out.push_str(scheme);
+        out.push_str("://");
+    }
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            match userinfo.split_once(':') {
+                Some((user, _password)) => out.push_str(&format!("{user}:***")),
+                None => out.push_str("***"),
+            }
+            out.push('@');
+            out.push_str(host);
+        }
+        None => out.push_str(authority),
+    }
+    let tail = tail.split('#').next().unwrap_or_default();
+    match tail.split_once('?') {
+        Some((path, query)) => {
+            out.push_str(path);
+            out.push('?');
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((name, _)) if name.to_ascii_lowercase().contains("pass") => {
+                        format!("{name}=***")
+                    }
+                    _ => param.to_owned(),
+                })
+                .collect();
+            out.push_str(&params.join("&"));
+        }
+        None => out.push_str(tail),
+    }
+    out
+}
+
+/// The Redis backend's settings, from the environment.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+struct RedisSettings {
+    policy: Policy,
+    prefix: String,
+    timeout: Duration,
+    redis_time: bool,
+    /// Which of the Redis-only variables are set.
+    set: Vec<&'static str>,
+}
+
+/// `FAILURE_POLICY` (and `FALLBACK_INSTANCES`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Policy {
+    Open,
+    Closed,
+    Fallback { instances: u64 },
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Policy::Open => f.write_str("open"),
+            Policy::Closed => f.write_str("closed"),
+            Policy::Fallback { instances: 1 } => f.write_str("fallback, 1 instance"),
+            Policy::Fallback { instances } => write!(f, "fallback, {instances} instances"),
+        }
+    }
+}
+
+impl RedisSettings {
+    const VARIABLES: [&'static str; 5] = [
+        "FAILURE_POLICY",
+        "FALLBACK_INSTANCES",
+        "REDIS_PREFIX",
+        "REDIS_TIMEOUT_MS",
+        "REDIS_TIME",
+    ];
+
+    fn from_env() -> Result<RedisSettings, String> {
+        let policy = env_or("FAILURE_POLICY", "open")?;
+        let instances = env_or("FALLBACK_INSTANCES", "1")?;
+        let instances = match instances.trim().parse::<u64>() {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                return Err(format!(
+                    "FALLBACK_INSTANCES={instances:?}: expected how many instances share the \
+                     quota, a whole number of at least 1"
+                ));
+            }
+        };
+        let policy = match policy.trim().to_ascii_lowercase().as_str() {
+            "open" => Policy::Open,
+            "closed" => Policy::Closed,
+            "fallback" => Policy::Fallback { instances },
+            _ => {
+                return Err(format!(
+                    "FAILURE_POLICY={policy:?}: expected open, closed or fallback"
+                ));
+            }
+        };
+        let prefix = env_or("REDIS_PREFIX", DEFAULT_REDIS_PREFIX)?;
+        let timeout = env_or("REDIS_TIMEOUT_MS", &DEFAULT_REDIS_TIMEOUT_MS.to_string())?;
+        let timeout = match timeout.trim().parse::<u64>() {
+            Ok(ms) if ms >= 1 => Duration::from_millis(ms),
+            _ => {
+                return Err(format!(
+                    "REDIS_TIMEOUT_MS={timeout:?}: expected a whole number of milliseconds, at \
+                     least 1 (default {DEFAULT_REDIS_TIMEOUT_MS})"
+                ));
+            }
+        };
+        let redis_time = env_or("REDIS_TIME", "0")?;
+        let redis_time = match redis_time.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "" | "0" | "false" | "no" | "off" => false,
+            _ => {
+                return Err(format!(
+                    "REDIS_TIME={redis_time:?}: expected 1 (windows by Redis's TIME) or 0"
+                ));
+            }
+        };
+        let set = Self::VARIABLES
+            .into_iter()
+            .filter(|name| std::env::var_os(name).is_some())
+            .collect();
+        Ok(RedisSettings {
+            policy,
+            prefix,
+            timeout,
+            redis_time,
+            set,
+        })
+    }
+
+    /// The Redis variables that are set but have no effect with `backend`.
+    fn ignored_with(&self, backend: &Backend) -> Vec<&'static str> {
+        self.set
+            .iter()
+            .copied()
+            .filter(|&name| match backend {
+                Backend::Memory => true,
+                Backend::Redis(_) => {
+                    name == "FALLBACK_INSTANCES" && !matches!(self.policy, Policy::Fallback { .. })
+                }
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Display for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "failure policy: {}, prefix {:?}, timeout {} ms, windows by {}",
+            self.policy,
+            self.prefix,
+            self.timeout.as_millis(),
+            if self.redis_time {
+                "Redis's TIME"
+            } else {
+                "the local clock"
+            }
+        )
+    }
 }
 
 fn env_or(name: &str, default: &str) -> Result<String, String> {

@@ -153,6 +153,7 @@ impl Decision {
     }
 
     /// Attributes the decision to `decided_by`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn attributed_to(mut self, decided_by: DecidedBy) -> Decision {
         self.decided_by = decided_by;
         self

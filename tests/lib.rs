@@ -11,3 +11,5 @@ mod properties;
 #[cfg(feature = "redis")]
 mod redis;
 mod server;
+#[cfg(feature = "redis")]
+mod server_redis;

@@ -12,7 +12,7 @@ use ratewindow::{DynRateLimiter, ManualClock, MemoryLimiter, Quota};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::demo_server::{app, utc_timestamp};
+use crate::demo_server::{app, redacted, utc_timestamp};
 
 /// 20 s into a minute: the window ends at `WINDOW_END_SECS`.
 const NOW_MS: u64 = 1_700_000_000_000;
@@ -410,4 +410,35 @@ fn timestamps_are_utc_iso_8601() {
     assert_eq!(utc_timestamp(1_709_251_199), "2024-02-29T23:59:59");
     assert_eq!(utc_timestamp(1_736_931_600), "2025-01-15T09:00:00");
     assert_eq!(utc_timestamp(253_402_300_799), "9999-12-31T23:59:59");
+}
+
+#[test]
+fn redis_urls_are_shown_without_passwords() {
+    let cases = [
+        ("redis://127.0.0.1:6379", "redis://127.0.0.1:6379"),
+        ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+        ("redis://:s3cret@host:6379/0", "redis://:***@host:6379/0"),
+        (
+            "redis://user:s3cret@host:6379",
+            "redis://user:***@host:6379",
+        ),
+        ("redis://user:p@ss@host/", "redis://user:***@host/"),
+        // A user part alone may be a misplaced password.
+        ("redis://s3cret@host:6379", "redis://***@host:6379"),
+        (
+            "rediss://u:s3cret@host?protocol=resp3",
+            "rediss://u:***@host?protocol=resp3",
+        ),
+        (
+            "redis+unix:///tmp/redis.sock?db=1&pass=s3cret",
+            "redis+unix:///tmp/redis.sock?db=1&pass=***",
+        ),
+        ("u:s3cret@host:6379", "u:***@host:6379"),
+        ("host:6379", "host:6379"),
+        ("", ""),
+    ];
+    for (url, shown) in cases {
+        assert_eq!(redacted(url), shown, "{url}");
+        assert!(!redacted(url).contains("s3cret"), "{url}");
+    }
 }

@@ -202,7 +202,7 @@ impl RedisServer {
                 ));
             }
             if ping_answered(self.port) {
-                return Ok(());
+                return self.check_ownership();
             }
             if Instant::now() >= deadline {
                 panic!(
@@ -213,6 +213,28 @@ impl RedisServer {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Whether the server answering on our port is our child: between releasing a free port and
+    /// the child binding it, another process (a second test binary) may have taken it.
+    fn check_ownership(&mut self) -> Result<(), String> {
+        let pid = self.pid().expect("a spawned child");
+        let info = self.try_command(&["INFO", "server"]).unwrap_or_default();
+        let Some(answered) = info
+            .lines()
+            .find_map(|line| line.strip_prefix("process_id:"))
+        else {
+            // No INFO (e.g. renamed or ACL-restricted): PING from a live child is all we have.
+            return Ok(());
+        };
+        if answered.trim() == pid.to_string() {
+            return Ok(());
+        }
+        self.stop();
+        Err(format!(
+            "port {} is served by another process (pid {answered})",
+            self.port
+        ))
     }
 
     /// The exit status when the child has exited (it is then reaped and forgotten).
@@ -615,8 +637,9 @@ fn reply_len(buf: &[u8]) -> io::Result<Option<usize>> {
     }
 }
 
-/// The harness's own tests: part of the test binary, so `cargo test --test lib redis_server`
-/// runs them.
+// The harness's own tests. `#[cfg(test)]` does not apply inside an integration-test module, so
+// they are plain tests of the `lib` binary: `cargo test --test lib redis_server` runs them.
+
 #[test]
 fn redis_server_answers_ping_set_get() {
     let server = RedisServer::new();
@@ -727,6 +750,23 @@ fn redis_servers_in_one_test_are_independent() {
 }
 
 #[test]
+fn redis_server_never_takes_a_port_served_by_another_server() {
+    let first = RedisServer::new();
+    let mut second = RedisServer {
+        port: first.port(),
+        dir: unique_temp_dir(),
+        extra_args: Vec::new(),
+        cluster: false,
+        child: None,
+    };
+    // Either the child fails to bind, or it is caught answering for `first`: never adopted.
+    let failure = second.spawn_and_wait().unwrap_err();
+    assert!(failure.contains(&first.port().to_string()), "{failure}");
+    assert!(!second.is_running());
+    assert_eq!(first.command(&["PING"]), "+PONG\r\n");
+}
+
+#[test]
 #[should_panic(expected = "apt-get install redis-server")]
 fn redis_server_missing_binary_fails_loudly() {
     major_version(OsStr::new("/nonexistent/redis-server"));
@@ -752,11 +792,8 @@ fn redis_server_cluster_has_three_masters_over_all_slots() {
     let cluster = RedisCluster::new();
     assert_eq!(cluster.urls().len(), 3);
     for node in cluster.nodes() {
-        assert!(
-            node.command(&["CLUSTER", "INFO"])
-                .contains("cluster_state:ok")
-        );
         let info = node.command(&["CLUSTER", "INFO"]);
+        assert!(info.contains("cluster_state:ok"), "{info}");
         assert!(info.contains("cluster_slots_assigned:16384"), "{info}");
         assert!(info.contains("cluster_known_nodes:3"), "{info}");
         assert!(info.contains("cluster_size:3"), "{info}");

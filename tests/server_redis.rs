@@ -1,0 +1,647 @@
+//! The demo server on the Redis backend against real `redis-server` processes: two instances
+//! sharing one quota exactly, the failure policies as HTTP answers, and the example binary
+//! itself over real TCP.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use ratewindow::{
+    DynRateLimiter, FailurePolicy, ManualClock, Quota, RedisConnection, RedisLimiter,
+};
+use serde_json::Value;
+use tower::ServiceExt;
+
+use crate::demo_server::{app, unreported_policy_decisions};
+use crate::support::redis_server::RedisServer;
+
+/// 20 minutes into an hour: a `/1h` window ends at `WINDOW_END_SECS`, 2400 s later.
+const NOW_MS: u64 = 1_800_001_200_000;
+const WINDOW_END_SECS: u64 = 1_800_003_600;
+
+const ABC: &str = "/api/v1/campaigns/cmp_abc123";
+const ABC_START: &str = "/api/v1/campaigns/cmp_abc123/start";
+
+/// Generous: tests run unoptimised on a shared machine, and a timeout would hand the decision to
+/// the failure policy.
+const GENEROUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One instance of the demo server: its own connection and limiter on `server`.
+async fn instance(
+    server: &RedisServer,
+    prefix: &str,
+    quota: &str,
+    policy: FailurePolicy,
+    timeout: Duration,
+    clock: &ManualClock,
+) -> Router {
+    let connection = RedisConnection::connect(&server.url())
+        .await
+        .expect("connect to redis-server");
+    let limiter = RedisLimiter::builder(quota.parse::<Quota>().unwrap())
+        .prefix(prefix)
+        .timeout(timeout)
+        .failure_policy(policy)
+        .clock(clock.clone())
+        .build(connection)
+        .unwrap();
+    let limiter: Arc<dyn DynRateLimiter> = Arc::new(limiter);
+    app(limiter, 10)
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    /// `(X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset)` as numbers.
+    fn rate_limit(&self) -> (u64, u64, u64) {
+        let number = |name| {
+            self.header(name)
+                .unwrap_or_else(|| panic!("{name} missing on a {} reply", self.status))
+                .parse::<u64>()
+                .unwrap()
+        };
+        (
+            number("x-ratelimit-limit"),
+            number("x-ratelimit-remaining"),
+            number("x-ratelimit-reset"),
+        )
+    }
+
+    fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or_default()
+    }
+}
+
+async fn send(app: &Router, method: Method, path: &str, key: &str) -> Reply {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("x-api-key", key)
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|err| panic!("{status} body is not JSON ({err}): {bytes:?}"));
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_on_one_redis_admit_exactly_the_quota() {
+    let server = RedisServer::new();
+    let clock = ManualClock::at_millis(NOW_MS);
+    // ReturnError: a Redis failure must show up as a 500, never be decided by a policy.
+    let policy = FailurePolicy::ReturnError;
+    let a = instance(&server, "shared", "50/1h", policy, GENEROUS_TIMEOUT, &clock).await;
+    let b = instance(&server, "shared", "50/1h", policy, GENEROUS_TIMEOUT, &clock).await;
+
+    let tasks: Vec<_> = (0..120)
+        .map(|i| {
+            let (which, app) = if i % 2 == 0 {
+                (0, a.clone())
+            } else {
+                (1, b.clone())
+            };
+            tokio::spawn(async move { (which, send(&app, Method::POST, ABC_START, "k").await) })
+        })
+        .collect();
+    let mut replies = Vec::new();
+    for task in tasks {
+        replies.push(task.await.expect("request task"));
+    }
+
+    let mut remaining = Vec::new();
+    let mut admitted_by = [0u64; 2];
+    let mut started_by = [0u64; 2];
+    for (which, reply) in &replies {
+        let (limit, left, reset) = reply.rate_limit();
+        assert_eq!((limit, reset), (50, WINDOW_END_SECS), "{}", reply.status);
+        match reply.status {
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(left, 0);
+                assert_eq!(reply.code(), "rate_limited");
+                assert_eq!(reply.header("retry-after"), Some("2400"));
+            }
+            StatusCode::OK | StatusCode::BAD_REQUEST => {
+                remaining.push(left);
+                admitted_by[*which] += 1;
+                if reply.status == StatusCode::OK {
+                    started_by[*which] += 1;
+                } else {
+                    assert_eq!(reply.code(), "campaign_already_active");
+                }
+                assert_eq!(reply.header("retry-after"), None);
+            }
+            other => panic!("unexpected {other}: {}", reply.body),
+        }
+    }
+    assert_eq!(remaining.len(), 50, "admitted across both instances");
+    assert_eq!(replies.len() - remaining.len(), 70, "denied");
+    remaining.sort_unstable();
+    assert_eq!(remaining, (0..50).collect::<Vec<u64>>());
+    // Each instance keeps its own workspaces: the first start it admits succeeds.
+    for which in 0..2 {
+        assert_eq!(started_by[which], u64::from(admitted_by[which] > 0));
+    }
+
+    // One counter in Redis holds all 50.
+    let key = "shared:{k}:3600000";
+    let value = server.command(&["GET", key]);
+    assert!(value.trim_end().ends_with(":50"), "{key} = {value:?}");
+}
+
+#[tokio::test]
+async fn failure_policies_answer_over_http_while_redis_is_down() {
+    let mut server = RedisServer::new();
+    let clock = ManualClock::at_millis(NOW_MS);
+    let timeout = Duration::from_millis(500);
+    let closed = instance(
+        &server,
+        "closed",
+        "10/1h",
+        FailurePolicy::FailClosed,
+        timeout,
+        &clock,
+    )
+    .await;
+    let open = instance(
+        &server,
+        "open",
+        "10/1h",
+        FailurePolicy::FailOpen,
+        timeout,
+        &clock,
+    )
+    .await;
+    let fallback = instance(
+        &server,
+        "fallback",
+        "10/1h",
+        FailurePolicy::Fallback { instances: 2 },
+        timeout,
+        &clock,
+    )
+    .await;
+    for app in [&closed, &open, &fallback] {
+        let reply = send(app, Method::GET, ABC, "k").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.rate_limit(), (10, 9, WINDOW_END_SECS));
+    }
+    let policy_decisions_before = unreported_policy_decisions();
+
+    server.stop();
+
+    // Closed: 503, not 429, with the headers of the denial and a retry within the second. The
+    // first call finds Redis gone; the second goes straight to the policy.
+    for _ in 0..2 {
+        let reply = send(&closed, Method::POST, ABC_START, "k").await;
+        assert_eq!(
+            reply.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{}",
+            reply.body
+        );
+        assert_eq!(reply.code(), "rate_limiter_unavailable");
+        assert_eq!(reply.body["error"]["retryAfter"], 1);
+        assert_eq!(reply.header("retry-after"), Some("1"));
+        assert_eq!(reply.rate_limit(), (10, 0, WINDOW_END_SECS));
+    }
+
+    // Open: served as usual, uncounted.
+    for _ in 0..2 {
+        let reply = send(&open, Method::GET, ABC, "k").await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.rate_limit(), (10, 9, WINDOW_END_SECS));
+        assert_eq!(reply.header("retry-after"), None);
+    }
+    let started = send(&open, Method::POST, ABC_START, "k").await;
+    assert_eq!(started.status, StatusCode::OK, "the handler ran");
+    assert_eq!(started.body["data"]["status"], "active");
+
+    // Fallback, two instances: this one admits half the quota locally, then 429s as usual.
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let reply = send(&fallback, Method::GET, ABC, "k").await;
+        statuses.push(reply.status.as_u16());
+        assert_eq!(reply.rate_limit().0, 5);
+        if reply.status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(reply.header("retry-after"), Some("2400"));
+        }
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 200, 429]);
+
+    // 2 closed + 3 open + 6 fallback, at least (other tests may add theirs).
+    assert!(unreported_policy_decisions() >= policy_decisions_before + 11);
+
+    // Back on Redis once it answers again (the counts died with it).
+    server.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        clock.advance(Duration::from_millis(300)); // past the limiter's wait before a retry
+        let reply = send(&closed, Method::GET, ABC, "k").await;
+        if reply.status == StatusCode::OK {
+            assert_eq!(reply.rate_limit().1, 9);
+            break;
+        }
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(Instant::now() < deadline, "still 503 after Redis restarted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// The example binary itself.
+
+/// Variables the example reads: cleared so that the test's own environment never leaks in.
+const EXAMPLE_VARIABLES: [&str; 9] = [
+    "BIND",
+    "RATE_LIMIT",
+    "REDIS_URL",
+    "REDIS_CLUSTER_URLS",
+    "FAILURE_POLICY",
+    "FALLBACK_INSTANCES",
+    "REDIS_PREFIX",
+    "REDIS_TIMEOUT_MS",
+    "REDIS_TIME",
+];
+
+/// `target/<profile>/examples/server`, next to this test binary's `target/<profile>/deps`. Cargo
+/// builds it for `cargo test` without target filters; `cargo test --test lib` does not.
+fn example_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let binary = profile_dir
+        .join("examples")
+        .join(format!("server{}", std::env::consts::EXE_SUFFIX));
+    let rebuild = "build it with `cargo build --features redis --example server` (plain `cargo \
+                   test --all-features` builds it too; `cargo test --test lib` does not)";
+    let built = std::fs::metadata(&binary)
+        .and_then(|meta| meta.modified())
+        .unwrap_or_else(|err| {
+            panic!(
+                "the example binary {} is missing ({err}): {rebuild}",
+                binary.display()
+            )
+        });
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = vec![manifest_dir.join("examples/server.rs")];
+    collect_rust_files(&manifest_dir.join("src"), &mut sources);
+    for source in sources {
+        let changed = std::fs::metadata(&source).and_then(|meta| meta.modified());
+        if changed.is_ok_and(|changed| changed > built) {
+            panic!(
+                "the example binary {} is older than {}: {rebuild}",
+                binary.display(),
+                source.display()
+            );
+        }
+    }
+    binary
+}
+
+fn collect_rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_rust_files(&path, out);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The example running as a child process; killed and reaped on drop.
+struct Example {
+    child: Child,
+    /// Everything it has written to stderr so far.
+    stderr: Arc<Mutex<String>>,
+    reader: Option<JoinHandle<()>>,
+}
+
+impl Example {
+    /// Starts the example with `vars` (and none of the outer environment's example variables).
+    fn spawn(vars: &[(&str, &str)]) -> Example {
+        let binary = example_binary();
+        let mut command = Command::new(&binary);
+        for name in EXAMPLE_VARIABLES {
+            command.env_remove(name);
+        }
+        command
+            .envs(vars.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot run {}: {err}", binary.display()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let pipe = child.stderr.take().expect("piped stderr");
+        let sink = Arc::clone(&stderr);
+        let reader = thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                let mut sink = sink.lock().unwrap_or_else(PoisonError::into_inner);
+                sink.push_str(&line);
+                sink.push('\n');
+            }
+        });
+        Example {
+            child,
+            stderr,
+            reader: Some(reader),
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The exit status, once the process has exited within `timeout`.
+    fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                // The pipe is closed: let the reader take the last lines.
+                if let Some(reader) = self.reader.take() {
+                    let _ = reader.join();
+                }
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The address from the start-up line (`listening on http://<addr>`), once it is printed.
+    /// Binding port 0 and reading the port back leaves no window for another process to take
+    /// it first.
+    fn wait_until_listening(&mut self, timeout: Duration) -> SocketAddr {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stderr = self.stderr();
+            if let Some(rest) = stderr.split("listening on http://").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                return addr
+                    .parse()
+                    .unwrap_or_else(|err| panic!("bad address {addr:?} ({err}):\n{stderr}"));
+            }
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                thread::sleep(Duration::from_millis(50)); // the reader's last lines
+                panic!(
+                    "the example exited ({status}) before listening:\n{}",
+                    self.stderr()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the example did not listen within {timeout:?}:\n{stderr}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
+    }
+}
+
+/// A raw HTTP/1.1 response.
+struct RawReply {
+    status: u16,
+    /// Lower-cased names.
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl RawReply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn number(&self, name: &str) -> u64 {
+        self.header(name)
+            .unwrap_or_else(|| panic!("{name} missing on a {} reply", self.status))
+            .parse()
+            .unwrap_or_else(|err| panic!("{name}: {err}"))
+    }
+}
+
+/// One `POST` over a fresh connection, read until the server closes it.
+fn raw_post(addr: SocketAddr, path: &str, key: &str) -> RawReply {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {key}\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).expect("a whole response");
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .unwrap_or_else(|| panic!("no end of headers: {raw:?}"));
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let status = status_line
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .map(|line| {
+            let (name, value) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("bad header line {line:?}"));
+            (name.trim().to_ascii_lowercase(), value.trim().to_owned())
+        })
+        .collect();
+    RawReply {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+fn unix_now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[test]
+fn the_example_binary_serves_over_tcp_with_redis() {
+    let server = RedisServer::new();
+    let url = server.url();
+    // The binary runs on the real clock in epoch-aligned hours: keep clear of an hour's end.
+    let into_hour = unix_now_secs() % 3600;
+    if into_hour > 3590 {
+        thread::sleep(Duration::from_secs(3600 - into_hour + 1));
+    }
+    let mut example = Example::spawn(&[
+        ("BIND", "127.0.0.1:0"),
+        ("REDIS_URL", &url),
+        ("RATE_LIMIT", "3/1h"),
+    ]);
+    let addr = example.wait_until_listening(Duration::from_secs(30));
+
+    let replies: Vec<RawReply> = (0..4).map(|_| raw_post(addr, ABC_START, "k")).collect();
+    let now = unix_now_secs();
+    let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, [200, 400, 400, 429]);
+    let reset = replies[0].number("x-ratelimit-reset");
+    assert_eq!(reset % 3600, 0, "an epoch-aligned hour");
+    assert!(
+        reset > now && reset <= now + 3600,
+        "reset {reset}, now {now}"
+    );
+    for (reply, remaining) in replies.iter().zip([2, 1, 0, 0]) {
+        assert_eq!(reply.number("x-ratelimit-limit"), 3, "{}", reply.body);
+        assert_eq!(reply.number("x-ratelimit-remaining"), remaining);
+        assert_eq!(reply.number("x-ratelimit-reset"), reset);
+        assert_eq!(reply.header("content-type"), Some("application/json"));
+    }
+    for reply in &replies[..3] {
+        assert_eq!(reply.header("retry-after"), None);
+    }
+    assert!(
+        replies[0].body.contains(r#""status":"active""#),
+        "{}",
+        replies[0].body
+    );
+    assert!(replies[1].body.contains("campaign_already_active"));
+    let denied = &replies[3];
+    assert!(
+        denied.body.contains(r#""code":"rate_limited""#),
+        "{}",
+        denied.body
+    );
+    let retry_after = denied.number("retry-after");
+    assert!(
+        retry_after >= 1 && retry_after <= reset - now + 1,
+        "Retry-After {retry_after}"
+    );
+
+    // The count is in Redis, under the default prefix.
+    let value = server.command(&["GET", "ratewindow:{k}:3600000"]);
+    assert!(value.trim_end().ends_with(":3"), "{value:?}");
+
+    let log = example.stderr();
+    assert!(
+        log.contains(&format!("backend: redis {url}, failure policy: open")),
+        "{log}"
+    );
+}
+
+/// Runs the example with `vars`, expecting it to exit within `timeout`; its status and stderr.
+fn run_to_exit(vars: &[(&str, &str)], timeout: Duration) -> (ExitStatus, String) {
+    let mut example = Example::spawn(vars);
+    let status = example.wait_for_exit(timeout).unwrap_or_else(|| {
+        panic!(
+            "the example with {vars:?} still runs after {timeout:?}:\n{}",
+            example.stderr()
+        )
+    });
+    (status, example.stderr())
+}
+
+#[test]
+fn the_example_binary_refuses_bad_configuration() {
+    let server = RedisServer::new();
+    let url = server.url();
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[("RATE_LIMIT", "abc")], "RATE_LIMIT=\"abc\""),
+        (
+            &[("REDIS_URL", &url), ("FAILURE_POLICY", "bogus")],
+            "FAILURE_POLICY=\"bogus\": expected open, closed or fallback",
+        ),
+        (&[("FAILURE_POLICY", "bogus")], "FAILURE_POLICY=\"bogus\""),
+        (
+            &[("REDIS_URL", &url), ("REDIS_TIMEOUT_MS", "0")],
+            "REDIS_TIMEOUT_MS=\"0\"",
+        ),
+        (
+            &[("REDIS_URL", &url), ("REDIS_PREFIX", "a{b}")],
+            "REDIS_PREFIX=\"a{b}\"",
+        ),
+    ];
+    for (vars, message) in cases {
+        let mut vars = vars.to_vec();
+        vars.push(("BIND", "127.0.0.1:0"));
+        let (status, stderr) = run_to_exit(&vars, Duration::from_secs(20));
+        assert_eq!(status.code(), Some(1), "{vars:?}: {stderr}");
+        assert!(stderr.contains(message), "{vars:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{vars:?}: {stderr}");
+        assert!(!stderr.contains("listening on"), "{vars:?}: {stderr}");
+    }
+}
+
+#[test]
+fn the_example_binary_exits_when_redis_is_unreachable_without_showing_the_password() {
+    // A port nothing listens on (released at once).
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://:hunter2@127.0.0.1:{port}/");
+    let (status, stderr) = run_to_exit(
+        &[("BIND", "127.0.0.1:0"), ("REDIS_URL", &url)],
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "cannot connect to Redis at redis://:***@127.0.0.1:{port}/"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+}

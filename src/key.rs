@@ -1,4 +1,4 @@
-//! What a key may be.
+//! What a key (and a request's cost) may be.
 
 use crate::Error;
 
@@ -13,4 +13,20 @@ pub(crate) fn validate(key: &str) -> Result<(), Error> {
         len if len > MAX_KEY_LEN => Err(Error::KeyTooLong { len }),
         _ => Ok(()),
     }
+}
+
+/// Checks a request: a valid key and a cost of 1 up to the smallest limit (a larger cost could
+/// never be admitted, which is an error rather than a denial).
+pub(crate) fn validate_request(key: &str, cost: u64, min_limit: u64) -> Result<(), Error> {
+    validate(key)?;
+    if cost == 0 {
+        return Err(Error::ZeroCost);
+    }
+    if cost > min_limit {
+        return Err(Error::CostExceedsLimit {
+            cost,
+            limit: min_limit,
+        });
+    }
+    Ok(())
 }

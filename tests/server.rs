@@ -40,19 +40,20 @@ fn server(quota: &str, max_workspaces: usize) -> Server {
     }
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
+/// A response, read whole.
+pub(crate) struct Reply {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Value,
 }
 
 impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).map(|v| v.to_str().unwrap())
     }
 
     /// `(X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset)` as numbers.
-    fn rate_limit(&self) -> (u64, u64, u64) {
+    pub(crate) fn rate_limit(&self) -> (u64, u64, u64) {
         let number = |name| {
             self.header(name)
                 .unwrap_or_else(|| panic!("{name} missing on a {} reply", self.status))
@@ -79,6 +80,21 @@ impl Reply {
     }
 }
 
+/// Runs `request` through `app` and reads the JSON response.
+pub(crate) async fn call(app: &Router, request: Request<Body>) -> Reply {
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|err| panic!("{status} body is not JSON ({err}): {bytes:?}"));
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
 impl Server {
     async fn send(&self, method: Method, path: &str, key: Option<&str>) -> Reply {
         let mut request = Request::builder().method(method).uri(path);
@@ -89,17 +105,7 @@ impl Server {
     }
 
     async fn call(&self, request: Request<Body>) -> Reply {
-        let response = self.app.clone().oneshot(request).await.unwrap();
-        let status = response.status();
-        let headers = response.headers().clone();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let body = serde_json::from_slice(&bytes)
-            .unwrap_or_else(|err| panic!("{status} body is not JSON ({err}): {bytes:?}"));
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        call(&self.app, request).await
     }
 
     async fn post(&self, path: &str, key: &str) -> Reply {

@@ -12,15 +12,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Body;
-use axum::http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::BodyExt;
+use axum::http::{Method, Request, StatusCode};
 use ratewindow::{
     DynRateLimiter, FailurePolicy, ManualClock, Quota, RedisConnection, RedisLimiter,
 };
-use serde_json::Value;
-use tower::ServiceExt;
 
 use crate::demo_server::{app, unreported_policy_decisions};
+use crate::server::{Reply, call};
 use crate::support::redis_server::RedisServer;
 
 /// 20 minutes into an hour: a `/1h` window ends at `WINDOW_END_SECS`, 2400 s later.
@@ -57,35 +55,9 @@ async fn instance(
     app(limiter, 10)
 }
 
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-
-    /// `(X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset)` as numbers.
-    fn rate_limit(&self) -> (u64, u64, u64) {
-        let number = |name| {
-            self.header(name)
-                .unwrap_or_else(|| panic!("{name} missing on a {} reply", self.status))
-                .parse::<u64>()
-                .unwrap()
-        };
-        (
-            number("x-ratelimit-limit"),
-            number("x-ratelimit-remaining"),
-            number("x-ratelimit-reset"),
-        )
-    }
-
-    fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or_default()
-    }
+/// The error code of a JSON error body.
+fn code(reply: &Reply) -> &str {
+    reply.body["error"]["code"].as_str().unwrap_or_default()
 }
 
 async fn send(app: &Router, method: Method, path: &str, key: &str) -> Reply {
@@ -95,17 +67,7 @@ async fn send(app: &Router, method: Method, path: &str, key: &str) -> Reply {
         .header("x-api-key", key)
         .body(Body::empty())
         .unwrap();
-    let response = app.clone().oneshot(request).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|err| panic!("{status} body is not JSON ({err}): {bytes:?}"));
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    call(app, request).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -141,7 +103,7 @@ async fn two_instances_on_one_redis_admit_exactly_the_quota() {
         match reply.status {
             StatusCode::TOO_MANY_REQUESTS => {
                 assert_eq!(left, 0);
-                assert_eq!(reply.code(), "rate_limited");
+                assert_eq!(code(reply), "rate_limited");
                 assert_eq!(reply.header("retry-after"), Some("2400"));
             }
             StatusCode::OK | StatusCode::BAD_REQUEST => {
@@ -150,7 +112,7 @@ async fn two_instances_on_one_redis_admit_exactly_the_quota() {
                 if reply.status == StatusCode::OK {
                     started_by[*which] += 1;
                 } else {
-                    assert_eq!(reply.code(), "campaign_already_active");
+                    assert_eq!(code(reply), "campaign_already_active");
                 }
                 assert_eq!(reply.header("retry-after"), None);
             }
@@ -223,7 +185,7 @@ async fn failure_policies_answer_over_http_while_redis_is_down() {
             "{}",
             reply.body
         );
-        assert_eq!(reply.code(), "rate_limiter_unavailable");
+        assert_eq!(code(reply), "rate_limiter_unavailable");
         assert_eq!(reply.body["error"]["retryAfter"], 1);
         assert_eq!(reply.header("retry-after"), Some("1"));
         assert_eq!(reply.rate_limit(), (10, 0, WINDOW_END_SECS));

@@ -141,16 +141,7 @@ impl<C: Clock> MemoryLimiter<C> {
     /// [`Error::CapacityExhausted`] for a new key when the key cap is reached.
     #[inline]
     pub fn check_n(&self, key: &str, cost: u64) -> Result<Decision, Error> {
-        key::validate(key)?;
-        if cost == 0 {
-            return Err(Error::ZeroCost);
-        }
-        if cost > self.min_limit {
-            return Err(Error::CostExceedsLimit {
-                cost,
-                limit: self.min_limit,
-            });
-        }
+        key::validate_request(key, cost, self.min_limit)?;
         with_shards!(self, shards => self.charge(shards, key, cost))
     }
 

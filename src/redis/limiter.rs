@@ -386,16 +386,7 @@ fn backend_error(error: RedisError) -> Error {
 
 impl<C: Clock> RateLimiter for RedisLimiter<C> {
     async fn check_n(&self, key: &str, cost: u64) -> Result<Decision, Error> {
-        key::validate(key)?;
-        if cost == 0 {
-            return Err(Error::ZeroCost);
-        }
-        if cost > self.min_limit {
-            return Err(Error::CostExceedsLimit {
-                cost,
-                limit: self.min_limit,
-            });
-        }
+        key::validate_request(key, cost, self.min_limit)?;
         self.decide(key, Op::Check, cost).await
     }
 

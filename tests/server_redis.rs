@@ -185,7 +185,7 @@ async fn failure_policies_answer_over_http_while_redis_is_down() {
             "{}",
             reply.body
         );
-        assert_eq!(code(reply), "rate_limiter_unavailable");
+        assert_eq!(code(&reply), "rate_limiter_unavailable");
         assert_eq!(reply.body["error"]["retryAfter"], 1);
         assert_eq!(reply.header("retry-after"), Some("1"));
         assert_eq!(reply.rate_limit(), (10, 0, WINDOW_END_SECS));

@@ -91,6 +91,9 @@
 //! - `redis`: `RedisLimiter`, the Redis and Redis Cluster backend, with its `FailurePolicy` and
 //!   `RedisConnection`. Adds the `redis` crate (with tokio, its
 //!   connection manager and async cluster client) and `tokio`'s timer.
+//! - `http`: the `http` module, which writes a [`Decision`] into an `http::HeaderMap` in the
+//!   X-RateLimit, IETF `RateLimit`/`RateLimit-Policy` (draft 10) and GitHub styles, and builds
+//!   429 response parts. Adds the `http` crate.
 //!
 //! Always-on dependencies: `parking_lot` (shard locks), `foldhash` (shard and table hashing),
 //! `siphasher` (fingerprints of keys over 15 bytes) and `libc` (the coarse clock).
@@ -105,6 +108,9 @@ mod error;
 mod key;
 mod limiter;
 mod memory;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod quota;
 #[cfg(feature = "redis")]
 mod redis;

@@ -94,6 +94,9 @@
 //! - `http`: the `http` module, which writes a [`Decision`] into an `http::HeaderMap` in the
 //!   X-RateLimit, IETF `RateLimit`/`RateLimit-Policy` (draft 10) and GitHub styles, and builds
 //!   429 response parts. Adds the `http` crate.
+//! - `tower` (implies `http`): the `tower` module's `RateLimitLayer`, which rate limits any
+//!   tower service of `http` requests (an axum `Router`, ...), answers 429 with problem+json and
+//!   writes the headers. Adds `tower-service`, `tower-layer` and `pin-project-lite`.
 //!
 //! Always-on dependencies: `parking_lot` (shard locks), `foldhash` (shard and table hashing),
 //! `siphasher` (fingerprints of keys over 15 bytes) and `libc` (the coarse clock).
@@ -105,15 +108,18 @@ mod alignment;
 mod clock;
 mod decision;
 mod error;
-mod key;
-mod limiter;
-mod memory;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
+mod key;
+mod limiter;
+mod memory;
 mod quota;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 mod window;
 
 pub use alignment::Alignment;

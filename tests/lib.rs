@@ -6,6 +6,8 @@ mod conformance;
 #[path = "../examples/server.rs"]
 #[allow(dead_code)]
 mod demo_server;
+#[cfg(feature = "tower")]
+mod layer;
 mod memory;
 mod properties;
 #[cfg(feature = "redis")]

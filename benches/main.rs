@@ -1,5 +1,7 @@
 //! Criterion benchmarks: ratewindow's `MemoryLimiter` against governor's keyed limiter, plus the
-//! cost of a clock read. `cargo bench --bench benches`.
+//! cost of a clock read. `cargo bench --bench benches`. With `--features redis`, also the Redis
+//! backend against raw `INCR` on a redis-server the bench spawns itself:
+//! `cargo bench --bench benches --features redis -- redis`.
 
 use std::time::Duration;
 
@@ -7,6 +9,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 
 mod clock;
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 
 /// Short, bounded runs: the whole suite finishes in a few minutes.
 fn config() -> Criterion {
@@ -19,6 +23,8 @@ fn config() -> Criterion {
 fn bench_all(c: &mut Criterion) {
     memory::bench_all(c);
     clock::bench_all(c);
+    #[cfg(feature = "redis")]
+    redis::bench_all(c);
 }
 
 criterion_group! {

@@ -1,0 +1,539 @@
+//! The Redis backend against a redis-server this bench spawns itself (default config plus
+//! `--save ""` and `--appendonly no`, through the tests' harness): `RedisLimiter::check` against
+//! a raw `INCR` and an `INCR` + `PEXPIREAT` pipeline (one round trip), all three on the same
+//! `ConnectionManager`, in the same run.
+//!
+//! - `redis_decisions/concurrency/{1,16,64,256}`: N tasks, each on a key of its own under a huge
+//!   per-minute limit (every decision allowed), deciding in a loop over the one shared
+//!   connection; throughput is total decisions over wall time. The limiter has its default
+//!   over-limit cache (which never answers here) and returns errors instead of failing open.
+//! - `redis_latency/interleaved_c1`: one task calling the three in turn, for latencies at
+//!   concurrency 1 that all see the same state of the machine.
+//! - `redis_over_limit`: 64 tasks hammering one key far over its limit (10/min), the limiter
+//!   with its local over-limit cache off (`over_limit_cache(0)`) and on (10 000 keys).
+//!
+//! Besides criterion's figures, each case prints its per-call latency percentiles and the Redis
+//! commands it cost per request (`INFO commandstats` before and after, summed over every call
+//! criterion made), e.g. `latency redis_decisions c=64 ratewindow p50=... p99=...`.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ::redis::aio::ConnectionManager;
+use criterion::{BenchmarkId, Criterion, Throughput};
+use ratewindow::{DecidedBy, FailurePolicy, Quota, RateLimiter, RedisConnection, RedisLimiter};
+use tokio::runtime::Runtime;
+use tokio::task::JoinSet;
+
+// The tests' harness; its own `#[test]`s (and what only they use) are not compiled here.
+#[allow(dead_code, unused_imports)]
+#[path = "../tests/support/redis_server.rs"]
+mod redis_server;
+
+use redis_server::RedisServer;
+
+const CONCURRENCY: [usize; 4] = [1, 16, 64, 256];
+const OVER_LIMIT_CONCURRENCY: usize = 64;
+/// Far more than a run can spend in a minute: every decision of `redis_decisions` is allowed.
+const HUGE_LIMIT: u64 = 1_000_000_000_000;
+/// `redis_over_limit`'s limit per minute: all but the first 10 decisions of a window are denied.
+const OVER_LIMIT: u64 = 10;
+/// Capacity of the over-limit cache in the `cache` variant (the builder's default).
+const OVER_LIMIT_CACHE_CAPACITY: usize = 10_000;
+const CALL_TIMEOUT: Duration = Duration::from_secs(1);
+/// The pipeline's expiry: the end of the current minute plus the limiter's own margin.
+const WINDOW_MS: u64 = 60_000;
+const EXPIRY_MARGIN_MS: u64 = 1_000;
+/// Short, bounded runs: the Redis cases take about a minute and a half in all.
+const WARM_UP: Duration = Duration::from_secs(1);
+const MEASUREMENT: Duration = Duration::from_secs(3);
+const SAMPLES: usize = 15;
+
+/// What one decision is made with; every variant shares one connection manager.
+#[derive(Clone)]
+enum Subject {
+    Ratewindow(Box<RedisLimiter>),
+    Incr(ConnectionManager),
+    IncrPexpireat(ConnectionManager),
+}
+
+impl Subject {
+    /// One decision (or its raw stand-in) on `key`; panics on any error (the limiter returns
+    /// them rather than failing open), so that a failing backend cannot pass for a fast one.
+    /// Returns whether the over-limit cache answered.
+    async fn decide(&self, key: &str, expect_allowed: bool) -> bool {
+        match self {
+            Subject::Ratewindow(limiter) => {
+                let decision = limiter.check(key).await.expect("ratewindow decision");
+                assert!(!expect_allowed || decision.is_allowed(), "denied: {key}");
+                let cached = match decision.decided_by() {
+                    DecidedBy::Backend => false,
+                    DecidedBy::OverLimitCache => true,
+                    other => panic!("decided by {other:?}"),
+                };
+                black_box(decision);
+                cached
+            }
+            Subject::Incr(connection) => {
+                let count: i64 = ::redis::cmd("INCR")
+                    .arg(key)
+                    .query_async(&mut connection.clone())
+                    .await
+                    .expect("INCR");
+                black_box(count);
+                false
+            }
+            Subject::IncrPexpireat(connection) => {
+                let now_ms = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .expect("after the epoch")
+                    .as_millis() as u64;
+                let expire_at = (now_ms / WINDOW_MS + 1) * WINDOW_MS + EXPIRY_MARGIN_MS;
+                let reply: (i64, i64) = ::redis::pipe()
+                    .cmd("INCR")
+                    .arg(key)
+                    .cmd("PEXPIREAT")
+                    .arg(key)
+                    .arg(expire_at)
+                    .query_async(&mut connection.clone())
+                    .await
+                    .expect("INCR + PEXPIREAT pipeline");
+                black_box(reply);
+                false
+            }
+        }
+    }
+}
+
+/// What one case collects over all of criterion's calls: the latency of every call made after
+/// the warm-up, and the number of requests (warm-up included, as `INFO commandstats` is).
+struct Record {
+    first_batch: OnceLock<Instant>,
+    latencies_ns: Mutex<Vec<u64>>,
+    requests: AtomicU64,
+    /// Requests the over-limit cache answered.
+    cached: AtomicU64,
+}
+
+impl Record {
+    fn new() -> Arc<Record> {
+        Arc::new(Record {
+            first_batch: OnceLock::new(),
+            latencies_ns: Mutex::new(Vec::new()),
+            requests: AtomicU64::new(0),
+            cached: AtomicU64::new(0),
+        })
+    }
+
+    /// Whether a batch starting now is past criterion's warm-up (which starts with the first).
+    fn past_warm_up(&self, now: Instant) -> bool {
+        now >= *self.first_batch.get_or_init(|| now) + WARM_UP
+    }
+
+    /// p50 and p99 of the recorded calls, and their number; `None` when the case did not run
+    /// (filtered out).
+    fn percentiles(&self) -> Option<(Duration, Duration, usize)> {
+        let mut latencies = self
+            .latencies_ns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if latencies.is_empty() {
+            return None;
+        }
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            let i = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1;
+            Duration::from_nanos(latencies[i])
+        };
+        Some((at(0.50), at(0.99), latencies.len()))
+    }
+}
+
+/// One criterion iteration is one decision per task: `keys.len()` tasks (task `t` on `keys[t]`)
+/// each make `iters` decisions in a loop, timing each; returns the wall time from before the
+/// first spawn to the last task's end.
+async fn batch(
+    subject: &Subject,
+    keys: &Arc<[String]>,
+    iters: u64,
+    expect_allowed: bool,
+    record: &Record,
+) -> Duration {
+    let keep = record.past_warm_up(Instant::now());
+    let start = Instant::now();
+    let mut tasks = JoinSet::new();
+    for t in 0..keys.len() {
+        let (subject, keys) = (subject.clone(), Arc::clone(keys));
+        tasks.spawn(async move {
+            let key = keys[t].as_str();
+            let mut latencies = Vec::with_capacity(iters as usize);
+            let mut cached = 0;
+            for _ in 0..iters {
+                let call = Instant::now();
+                cached += u64::from(subject.decide(key, expect_allowed).await);
+                latencies.push(call.elapsed().as_nanos() as u64);
+            }
+            (latencies, cached)
+        });
+    }
+    let mut latencies = Vec::new();
+    while let Some(task) = tasks.join_next().await {
+        let (task_latencies, cached) = task.expect("bench task");
+        latencies.extend(task_latencies);
+        record.cached.fetch_add(cached, Ordering::Relaxed);
+    }
+    let elapsed = start.elapsed();
+    record
+        .requests
+        .fetch_add(iters * keys.len() as u64, Ordering::Relaxed);
+    if keep {
+        record
+            .latencies_ns
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(latencies);
+    }
+    elapsed
+}
+
+/// `INFO commandstats` as command name to (calls, usec).
+fn command_stats(server: &RedisServer) -> BTreeMap<String, (u64, u64)> {
+    let info = server.command(&["INFO", "commandstats"]);
+    info.lines()
+        .filter_map(|line| {
+            let (name, fields) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let field = |wanted: &str| {
+                fields.split(',').find_map(|pair| {
+                    let (key, value) = pair.split_once('=')?;
+                    (key == wanted).then(|| value.parse::<u64>().ok()).flatten()
+                })
+            };
+            Some((name.to_string(), (field("calls")?, field("usec")?)))
+        })
+        .collect()
+}
+
+/// Commands a script runs inside Redis (counted by `commandstats` too, but never sent by the
+/// client). None of the raw baselines sends any of these.
+const SCRIPT_INTERNAL: [&str; 5] = ["get", "set", "pttl", "pexpire", "time"];
+
+/// CPU time (user + system, all threads) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name: state is the first, utime the 12th, stime the 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf only reads a configuration value.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}
+
+/// Redis's commandstats and both processes' CPU time, taken before and after a case.
+struct Snapshot {
+    commands: BTreeMap<String, (u64, u64)>,
+    server_cpu: Duration,
+    client_cpu: Duration,
+}
+
+impl Snapshot {
+    fn take(server: &RedisServer) -> Snapshot {
+        let pid = server.pid().expect("redis-server runs").to_string();
+        Snapshot {
+            commands: command_stats(server),
+            server_cpu: cpu_time(&pid),
+            client_cpu: cpu_time("self"),
+        }
+    }
+}
+
+/// Prints what a case cost per request: commands sent by the client, commands executed
+/// (script-internal ones included), the server's time inside the commands sent (a script's
+/// includes its inner commands), both processes' CPU time, and the calls of each command. The
+/// `INFO` calls of the measurement itself are left out.
+fn report_costs(label: &str, before: &Snapshot, after: &Snapshot, requests: u64, cached: u64) {
+    let per_request = |n: u64| n as f64 / requests.max(1) as f64;
+    let (mut executed, mut sent, mut usec) = (0, 0, 0);
+    let mut breakdown = String::new();
+    for (name, &(calls, micros)) in &after.commands {
+        let (calls_before, micros_before) = before.commands.get(name).copied().unwrap_or((0, 0));
+        let (calls, micros) = (calls - calls_before, micros - micros_before);
+        if name == "info" || calls == 0 {
+            continue;
+        }
+        executed += calls;
+        if !SCRIPT_INTERNAL.contains(&name.as_str()) {
+            sent += calls;
+            usec += micros;
+        }
+        breakdown += &format!(" {name}={calls}");
+    }
+    let cpu_us = |d: Duration| d.as_secs_f64() * 1e6 / requests.max(1) as f64;
+    println!(
+        "commands {label} requests={requests} cache_answered={cached} sent={sent} \
+         ({:.3e}/request) executed={executed} ({:.3e}/request) [{}] in_command_us/request={:.2} \
+         cpu_us/request: redis-server={:.2} client={:.2}",
+        per_request(sent),
+        per_request(executed),
+        breakdown.trim_start(),
+        per_request(usec),
+        cpu_us(after.server_cpu.saturating_sub(before.server_cpu)),
+        cpu_us(after.client_cpu.saturating_sub(before.client_cpu)),
+    );
+}
+
+/// One criterion case: `subject` over `keys` (one task per key), with its latency percentiles
+/// and Redis commands per request printed afterwards.
+#[allow(clippy::too_many_arguments)]
+fn case(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    runtime: &Runtime,
+    server: &RedisServer,
+    label: &str,
+    name: &str,
+    subject: &Subject,
+    keys: &Arc<[String]>,
+    expect_allowed: bool,
+) {
+    let record = Record::new();
+    let before = Snapshot::take(server);
+    group.bench_function(BenchmarkId::from_parameter(name), |b| {
+        b.to_async(runtime).iter_custom(|iters| {
+            let (subject, keys, record) = (subject.clone(), Arc::clone(keys), Arc::clone(&record));
+            async move { batch(&subject, &keys, iters, expect_allowed, &record).await }
+        })
+    });
+    let after = Snapshot::take(server);
+    if !print_latency(label, name, &record) {
+        return;
+    }
+    report_costs(
+        &format!("{label} {name}"),
+        &before,
+        &after,
+        record.requests.load(Ordering::Relaxed),
+        record.cached.load(Ordering::Relaxed),
+    );
+}
+
+/// Prints a case's p50 and p99; false when it did not run (filtered out).
+fn print_latency(label: &str, name: &str, record: &Record) -> bool {
+    let Some((p50, p99, calls)) = record.percentiles() else {
+        return false;
+    };
+    println!(
+        "latency {label} {name} p50={:.1}us p99={:.1}us (calls={calls})",
+        p50.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
+    true
+}
+
+/// `redis_latency/interleaved_c1`: one task calling each subject in turn, so that all of them
+/// see the same state of the machine. On this VM a lone round trip takes either ~20 µs or
+/// ~60 µs depending on how fast a sleeping vCPU wakes up, and that state can change between
+/// two cases measured one after the other; interleaving compares them call by call. One
+/// iteration is one call of each subject; the printed percentiles are per subject.
+fn interleaved(c: &mut Criterion, runtime: &Runtime, subjects: &[(&str, Subject, String)]) {
+    let records: Vec<Arc<Record>> = subjects.iter().map(|_| Record::new()).collect();
+    let subjects: Arc<[(String, Subject, String)]> = subjects
+        .iter()
+        .map(|(name, subject, key)| (name.to_string(), subject.clone(), key.clone()))
+        .collect();
+    let mut group = c.benchmark_group("redis_latency");
+    group
+        .warm_up_time(WARM_UP)
+        .measurement_time(MEASUREMENT)
+        .sample_size(SAMPLES);
+    group.bench_function(BenchmarkId::from_parameter("interleaved_c1"), |b| {
+        b.to_async(runtime).iter_custom(|iters| {
+            let (subjects, records) = (Arc::clone(&subjects), records.clone());
+            async move {
+                let task = tokio::spawn(async move {
+                    let keep = records[0].past_warm_up(Instant::now());
+                    let mut latencies = vec![Vec::with_capacity(iters as usize); subjects.len()];
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        for ((_, subject, key), latencies) in subjects.iter().zip(&mut latencies) {
+                            let call = Instant::now();
+                            subject.decide(key, true).await;
+                            latencies.push(call.elapsed().as_nanos() as u64);
+                        }
+                    }
+                    let elapsed = start.elapsed();
+                    if keep {
+                        for (record, latencies) in records.iter().zip(latencies) {
+                            record
+                                .latencies_ns
+                                .lock()
+                                .unwrap_or_else(PoisonError::into_inner)
+                                .extend(latencies);
+                        }
+                    }
+                    elapsed
+                });
+                task.await.expect("bench task")
+            }
+        })
+    });
+    group.finish();
+    for ((name, _, _), record) in subjects.iter().zip(&records) {
+        print_latency("redis_latency_interleaved c=1", name, record);
+    }
+}
+
+/// A limiter with a timeout of [`CALL_TIMEOUT`] that returns Redis's errors instead of
+/// answering for it.
+fn limiter(limit: u64, prefix: &str) -> ratewindow::RedisLimiterBuilder {
+    RedisLimiter::builder(Quota::per_minute(limit).expect("valid quota"))
+        .prefix(prefix)
+        .timeout(CALL_TIMEOUT)
+        .failure_policy(FailurePolicy::ReturnError)
+}
+
+/// The version line of the `redis-server` binary the harness runs.
+fn server_version() -> String {
+    let bin = std::env::var_os("REDIS_SERVER_BIN").unwrap_or_else(|| "redis-server".into());
+    let output = Command::new(bin)
+        .arg("--version")
+        .output()
+        .expect("redis-server --version");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// The value of `CONFIG GET <name>` (RESP: `*2 $len name $len value`).
+fn config_value(server: &RedisServer, name: &str) -> String {
+    let reply = server.command(&["CONFIG", "GET", name]);
+    reply
+        .split("\r\n")
+        .nth(4)
+        .map_or_else(|| format!("?{reply:?}"), str::to_string)
+}
+
+fn decisions(
+    c: &mut Criterion,
+    runtime: &Runtime,
+    server: &RedisServer,
+    connection: &RedisConnection,
+    manager: &ConnectionManager,
+) {
+    let ratewindow = Subject::Ratewindow(Box::new(
+        limiter(HUGE_LIMIT, "rw")
+            .build(connection.clone())
+            .expect("valid limiter"),
+    ));
+    let incr = Subject::Incr(manager.clone());
+    let pipeline = Subject::IncrPexpireat(manager.clone());
+    interleaved(
+        c,
+        runtime,
+        &[
+            ("ratewindow", ratewindow.clone(), "solo".into()),
+            ("incr", incr.clone(), "incr:solo".into()),
+            ("incr_pexpireat", pipeline.clone(), "pipe:solo".into()),
+        ],
+    );
+    for n in CONCURRENCY {
+        let label = format!("redis_decisions c={n}");
+        let keys = |prefix: &str| -> Arc<[String]> {
+            (0..n).map(|t| format!("{prefix}user:{t}")).collect()
+        };
+        let mut group = c.benchmark_group(format!("redis_decisions/concurrency/{n}"));
+        group
+            .warm_up_time(WARM_UP)
+            .measurement_time(MEASUREMENT)
+            .sample_size(SAMPLES)
+            .throughput(Throughput::Elements(n as u64));
+        let cases = [
+            ("ratewindow", &ratewindow, keys("")),
+            ("incr", &incr, keys("incr:")),
+            ("incr_pexpireat", &pipeline, keys("pipe:")),
+        ];
+        for (name, subject, keys) in cases {
+            case(
+                &mut group, runtime, server, &label, name, subject, &keys, true,
+            );
+        }
+        group.finish();
+    }
+}
+
+fn over_limit(
+    c: &mut Criterion,
+    runtime: &Runtime,
+    server: &RedisServer,
+    connection: &RedisConnection,
+    manager: &ConnectionManager,
+) {
+    let label = format!("redis_over_limit c={OVER_LIMIT_CONCURRENCY}");
+    let no_cache = Subject::Ratewindow(Box::new(
+        limiter(OVER_LIMIT, "nocache")
+            .over_limit_cache(0)
+            .build(connection.clone())
+            .expect("valid limiter"),
+    ));
+    let cache = Subject::Ratewindow(Box::new(
+        limiter(OVER_LIMIT, "cache")
+            .over_limit_cache(OVER_LIMIT_CACHE_CAPACITY)
+            .build(connection.clone())
+            .expect("valid limiter"),
+    ));
+    let incr = Subject::Incr(manager.clone());
+    let pipeline = Subject::IncrPexpireat(manager.clone());
+    let hot = |key: &str| -> Arc<[String]> {
+        std::iter::repeat_n(key.to_string(), OVER_LIMIT_CONCURRENCY).collect()
+    };
+    let mut group = c.benchmark_group("redis_over_limit");
+    group
+        .warm_up_time(WARM_UP)
+        .measurement_time(MEASUREMENT)
+        .sample_size(SAMPLES)
+        .throughput(Throughput::Elements(OVER_LIMIT_CONCURRENCY as u64));
+    let cases = [
+        ("no_cache", &no_cache, hot("hot")),
+        ("cache", &cache, hot("hot")),
+        ("incr", &incr, hot("incr:hot")),
+        ("incr_pexpireat", &pipeline, hot("pipe:hot")),
+    ];
+    for (name, subject, keys) in cases {
+        case(
+            &mut group, runtime, server, &label, name, subject, &keys, false,
+        );
+    }
+    group.finish();
+}
+
+pub(crate) fn bench_all(c: &mut Criterion) {
+    let server = RedisServer::new();
+    println!(
+        "redis-server: {}; config: default + --save \"{}\" --appendonly {} (io-threads {}, \
+         maxmemory-policy {}), 127.0.0.1:{}",
+        server_version(),
+        config_value(&server, "save"),
+        config_value(&server, "appendonly"),
+        config_value(&server, "io-threads"),
+        config_value(&server, "maxmemory-policy"),
+        server.port()
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let connection = runtime
+        .block_on(RedisConnection::connect(&server.url()))
+        .expect("connect to redis-server");
+    let RedisConnection::Single(manager) = connection.clone() else {
+        unreachable!("connect makes a single-server connection")
+    };
+    decisions(c, &runtime, &server, &connection, &manager);
+    over_limit(c, &runtime, &server, &connection, &manager);
+}

@@ -4,12 +4,17 @@
 //! `GET /api/v1/campaigns/{id}`) and enforces a fixed-window quota per `X-API-Key`. Every
 //! request with a valid key within its quota is charged to that key, whatever the handler
 //! answers. Over the limit the answer is `429` with `Retry-After` and the handler does not run.
+//! The rate limit is the crate's tower layer, so the example needs the `tower` feature.
 //!
 //! The counters live in memory by default, or in Redis (the `redis` feature), where every
 //! instance of the server that uses the same Redis and key prefix shares them: the quota is
 //! then exact across all instances.
 //!
 //! # Responses
+//!
+//! Rate limiting is [`ratewindow::tower::RateLimitLayer`] in front of the router, keyed by
+//! `X-API-Key`, writing the rate-limit headers of `HEADERS` (below; the X-RateLimit headers by
+//! default). In the X-RateLimit style:
 //!
 //! - Every response to a request with a valid key carries `X-RateLimit-Limit`,
 //!   `X-RateLimit-Remaining` and `X-RateLimit-Reset` (unix epoch seconds): the handler's own
@@ -26,24 +31,36 @@
 //!   counted; its headers come from a peek at the key's quota, so `X-RateLimit-Remaining` is
 //!   what the key has left, and it adds `Retry-After`: seconds until that window ends. Should the
 //!   peek fail too, the `503` goes out without headers.
-//! - `401` (missing, empty or non-ASCII `X-API-Key`) and the `400` `invalid_api_key` answers (a
-//!   repeated `X-API-Key`, or a key longer than [`ratewindow::MAX_KEY_LEN`] bytes) carry none:
-//!   no key was counted, so there is no remaining count to report. Nor does a `500` when the
-//!   limiter itself fails.
+//! - `401` `missing_key` (a missing, empty, repeated or non-ASCII `X-API-Key`) and `400`
+//!   `invalid_key` (a key longer than [`ratewindow::MAX_KEY_LEN`] bytes) carry none: no key was
+//!   counted, so there is no remaining count to report. Nor does a `500` when the limiter itself
+//!   fails, or a `503` `rate_limiter_unavailable` for a Redis error the failure policy does not
+//!   decide.
+//!
+//! With `HEADERS=ietf` the same responses carry `RateLimit-Policy` and `RateLimit` instead (e.g.
+//! `"per-minute";q=100;w=60` and `"per-minute";r=99;t=23`), with `HEADERS=both` all five;
+//! `Retry-After` is the same in every style.
+//!
+//! The rate limit's own answers (`401`, `400` `invalid_key`, `429`, `503`, `500`) have an
+//! `application/problem+json` body (RFC 9457): `type`, `title`, `status`, `detail` (for people),
+//! `code` (for programs, as above) and, on a `429`, `violated-policies` (e.g. `["per-minute"]`).
+//! The handlers' own errors (`400`, `404`, `405`) keep the seed API's
+//! `{"error": {"code": ..., "message": ...}}`.
 //!
 //! Each API key gets its own in-memory workspace of seeded campaigns: `cmp_abc123` and
 //! `cmp_xyz789` can be started, `cmp_done` is completed and `cmp_nosteps` has no sequence steps.
 //! (Workspaces stay per process even with Redis: only the rate limits are shared.)
 //!
 //! ```text
-//! cargo run --release --example server
-//! RATE_LIMIT=10/5s BIND=0.0.0.0:3000 cargo run --release --example server
+//! cargo run --release --features tower --example server
+//! RATE_LIMIT=10/5s BIND=0.0.0.0:3000 cargo run --release --features tower --example server
+//! HEADERS=both cargo run --release --features tower --example server
 //!
 //! # Counters in Redis, shared by every instance that uses it:
-//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release --features redis --example server
+//! REDIS_URL=redis://127.0.0.1:6379 cargo run --release --features redis,tower --example server
 //! # ... or in a Redis Cluster, through any of its nodes:
 //! REDIS_CLUSTER_URLS=redis://127.0.0.1:7000,redis://127.0.0.1:7001,redis://127.0.0.1:7002 \
-//!     cargo run --release --features redis --example server
+//!     cargo run --release --features redis,tower --example server
 //!
 //! curl -i -X POST http://127.0.0.1:8080/api/v1/campaigns/cmp_abc123/start \
 //!      -H "X-API-Key: otr_your_key"
@@ -53,6 +70,10 @@
 //! - `BIND`: the address to listen on, `host:port` (default `127.0.0.1:8080`).
 //! - `RATE_LIMIT`: the quota per API key as `<limit>/<window>` with a window unit of `ms`, `s`,
 //!   `m`, `h` or `d` (default `100/1m`; e.g. `10/5s`, `1000/1h`).
+//! - `HEADERS`: which rate-limit headers to send: `xratelimit` (default: `X-RateLimit-Limit`,
+//!   `-Remaining` and `-Reset`), `ietf` (`RateLimit-Policy` and `RateLimit`, IETF draft 10) or
+//!   `both`; also `github` for `X-RateLimit-Used` and `X-RateLimit-Resource`, and combinations
+//!   joined by `+` (see [`ratewindow::http::HeaderStyle`]).
 //! - `REDIS_URL`: keep the counters in this Redis server, e.g. `redis://127.0.0.1:6379` or
 //!   `redis://:password@host:6379/0` (needs the `redis` feature). Unset or empty: in memory.
 //! - `REDIS_CLUSTER_URLS`: keep the counters in a Redis Cluster instead, given as a
@@ -89,36 +110,43 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Extension, Path, Request, State};
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
-use ratewindow::{
-    DecidedBy, Decision, DynRateLimiter, Error, MemoryLimiter, Quota, RETRY_AFTER, RateLimiter,
-    X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
+use ratewindow::http::{
+    HeaderStyle, RATELIMIT, RATELIMIT_POLICY, RETRY_AFTER, X_RATELIMIT_LIMIT,
+    X_RATELIMIT_REMAINING, X_RATELIMIT_USED, policy_names, write_headers,
 };
+use ratewindow::tower::{HeaderKey, RateLimitLayer};
+use ratewindow::{DecidedBy, Decision, DynRateLimiter, Error, MemoryLimiter, Quota, RateLimiter};
 use serde_json::{Value, json};
 
 const DEFAULT_BIND: &str = "127.0.0.1:8080";
 const DEFAULT_RATE_LIMIT: &str = "100/1m";
+const DEFAULT_HEADERS: &str = "xratelimit";
 const DEFAULT_REDIS_PREFIX: &str = "ratewindow";
 const DEFAULT_REDIS_TIMEOUT_MS: u64 = 50;
 /// How long start-up may take to connect to Redis and run a first (uncounted) decision.
 #[cfg(feature = "redis")]
 const REDIS_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
-/// `Retry-After` of a fail-closed `503`: the limiter tries Redis again well within it.
-const FAIL_CLOSED_RETRY_AFTER_SECS: u64 = 1;
 /// Workspaces kept at once; the least recently used one goes when a new key needs room.
 const MAX_WORKSPACES: usize = 10_000;
 
 const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
-/// The router: rate limiting in front of every route, unknown ones included.
-pub fn app(limiter: Arc<dyn DynRateLimiter>, max_workspaces: usize) -> Router {
+/// The router: the rate-limit layer in front of every route, unknown ones included, writing
+/// its headers in `style`.
+pub fn app(limiter: Arc<dyn DynRateLimiter>, max_workspaces: usize, style: HeaderStyle) -> Router {
     let state = AppState {
         workspaces: Arc::new(Workspaces::new(max_workspaces)),
     };
+    let limiter = CountingLimiter(limiter);
+    let rate_limit =
+        RateLimitLayer::new(limiter.clone(), HeaderKey::new(API_KEY)).header_style(style);
+    let over_capacity = OverCapacity { limiter, style };
     Router::new()
         .route("/api/v1/campaigns/{id}", get(get_campaign))
         .route("/api/v1/campaigns/{id}/start", post(start_campaign))
@@ -130,8 +158,13 @@ pub fn app(limiter: Arc<dyn DynRateLimiter>, max_workspaces: usize) -> Router {
                 "Method not allowed",
             )
         })
-        // `layer`, not `route_layer`: the fallbacks are rate limited too.
-        .layer(middleware::from_fn_with_state(limiter, rate_limit))
+        // `layer`, not `route_layer`: the fallbacks are rate limited too. The last layer added
+        // is the outermost: it sees the rate limit's own answers.
+        .layer(rate_limit)
+        .layer(middleware::from_fn_with_state(
+            over_capacity,
+            over_capacity_headers,
+        ))
         .with_state(state)
 }
 
@@ -140,60 +173,35 @@ struct AppState {
     workspaces: Arc<Workspaces>,
 }
 
-/// The caller's API key, put in the request's extensions by [`rate_limit`].
+/// The backend chosen at start-up, counting the decisions its failure policy makes (Redis timed
+/// out or was unreachable) for [`report_policy_decisions`].
 #[derive(Clone)]
-struct ApiKey(Arc<str>);
+struct CountingLimiter(Arc<dyn DynRateLimiter>);
 
-/// Charges one request to the caller's key, then runs the handler only if the key is within its
-/// quota. Every response to a request with a valid key carries the rate-limit headers; see the
-/// "Responses" section of the module docs for which ones carry none.
-async fn rate_limit(
-    State(limiter): State<Arc<dyn DynRateLimiter>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let key: Arc<str> = match api_key(request.headers()) {
-        Ok(key) => Arc::from(key),
-        Err(problem) => return problem.into_response(),
-    };
-    let decision = match limiter.check(&key).await {
-        Ok(decision) => decision,
-        // Full of other keys: nothing was counted, but the key's quota can still be read.
-        Err(Error::CapacityExhausted { .. }) => {
-            return over_capacity(limiter.peek(&key).await.ok().as_ref());
+impl RateLimiter for CountingLimiter {
+    async fn check_n(&self, key: &str, cost: u64) -> Result<Decision, Error> {
+        let decision = self.0.check_n(key, cost).await?;
+        if matches!(
+            decision.decided_by(),
+            DecidedBy::FailOpen | DecidedBy::FailClosed | DecidedBy::Fallback
+        ) {
+            // Counted, not logged: an outage would otherwise print a line per request.
+            POLICY_DECISIONS.fetch_add(1, Ordering::Relaxed);
         }
-        Err(err) => return limiter_error(&err),
-    };
-    let decided_by = decision.decided_by();
-    if matches!(
-        decided_by,
-        DecidedBy::FailOpen | DecidedBy::FailClosed | DecidedBy::Fallback
-    ) {
-        // Counted, not logged: an outage would otherwise print a line per request.
-        POLICY_DECISIONS.fetch_add(1, Ordering::Relaxed);
+        Ok(decision)
     }
-    let mut response = if decided_by == DecidedBy::FailClosed {
-        limiter_unavailable()
-    } else if decision.is_allowed() {
-        request.extensions_mut().insert(ApiKey(key));
-        next.run(request).await
-    } else {
-        rate_limited(&decision)
-    };
-    let headers = response.headers_mut();
-    for (name, value) in decision.headers() {
-        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
-            headers.insert(HeaderName::from_static(name), value);
-        }
+
+    async fn peek(&self, key: &str) -> Result<Decision, Error> {
+        self.0.peek(key).await
     }
-    if decided_by == DecidedBy::FailClosed {
-        // Not the window's end: Redis is tried again within a second.
-        headers.insert(
-            HeaderName::from_static(RETRY_AFTER),
-            HeaderValue::from(FAIL_CLOSED_RETRY_AFTER_SECS),
-        );
+
+    async fn reset(&self, key: &str) -> Result<(), Error> {
+        self.0.reset(key).await
     }
-    response
+
+    async fn refund(&self, key: &str, amount: u64) -> Result<(), Error> {
+        self.0.refund(key, amount).await
+    }
 }
 
 /// Requests decided by a Redis limiter's failure policy (Redis timed out or was unreachable)
@@ -205,136 +213,116 @@ pub fn unreported_policy_decisions() -> u64 {
     POLICY_DECISIONS.load(Ordering::Relaxed)
 }
 
-/// The `503` for a request the failure policy denied because Redis could not decide.
-fn limiter_unavailable() -> Response {
-    let retry_after = FAIL_CLOSED_RETRY_AFTER_SECS;
-    let body = json!({
-        "error": {
-            "code": "rate_limiter_unavailable",
-            "message": format!("Rate limiting is temporarily unavailable; retry in {retry_after} s"),
-            "retryAfter": retry_after,
-        }
-    });
-    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+/// What [`over_capacity_headers`] needs.
+#[derive(Clone)]
+struct OverCapacity {
+    limiter: CountingLimiter,
+    style: HeaderStyle,
 }
 
-/// The `503` for a new key when the limiter holds as many keys as it may. `peek` is the key's
-/// uncharged state; with it the answer carries the rate-limit headers and a `Retry-After` of the
-/// seconds until the key's window ends (rounded up, at least 1), when room may have been freed.
-/// Without it (the peek failed too) there is nothing to report, so no headers.
-fn over_capacity(peek: Option<&Decision>) -> Response {
-    let Some(peek) = peek else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "over_capacity",
-            "Too many API keys are active; try again later",
-        );
+/// Completes the layer's `503` `over_capacity` (the limiter holds as many keys as it may and
+/// this key is new) with the key's rate-limit headers, so that it too carries them as the
+/// contract asks of every response. The layer sends only `Retry-After` with it; its other 503s
+/// differ: a fail-closed one already has the headers, a backend error has no `Retry-After`.
+///
+/// The headers come from a peek, which counts nothing; should it fail too, the `503` goes out
+/// as the layer wrote it.
+async fn over_capacity_headers(
+    State(over): State<OverCapacity>,
+    request: Request,
+    next: Next,
+) -> Response {
+    // The layer refuses anything but one visible-ASCII value before a 503 can happen.
+    let key = request.headers().get(API_KEY).cloned();
+    let mut response = next.run(request).await;
+    let headers = response.headers();
+    let is_over_capacity = response.status() == StatusCode::SERVICE_UNAVAILABLE
+        && headers.contains_key(RETRY_AFTER)
+        && ![X_RATELIMIT_LIMIT, X_RATELIMIT_USED, RATELIMIT]
+            .iter()
+            .any(|name| headers.contains_key(name));
+    if !is_over_capacity {
+        return response;
+    }
+    let Some(key) = key.as_ref().and_then(|value| value.to_str().ok()) else {
+        return response;
     };
-    let to_reset = peek.time_to_reset();
-    let retry_after = (to_reset.as_secs() + u64::from(to_reset.subsec_nanos() > 0)).max(1);
-    // A peek reports `remaining` as if the request had been charged; this one was not, so an
-    // admissible request is given back. (A denying peek already reports what is left.)
-    let remaining = if peek.is_allowed() {
-        peek.remaining().saturating_add(1)
-    } else {
-        peek.remaining()
-    };
-    let body = json!({
-        "error": {
-            "code": "over_capacity",
-            "message": format!("Too many API keys are active; retry in {retry_after} s"),
-            "retryAfter": retry_after,
-        }
-    });
-    let mut response = (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
-    let headers = response.headers_mut();
-    for (name, value) in [
-        (X_RATELIMIT_LIMIT, peek.limit()),
-        (X_RATELIMIT_REMAINING, remaining),
-        (X_RATELIMIT_RESET, peek.reset_epoch_secs()),
-        (RETRY_AFTER, retry_after),
-    ] {
-        headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+    if let Ok(peek) = over.limiter.peek(key).await {
+        write_uncharged_headers(&peek, over.style, response.headers_mut());
     }
     response
 }
 
-/// The one non-empty `X-API-Key`.
-fn api_key(headers: &HeaderMap) -> Result<&str, KeyProblem> {
-    let mut values = headers.get_all(API_KEY).iter();
-    let value = values.next().ok_or(KeyProblem::Missing)?;
-    // Proxies and servers disagree on which of several copies wins; refuse to guess.
-    if values.next().is_some() {
-        return Err(KeyProblem::Repeated);
+/// The rate-limit headers of a request that was not charged, from a peek at its key (whose
+/// `Retry-After`, if any, the layer has already set from the same window end).
+///
+/// A peek reports `remaining` (and `used`) as if the request had been charged; this one was
+/// not, so an admissible request is given back. (A denying peek already reports what is left.)
+fn write_uncharged_headers(peek: &Decision, style: HeaderStyle, headers: &mut HeaderMap) {
+    let mut peeked = HeaderMap::new();
+    write_headers(peek, style, &mut peeked);
+    peeked.remove(RETRY_AFTER);
+    if peek.is_allowed() {
+        if style.has_x_ratelimit() {
+            peeked.insert(
+                X_RATELIMIT_REMAINING,
+                HeaderValue::from(peek.remaining().saturating_add(1)),
+            );
+        }
+        if style.has_github_extras() {
+            let used = peek.binding().used().saturating_sub(1);
+            peeked.insert(X_RATELIMIT_USED, HeaderValue::from(used));
+        }
+        if peeked.contains_key(RATELIMIT_POLICY) {
+            // `"<policy>";r=<remaining>;t=<seconds to reset>` for each quota (draft 10).
+            let now_ms = peek.decided_at_ms();
+            let members: Vec<String> = peek
+                .quotas()
+                .iter()
+                .zip(policy_names(peek))
+                .map(|(quota, name)| {
+                    let to_reset = quota.window_end_ms().saturating_sub(now_ms);
+                    format!(
+                        "\"{name}\";r={};t={}",
+                        quota.remaining().saturating_add(1),
+                        to_reset.div_ceil(1000).max(1)
+                    )
+                })
+                .collect();
+            if let Ok(value) = HeaderValue::from_str(&members.join(", ")) {
+                peeked.insert(RATELIMIT, value);
+            }
+        }
     }
-    match value.to_str() {
-        Ok("") => Err(KeyProblem::Empty),
-        Ok(key) => Ok(key),
-        Err(_) => Err(KeyProblem::NotVisibleAscii),
+    for (name, value) in &peeked {
+        headers.insert(name, value.clone());
     }
 }
 
-enum KeyProblem {
-    Missing,
-    Repeated,
-    Empty,
-    NotVisibleAscii,
-}
+/// The caller's API key, for the handlers: the layer has already refused any request without
+/// exactly one non-empty, visible-ASCII `X-API-Key`, and any key the limiter refuses (longer
+/// than [`ratewindow::MAX_KEY_LEN`] bytes).
+struct ApiKey(Arc<str>);
 
-impl IntoResponse for KeyProblem {
-    fn into_response(self) -> Response {
-        let unauthorized = |message| error(StatusCode::UNAUTHORIZED, "unauthorized", message);
-        match self {
-            KeyProblem::Missing => unauthorized("Missing X-API-Key header"),
-            KeyProblem::Empty => unauthorized("Empty X-API-Key header"),
-            KeyProblem::NotVisibleAscii => unauthorized("X-API-Key must be visible ASCII"),
-            // No rate-limit headers: with no single key there is no count to report.
-            KeyProblem::Repeated => error(
-                StatusCode::BAD_REQUEST,
-                "invalid_api_key",
+impl<S: Send + Sync> FromRequestParts<S> for ApiKey {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let mut values = parts.headers.get_all(API_KEY).iter();
+        match (values.next().map(HeaderValue::to_str), values.next()) {
+            (Some(Ok(key)), None) if !key.is_empty() => Ok(ApiKey(Arc::from(key))),
+            // Only without the layer in front.
+            _ => Err(error(
+                StatusCode::UNAUTHORIZED,
+                "missing_key",
                 "Send exactly one X-API-Key header",
-            ),
+            )),
         }
     }
 }
 
-fn rate_limited(decision: &Decision) -> Response {
-    let retry_after = decision.retry_after_secs().unwrap_or(1);
-    let body = json!({
-        "error": {
-            "code": "rate_limited",
-            "message": format!(
-                "Rate limit of {} requests per window exceeded; retry in {retry_after} s",
-                decision.limit()
-            ),
-            "retryAfter": retry_after,
-        }
-    });
-    (StatusCode::TOO_MANY_REQUESTS, Json(body)).into_response()
-}
-
-/// A limiter error as a JSON error without rate-limit headers: the limiter could not decide for
-/// the key, so there is no honest count. ([`rate_limit`] answers [`Error::CapacityExhausted`]
-/// with a peek at the key instead, to attach the headers; see [`over_capacity`].)
-fn limiter_error(err: &Error) -> Response {
-    match err {
-        Error::CapacityExhausted { .. } => over_capacity(None),
-        // The message names the problem (e.g. the key's length), never the key. No rate-limit
-        // headers: the limiter refuses such a key outright and keeps no count for it.
-        Error::EmptyKey | Error::KeyTooLong { .. } => {
-            error(StatusCode::BAD_REQUEST, "invalid_api_key", &err.to_string())
-        }
-        _ => {
-            eprintln!("rate limiter error: {err}");
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
-                "Rate limiting failed",
-            )
-        }
-    }
-}
-
+/// A JSON error in the seed API's shape, `{"error": {"code": ..., "message": ...}}`: the
+/// handlers' and fallbacks' answers. (The rate limit's own are `application/problem+json`.)
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
     let body = json!({ "error": { "code": code, "message": message } });
     (status, Json(body)).into_response()
@@ -342,7 +330,7 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
 
 async fn get_campaign(
     State(state): State<AppState>,
-    Extension(ApiKey(key)): Extension<ApiKey>,
+    ApiKey(key): ApiKey,
     id: Result<Path<String>, PathRejection>,
 ) -> Response {
     let Ok(Path(id)) = id else {
@@ -359,7 +347,7 @@ async fn get_campaign(
 
 async fn start_campaign(
     State(state): State<AppState>,
-    Extension(ApiKey(key)): Extension<ApiKey>,
+    ApiKey(key): ApiKey,
     id: Result<Path<String>, PathRejection>,
 ) -> Response {
     let Ok(Path(id)) = id else {
@@ -650,6 +638,10 @@ fn run() -> Result<(), String> {
         .to_socket_addrs()
         .map_err(|err| format!("BIND={bind:?}: {err} (expected host:port, e.g. {DEFAULT_BIND})"))?
         .collect();
+    let headers = env_or("HEADERS", DEFAULT_HEADERS)?;
+    let style: HeaderStyle = headers
+        .parse()
+        .map_err(|err| format!("HEADERS={headers:?}: {err}"))?;
     let backend = Backend::from_env()?;
     // Read (and so checked) whatever the backend, so that a typo never goes unnoticed.
     let redis = RedisSettings::from_env()?;
@@ -686,9 +678,9 @@ fn run() -> Result<(), String> {
             .map_err(|err| format!("cannot read the listening address: {err}"))?;
         eprintln!(
             "ratewindow demo server listening on http://{local} \
-             (rate limit {quota} per API key, backend: {description})"
+             (rate limit {quota} per API key, backend: {description}, headers: {style})"
         );
-        axum::serve(listener, app(limiter, MAX_WORKSPACES))
+        axum::serve(listener, app(limiter, MAX_WORKSPACES, style))
             .with_graceful_shutdown(shutdown_signal())
             .await
             .map_err(|err| format!("server error: {err}"))
@@ -772,8 +764,8 @@ async fn redis_backend(
     _settings: &RedisSettings,
 ) -> Result<Arc<dyn DynRateLimiter>, String> {
     Err(format!(
-        "{} is set, but this build has no Redis backend: rebuild with --features redis, e.g. \
-         `REDIS_URL=redis://127.0.0.1:6379 cargo run --release --features redis --example server`",
+        "{} is set, but this build has no Redis backend: rebuild with --features redis,tower, e.g. \
+         `REDIS_URL=redis://127.0.0.1:6379 cargo run --release --features redis,tower --example server`",
         target.variable()
     ))
 }

@@ -3,6 +3,7 @@
 mod support;
 
 mod conformance;
+#[cfg(feature = "tower")]
 #[path = "../examples/server.rs"]
 #[allow(dead_code)]
 mod demo_server;
@@ -12,6 +13,7 @@ mod memory;
 mod properties;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(feature = "tower")]
 mod server;
-#[cfg(feature = "redis")]
+#[cfg(all(feature = "redis", feature = "tower"))]
 mod server_redis;

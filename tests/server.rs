@@ -8,6 +8,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
+use ratewindow::http::HeaderStyle;
 use ratewindow::{DynRateLimiter, ManualClock, MemoryLimiter, Quota};
 use serde_json::Value;
 use tower::ServiceExt;
@@ -28,14 +29,24 @@ struct Server {
 }
 
 fn server(quota: &str, max_workspaces: usize) -> Server {
+    server_with(quota, max_workspaces, HeaderStyle::default(), None)
+}
+
+/// A server with `style` and, with `max_keys`, a limiter that tracks at most that many keys.
+fn server_with(
+    quota: &str,
+    max_workspaces: usize,
+    style: HeaderStyle,
+    max_keys: Option<usize>,
+) -> Server {
     let clock = ManualClock::at_millis(NOW_MS);
-    let limiter = MemoryLimiter::builder(quota.parse::<Quota>().unwrap())
-        .clock(clock.clone())
-        .build()
-        .unwrap();
-    let limiter: Arc<dyn DynRateLimiter> = Arc::new(limiter);
+    let mut builder = MemoryLimiter::builder(quota.parse::<Quota>().unwrap()).clock(clock.clone());
+    if let Some(max_keys) = max_keys {
+        builder = builder.max_keys(max_keys);
+    }
+    let limiter: Arc<dyn DynRateLimiter> = Arc::new(builder.build().unwrap());
     Server {
-        app: app(limiter, max_workspaces),
+        app: app(limiter, max_workspaces, style),
         clock,
     }
 }
@@ -67,11 +78,36 @@ impl Reply {
         )
     }
 
+    /// `(code, message)` of a handler's JSON error, `{"error": {"code", "message"}}`.
     fn error(&self) -> (&str, &str) {
+        assert_eq!(self.header("content-type"), Some("application/json"));
         let error = &self.body["error"];
         (
             error["code"].as_str().unwrap(),
             error["message"].as_str().unwrap(),
+        )
+    }
+
+    /// `(code, detail)` of one of the rate limit's own answers, an `application/problem+json`
+    /// document whose `status` and `title` match the response's.
+    pub(crate) fn problem(&self) -> (&str, &str) {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{}",
+            self.body
+        );
+        assert_eq!(self.body["type"], "about:blank");
+        assert_eq!(self.body["status"], self.status.as_u16());
+        assert_eq!(
+            self.body["title"].as_str(),
+            self.status.canonical_reason(),
+            "{}",
+            self.body
+        );
+        (
+            self.body["code"].as_str().unwrap(),
+            self.body["detail"].as_str().unwrap(),
         )
     }
 
@@ -249,8 +285,9 @@ async fn missing_empty_or_ambiguous_keys_are_refused_and_not_counted() {
     for key in [None, Some("")] {
         let reply = server.send(Method::POST, ABC_START, key).await;
         assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "key {key:?}");
-        assert_eq!(reply.error().0, "unauthorized");
+        assert_eq!(reply.problem().0, "missing_key");
         assert_eq!(reply.header("x-ratelimit-limit"), None);
+        assert_eq!(reply.header("retry-after"), None);
     }
     let unknown_route = server.send(Method::GET, "/nowhere", None).await;
     assert_eq!(unknown_route.status, StatusCode::UNAUTHORIZED);
@@ -264,9 +301,10 @@ async fn missing_empty_or_ambiguous_keys_are_refused_and_not_counted() {
         .header("x-api-key", "other")
         .body(Body::empty())
         .unwrap();
+    // Proxies and servers disagree on which copy wins: no key rather than a guess.
     let twice = server.call(twice).await;
-    assert_eq!(twice.status, StatusCode::BAD_REQUEST);
-    assert_eq!(twice.error().0, "invalid_api_key");
+    assert_eq!(twice.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(twice.problem().0, "missing_key");
     assert_eq!(twice.header("x-ratelimit-limit"), None);
     assert_eq!(twice.header("retry-after"), None);
 
@@ -287,8 +325,17 @@ async fn over_the_limit_is_429_with_retry_after_and_skips_the_handler() {
     assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(denied.rate_limit(), (3, 0, WINDOW_END_SECS));
     assert_eq!(denied.header("retry-after"), Some("40"));
-    assert_eq!(denied.error().0, "rate_limited");
-    assert_eq!(denied.body["error"]["retryAfter"], 40);
+    assert_eq!(
+        denied.problem(),
+        (
+            "rate_limited",
+            "Quota per-minute of 3 exceeded; retry in 40 s"
+        )
+    );
+    assert_eq!(
+        denied.body["violated-policies"],
+        serde_json::json!(["per-minute"])
+    );
 
     // Denials consume nothing and count down to the window's end, rounding up.
     server.clock.advance(Duration::from_millis(39_500));
@@ -308,6 +355,124 @@ async fn over_the_limit_is_429_with_retry_after_and_skips_the_handler() {
     let started = server.post(ABC_START, "k").await;
     assert_eq!(started.status, StatusCode::OK);
     assert_eq!(started.rate_limit(), (3, 1, next_end));
+}
+
+/// The rate-limit headers a reply carries, in every style, with their values.
+const RATE_LIMIT_HEADERS: [&str; 6] = [
+    "x-ratelimit-limit",
+    "x-ratelimit-remaining",
+    "x-ratelimit-reset",
+    "ratelimit-policy",
+    "ratelimit",
+    "retry-after",
+];
+
+impl Reply {
+    /// The rate-limit headers present, as `(name, value)`, in [`RATE_LIMIT_HEADERS`] order.
+    fn rate_limit_headers(&self) -> Vec<(&'static str, &str)> {
+        RATE_LIMIT_HEADERS
+            .iter()
+            .filter_map(|&name| self.header(name).map(|value| (name, value)))
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn ietf_headers_replace_the_x_ratelimit_ones() {
+    let server = server_with("2/1m", 10, "ietf".parse().unwrap(), None);
+    let policy = ("ratelimit-policy", r#""per-minute";q=2;w=60"#);
+
+    let started = server.post(ABC_START, "k").await;
+    assert_eq!(started.status, StatusCode::OK);
+    assert_eq!(started.status_of_campaign(), "active");
+    assert_eq!(
+        started.rate_limit_headers(),
+        [policy, ("ratelimit", r#""per-minute";r=1;t=40"#)]
+    );
+
+    // The handler's own errors carry them too, and count.
+    let again = server.post(ABC_START, "k").await;
+    assert_eq!(again.status, StatusCode::BAD_REQUEST);
+    assert_eq!(again.error().0, "campaign_already_active");
+    assert_eq!(
+        again.rate_limit_headers(),
+        [policy, ("ratelimit", r#""per-minute";r=0;t=40"#)]
+    );
+
+    // 24.5 s before the window's end: `t` and `Retry-After` round up alike.
+    server.clock.advance(Duration::from_millis(15_500));
+    let denied = server.post(ABC_START, "k").await;
+    assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(denied.problem().0, "rate_limited");
+    assert_eq!(
+        denied.rate_limit_headers(),
+        [
+            policy,
+            ("ratelimit", r#""per-minute";r=0;t=25"#),
+            ("retry-after", "25")
+        ]
+    );
+}
+
+#[tokio::test]
+async fn both_styles_together() {
+    let server = server_with("2/1m", 10, "both".parse().unwrap(), None);
+    let reset = WINDOW_END_SECS.to_string();
+    let policy = ("ratelimit-policy", r#""per-minute";q=2;w=60"#);
+
+    let first = server.get(ABC, "k").await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(
+        first.rate_limit_headers(),
+        [
+            ("x-ratelimit-limit", "2"),
+            ("x-ratelimit-remaining", "1"),
+            ("x-ratelimit-reset", reset.as_str()),
+            policy,
+            ("ratelimit", r#""per-minute";r=1;t=40"#),
+        ]
+    );
+    assert_eq!(server.get(ABC, "k").await.status, StatusCode::OK);
+    let denied = server.get(ABC, "k").await;
+    assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        denied.rate_limit_headers(),
+        [
+            ("x-ratelimit-limit", "2"),
+            ("x-ratelimit-remaining", "0"),
+            ("x-ratelimit-reset", reset.as_str()),
+            policy,
+            ("ratelimit", r#""per-minute";r=0;t=40"#),
+            ("retry-after", "40"),
+        ]
+    );
+
+    // Unknown keys answer as before: no headers in any style.
+    let anonymous = server.send(Method::GET, ABC, None).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.rate_limit_headers(), []);
+}
+
+#[tokio::test]
+async fn over_capacity_headers_follow_the_style() {
+    let server = server_with("10/1m", 10, "both".parse().unwrap(), Some(1));
+    assert_eq!(server.get(ABC, "first").await.status, StatusCode::OK);
+    let full = server.get(ABC, "second").await;
+    assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(full.problem().0, "over_capacity");
+    // Nothing charged: the whole quota, in both styles.
+    let reset = WINDOW_END_SECS.to_string();
+    assert_eq!(
+        full.rate_limit_headers(),
+        [
+            ("x-ratelimit-limit", "10"),
+            ("x-ratelimit-remaining", "10"),
+            ("x-ratelimit-reset", reset.as_str()),
+            ("ratelimit-policy", r#""per-minute";q=10;w=60"#),
+            ("ratelimit", r#""per-minute";r=10;t=40"#),
+            ("retry-after", "40"),
+        ]
+    );
 }
 
 #[tokio::test]
@@ -354,34 +519,21 @@ async fn workspaces_are_capped_evicting_the_least_recently_used() {
 }
 
 #[tokio::test]
-async fn limiter_errors_are_json_errors() {
-    let clock = ManualClock::at_millis(NOW_MS);
-    let limiter = MemoryLimiter::builder(Quota::per_minute(10).unwrap())
-        .clock(clock.clone())
-        .max_keys(1)
-        .build()
-        .unwrap();
-    let limiter: Arc<dyn DynRateLimiter> = Arc::new(limiter);
-    let server = Server {
-        app: app(limiter, 10),
-        clock,
-    };
+async fn limiter_errors_are_problem_documents() {
+    let server = server_with("10/1m", 10, HeaderStyle::default(), Some(1));
     assert_eq!(server.get(ABC, "first").await.status, StatusCode::OK);
 
     // 32.345 s into the minute: the window ends in 27.655 s, so Retry-After rounds up to 28.
     server.clock.advance(Duration::from_millis(12_345));
     let full = server.get(ABC, "second").await;
     assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(full.error().0, "over_capacity");
+    assert_eq!(
+        full.problem(),
+        ("over_capacity", "Too many keys are active; retry in 28 s")
+    );
     // Nothing was charged to "second": its whole quota is left.
     assert_eq!(full.rate_limit(), (10, 10, WINDOW_END_SECS));
     assert_eq!(full.header("retry-after"), Some("28"));
-    assert_eq!(full.body["error"]["retryAfter"], 28);
-    assert!(
-        full.error().1.contains("retry in 28 s"),
-        "{}",
-        full.error().1
-    );
 
     // Still not charged, and counting down (rounded up, never below 1).
     server.clock.advance(Duration::from_millis(27_654));
@@ -401,8 +553,8 @@ async fn limiter_errors_are_json_errors() {
     let long_key = "k".repeat(ratewindow::MAX_KEY_LEN + 1);
     let too_long = server.get(ABC, &long_key).await;
     assert_eq!(too_long.status, StatusCode::BAD_REQUEST);
-    assert_eq!(too_long.error().0, "invalid_api_key");
-    assert!(!too_long.error().1.contains(&long_key));
+    assert_eq!(too_long.problem().0, "invalid_key");
+    assert!(!too_long.problem().1.contains(&long_key));
     assert_eq!(too_long.header("x-ratelimit-limit"), None);
     assert_eq!(too_long.header("x-ratelimit-remaining"), None);
     assert_eq!(too_long.header("x-ratelimit-reset"), None);

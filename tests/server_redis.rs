@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode};
+use ratewindow::http::HeaderStyle;
 use ratewindow::{
     DynRateLimiter, FailurePolicy, ManualClock, Quota, RedisConnection, RedisLimiter,
 };
@@ -52,12 +53,16 @@ async fn instance(
         .build(connection)
         .unwrap();
     let limiter: Arc<dyn DynRateLimiter> = Arc::new(limiter);
-    app(limiter, 10)
+    app(limiter, 10, HeaderStyle::default())
 }
 
-/// The error code of a JSON error body.
+/// The error code of a handler's JSON error (`{"error": {"code": ...}}`) or of one of the rate
+/// limit's own `application/problem+json` answers (`{"code": ...}`).
 fn code(reply: &Reply) -> &str {
-    reply.body["error"]["code"].as_str().unwrap_or_default()
+    reply.body["error"]["code"]
+        .as_str()
+        .or_else(|| reply.body["code"].as_str())
+        .unwrap_or_default()
 }
 
 async fn send(app: &Router, method: Method, path: &str, key: &str) -> Reply {
@@ -103,7 +108,7 @@ async fn two_instances_on_one_redis_admit_exactly_the_quota() {
         match reply.status {
             StatusCode::TOO_MANY_REQUESTS => {
                 assert_eq!(left, 0);
-                assert_eq!(code(reply), "rate_limited");
+                assert_eq!(reply.problem().0, "rate_limited");
                 assert_eq!(reply.header("retry-after"), Some("2400"));
             }
             StatusCode::OK | StatusCode::BAD_REQUEST => {
@@ -185,8 +190,13 @@ async fn failure_policies_answer_over_http_while_redis_is_down() {
             "{}",
             reply.body
         );
-        assert_eq!(code(&reply), "rate_limiter_unavailable");
-        assert_eq!(reply.body["error"]["retryAfter"], 1);
+        assert_eq!(
+            reply.problem(),
+            (
+                "rate_limiter_unavailable",
+                "Rate limiting is temporarily unavailable; retry in 1 s"
+            )
+        );
         assert_eq!(reply.header("retry-after"), Some("1"));
         assert_eq!(reply.rate_limit(), (10, 0, WINDOW_END_SECS));
     }
@@ -236,9 +246,10 @@ async fn failure_policies_answer_over_http_while_redis_is_down() {
 // The example binary itself.
 
 /// Variables the example reads: cleared so that the test's own environment never leaks in.
-const EXAMPLE_VARIABLES: [&str; 9] = [
+const EXAMPLE_VARIABLES: [&str; 10] = [
     "BIND",
     "RATE_LIMIT",
+    "HEADERS",
     "REDIS_URL",
     "REDIS_CLUSTER_URLS",
     "FAILURE_POLICY",
@@ -259,8 +270,8 @@ fn example_binary() -> PathBuf {
     let binary = profile_dir
         .join("examples")
         .join(format!("server{}", std::env::consts::EXE_SUFFIX));
-    let rebuild = "build it with `cargo build --features redis --example server` (plain `cargo \
-                   test --all-features` builds it too; `cargo test --test lib` does not)";
+    let rebuild = "build it with `cargo build --features redis,tower --example server` (plain \
+                   `cargo test --all-features` builds it too; `cargo test --test lib` does not)";
     let built = std::fs::metadata(&binary)
         .and_then(|meta| meta.modified())
         .unwrap_or_else(|err| {
@@ -507,8 +518,16 @@ fn the_example_binary_serves_over_tcp_with_redis() {
         assert_eq!(reply.number("x-ratelimit-limit"), 3, "{}", reply.body);
         assert_eq!(reply.number("x-ratelimit-remaining"), remaining);
         assert_eq!(reply.number("x-ratelimit-reset"), reset);
+        // The default style only.
+        assert_eq!(reply.header("ratelimit"), None);
+    }
+    for reply in &replies[..3] {
         assert_eq!(reply.header("content-type"), Some("application/json"));
     }
+    assert_eq!(
+        replies[3].header("content-type"),
+        Some("application/problem+json")
+    );
     for reply in &replies[..3] {
         assert_eq!(reply.header("retry-after"), None);
     }
@@ -539,6 +558,46 @@ fn the_example_binary_serves_over_tcp_with_redis() {
         log.contains(&format!("backend: redis {url}, failure policy: open")),
         "{log}"
     );
+    assert!(log.contains("headers: xratelimit)"), "{log}");
+}
+
+#[test]
+fn the_example_binary_writes_the_headers_style_it_is_given() {
+    let server = RedisServer::new();
+    let url = server.url();
+    let into_hour = unix_now_secs() % 3600;
+    if into_hour > 3590 {
+        thread::sleep(Duration::from_secs(3600 - into_hour + 1));
+    }
+    let mut example = Example::spawn(&[
+        ("BIND", "127.0.0.1:0"),
+        ("REDIS_URL", &url),
+        ("REDIS_PREFIX", "styles"),
+        ("RATE_LIMIT", "1/1h"),
+        ("HEADERS", "both"),
+    ]);
+    let addr = example.wait_until_listening(Duration::from_secs(30));
+    let allowed = raw_post(addr, ABC_START, "k");
+    let denied = raw_post(addr, ABC_START, "k");
+    assert_eq!((allowed.status, denied.status), (200, 429));
+    for (reply, remaining) in [(&allowed, 0), (&denied, 0)] {
+        assert_eq!(reply.number("x-ratelimit-limit"), 1);
+        assert_eq!(reply.number("x-ratelimit-remaining"), remaining);
+        assert_eq!(
+            reply.header("ratelimit-policy"),
+            Some(r#""per-hour";q=1;w=3600"#)
+        );
+        let t = reply.number("x-ratelimit-reset") - unix_now_secs();
+        let ratelimit = reply.header("ratelimit").unwrap_or_default();
+        let t_sent: u64 = ratelimit
+            .strip_prefix(r#""per-hour";r=0;t="#)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or_else(|| panic!("ratelimit: {ratelimit:?}"));
+        assert!(t_sent.abs_diff(t) <= 2, "t={t_sent}, reset in {t} s");
+    }
+    assert_eq!(allowed.header("retry-after"), None);
+    assert!(denied.header("retry-after").is_some());
+    assert!(example.stderr().contains("headers: xratelimit+ietf-10)"));
 }
 
 /// Runs the example with `vars`, expecting it to exit within `timeout`; its status and stderr.
@@ -557,8 +616,12 @@ fn run_to_exit(vars: &[(&str, &str)], timeout: Duration) -> (ExitStatus, String)
 fn the_example_binary_refuses_bad_configuration() {
     let server = RedisServer::new();
     let url = server.url();
-    let cases: [(&[(&str, &str)], &str); 5] = [
+    let cases: [(&[(&str, &str)], &str); 6] = [
         (&[("RATE_LIMIT", "abc")], "RATE_LIMIT=\"abc\""),
+        (
+            &[("HEADERS", "legacy")],
+            "HEADERS=\"legacy\": unknown header style \"legacy\"",
+        ),
         (
             &[("REDIS_URL", &url), ("FAILURE_POLICY", "bogus")],
             "FAILURE_POLICY=\"bogus\": expected open, closed or fallback",

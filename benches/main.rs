@@ -1,13 +1,16 @@
 //! Criterion benchmarks: ratewindow's `MemoryLimiter` against governor's keyed limiter, plus the
 //! cost of a clock read. `cargo bench --bench benches`. With `--features redis`, also the Redis
 //! backend against raw `INCR` on a redis-server the bench spawns itself:
-//! `cargo bench --bench benches --features redis -- redis`.
+//! `cargo bench --bench benches --features redis -- redis`. With `--features tower`, also the
+//! tower layer's overhead per request: `cargo bench --bench benches --features tower -- layer`.
 
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 
 mod clock;
+#[cfg(all(feature = "tower", feature = "http"))]
+mod layer;
 mod memory;
 #[cfg(feature = "redis")]
 mod redis;
@@ -25,6 +28,8 @@ fn bench_all(c: &mut Criterion) {
     clock::bench_all(c);
     #[cfg(feature = "redis")]
     redis::bench_all(c);
+    #[cfg(all(feature = "tower", feature = "http"))]
+    layer::bench_all(c);
 }
 
 criterion_group! {

@@ -1,0 +1,126 @@
+//! The tower layer's overhead per request, in one group: a bare inner service against the same
+//! service behind `RateLimitLayer` (in-memory limiter, every request allowed), next to what the
+//! layer is made of: the in-memory decision alone, taking the key from the request, and header
+//! writing alone in the X-RateLimit and IETF styles. Target (issue 4): the layer adds at most
+//! twice the in-memory decision, `rate_limited_service - bare_service <= 2 * memory_check`.
+//!
+//! The services run on a current-thread tokio runtime; every future is ready at its first poll.
+//! Each service iteration builds its request (with its `x-api-key`) and drops the response, the
+//! same work in both, so their difference is the layer's alone. `key_extract` and
+//! `key_and_boxed_check` show where that difference goes besides the decision and the headers.
+
+use std::convert::Infallible;
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, Throughput};
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use ratewindow::http::{HeaderStyle, IetfDraft, write_headers};
+use ratewindow::tower::{HeaderKey, KeyExtractor, RateLimitLayer};
+use ratewindow::{BoxFuture, MemoryLimiter, Quota, RateLimiter};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+/// The largest per-minute limit ratewindow counts (2^33 - 1): the allowed path throughout.
+const HUGE: u64 = (1 << 33) - 1;
+const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+const KEY: &str = "otr_your_key";
+
+fn limiter(limit: u64) -> MemoryLimiter {
+    MemoryLimiter::new(Quota::per_minute(limit).expect("valid quota")).expect("limit fits")
+}
+
+fn request() -> Request<()> {
+    let mut request = Request::new(());
+    request
+        .headers_mut()
+        .insert(API_KEY, HeaderValue::from_static(KEY));
+    request
+}
+
+/// The inner service: a small `200` and nothing else.
+async fn ok(_request: Request<()>) -> Result<Response<String>, Infallible> {
+    Ok(Response::new(String::from(r#"{"data":{}}"#)))
+}
+
+/// Calls `service` once per iteration through `oneshot` (on a clone, as a server does).
+fn bench_service<S>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    runtime: &tokio::runtime::Runtime,
+    id: &str,
+    service: S,
+) where
+    S: Service<Request<()>, Response = Response<String>, Error = Infallible> + Clone,
+{
+    group.bench_function(BenchmarkId::from_parameter(id), |b| {
+        b.to_async(runtime)
+            .iter(|| service.clone().oneshot(black_box(request())))
+    });
+}
+
+pub(crate) fn bench_all(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("tokio runtime");
+    let bare = service_fn(ok);
+    let layered =
+        RateLimitLayer::new(limiter(HUGE), HeaderKey::from_static("x-api-key")).layer(bare);
+    let alone = limiter(HUGE);
+    // A decision of the seed contract (100 per minute) for the header writers.
+    let decision = limiter(100).check(KEY).expect("valid key");
+    let key = HeaderKey::from_static("x-api-key");
+
+    // The measured paths are the ones meant: allowed, with headers.
+    let response = runtime
+        .block_on(layered.clone().oneshot(request()))
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.headers().contains_key("x-ratelimit-remaining"));
+
+    let mut group = c.benchmark_group("layer");
+    group.throughput(Throughput::Elements(1));
+    bench_service(&mut group, &runtime, "bare_service", bare);
+    bench_service(
+        &mut group,
+        &runtime,
+        "rate_limited_service",
+        layered.clone(),
+    );
+    group.bench_function(BenchmarkId::from_parameter("memory_check"), |b| {
+        b.iter(|| black_box(alone.check(black_box(KEY))))
+    });
+    let with_key = request();
+    group.bench_function(BenchmarkId::from_parameter("key_extract"), |b| {
+        b.iter(|| black_box(key.extract(black_box(&with_key))))
+    });
+    // What the layer does before the inner call: the key as a `String`, then the decision in a
+    // boxed future that owns it and a handle on the limiter.
+    let shared = Arc::new(limiter(HUGE));
+    group.bench_function(BenchmarkId::from_parameter("key_and_boxed_check"), |b| {
+        b.to_async(&runtime).iter(|| {
+            let key = key.extract(black_box(&with_key)).expect("has a key");
+            let limiter = Arc::clone(&shared);
+            let check: BoxFuture<'static, _> =
+                Box::pin(async move { RateLimiter::check(&*limiter, &key).await });
+            check
+        })
+    });
+    for (name, style) in [
+        ("x-ratelimit", HeaderStyle::x_ratelimit()),
+        ("ietf", HeaderStyle::ietf(IetfDraft::Draft10)),
+    ] {
+        group.bench_function(BenchmarkId::new("write_headers", name), |b| {
+            b.iter(|| {
+                let mut headers = HeaderMap::new();
+                write_headers(black_box(&decision), style, &mut headers);
+                headers
+            })
+        });
+    }
+    group.finish();
+
+    assert!(alone.check(KEY).expect("valid key").is_allowed());
+    let response = runtime
+        .block_on(layered.oneshot(request()))
+        .expect("infallible");
+    assert_eq!(response.status(), StatusCode::OK, "still allowed");
+}

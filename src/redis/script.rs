@@ -19,58 +19,76 @@ use std::sync::LazyLock;
 /// key too long nor drops it early. A key found without a TTL (e.g. written by hand or restored
 /// without one) is given one.
 const SOURCE: &str = r#"
+-- Hot-path costs are mostly Redis's own (each redis.call, each number converted for it), so
+-- the script keeps calls and conversions few: one table (the reply, filled in place), one read
+-- for all quotas, integers handed to redis.call already formatted ('%d', not Lua's '%.14g'),
+-- no PTTL on a key that was just written or does not exist.
+local call, fmt, find, tonumber, floor = redis.call, string.format, string.find, tonumber, math.floor
 local op = ARGV[1]
 local amount = tonumber(ARGV[2])
 local now = tonumber(ARGV[3])
 if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local t = call('TIME')
+  now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
 end
 local margin = tonumber(ARGV[4])
 local n = #KEYS
-local index, count, ends, limits, current = {}, {}, {}, {}, {}
-local violated = 0
+local check, refund = op == 'check', op == 'refund'
+-- The reply, filled in place: {now, violated, index_i, count_i, end_i, ...}.
+local out = n == 1 and {now, 0, 0, 0, 0} or {now, 0}
+-- One read for every quota: the keys share a hash slot (`{key}`).
+local values = n > 1 and call('MGET', unpack(KEYS))
+-- violated and present are bitmasks over the quotas; bit is quota i's.
+local violated, present, bit = 0, 0, 1
 for i = 1, n do
-  local at = 4 + 3 * (i - 1)
-  local limit, w, phase = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3])
-  local now_index = math.floor((now + w - phase) / w)
-  local idx, c, live = now_index, 0, false
-  local stored = redis.call('GET', KEYS[i])
+  local at = 3 * i
+  local limit, w, phase = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
+  local key = KEYS[i]
+  local idx = floor((now + w - phase) / w)
+  local c = 0
+  local stored
+  if values then stored = values[i] else stored = call('GET', key) end
   if stored then
-    local si, sc = string.match(stored, '^(%d+):(%d+)$')
-    si, sc = tonumber(si), tonumber(sc)
+    present = present + bit
+    local _, _, si, sc = find(stored, '^(%d+):(%d+)$')
+    si = tonumber(si)
     -- A count from a later window (the clock stepped back) is kept: time never moves a counter back.
-    if si and si >= now_index then
-      idx, c, live = si, sc, true
+    if si and si >= idx then
+      idx, c = si, tonumber(sc)
     end
   end
-  index[i], count[i], ends[i], limits[i], current[i] = idx, c, idx * w + phase, limit, live
-  if op ~= 'refund' and c + amount > limit then
-    violated = violated + 2 ^ (i - 1)
+  local ends = idx * w + phase
+  if refund then
+    -- Each quota is refunded on its own: lower a current count, else repair a missing TTL.
+    if c > 0 and amount > 0 then
+      c = c - amount
+      if c < 0 then c = 0 end
+      call('SET', key, fmt('%d:%d', idx, c), 'PX', fmt('%d', ends - now + margin))
+    elseif stored and call('PTTL', key) == -1 then
+      call('PEXPIRE', key, fmt('%d', ends - now + margin))
+    end
+  elseif c + amount > limit then
+    violated = violated + bit
   end
+  out[at], out[at + 1], out[at + 2] = idx, c, ends
+  bit = bit * 2
 end
-local write = (op == 'check' and violated == 0)
-for i = 1, n do
-  if op == 'refund' then
-    if current[i] and count[i] > 0 and amount > 0 then
-      count[i] = math.max(0, count[i] - amount)
-      redis.call('SET', KEYS[i], string.format('%d:%d', index[i], count[i]), 'PX', ends[i] - now + margin)
+if not refund then
+  out[2] = violated
+  local write = check and violated == 0
+  bit = 1
+  for i = 1, n do
+    local at = 3 * i
+    if violated == 0 then
+      out[at + 1] = out[at + 1] + amount
     end
-  elseif violated == 0 then
-    count[i] = count[i] + amount
     if write then
-      redis.call('SET', KEYS[i], string.format('%d:%d', index[i], count[i]), 'PX', ends[i] - now + margin)
+      call('SET', KEYS[i], fmt('%d:%d', out[at], out[at + 1]), 'PX', fmt('%d', out[at + 2] - now + margin))
+    elseif present % (bit * 2) >= bit and call('PTTL', KEYS[i]) == -1 then
+      call('PEXPIRE', KEYS[i], fmt('%d', out[at + 2] - now + margin))
     end
+    bit = bit * 2
   end
-  if not write and redis.call('PTTL', KEYS[i]) == -1 then
-    redis.call('PEXPIRE', KEYS[i], ends[i] - now + margin)
-  end
-end
-local out = {now, violated}
-for i = 1, n do
-  out[#out + 1] = index[i]
-  out[#out + 1] = count[i]
-  out[#out + 1] = ends[i]
 end
 return out
 "#;

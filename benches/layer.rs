@@ -92,8 +92,9 @@ pub(crate) fn bench_all(c: &mut Criterion) {
     group.bench_function(BenchmarkId::from_parameter("key_extract"), |b| {
         b.iter(|| black_box(key.extract(black_box(&with_key))))
     });
-    // What the layer does before the inner call: the key as a `String`, then the decision in a
-    // boxed future that owns it and a handle on the limiter.
+    // What the layer does before the inner call for a limiter it must wait for (e.g. Redis):
+    // the key as a `String`, then the decision in a boxed future that owns it and a handle on
+    // the limiter.
     let shared = Arc::new(limiter(HUGE));
     group.bench_function(BenchmarkId::from_parameter("key_and_boxed_check"), |b| {
         b.to_async(&runtime).iter(|| {
@@ -102,6 +103,16 @@ pub(crate) fn bench_all(c: &mut Criterion) {
             let check: BoxFuture<'static, _> =
                 Box::pin(async move { RateLimiter::check(&*limiter, &key).await });
             check
+        })
+    });
+    // What the layer does now for a limiter that decides without waiting (the in-memory one):
+    // the key borrowed from the request, then the decision at once.
+    group.bench_function(BenchmarkId::from_parameter("key_and_check_now"), |b| {
+        b.iter(|| {
+            let key = key
+                .extract_borrowed(black_box(&with_key))
+                .expect("has a key");
+            black_box(shared.check_now(&key, 1))
         })
     });
     for (name, style) in [

@@ -80,6 +80,21 @@ pub trait RateLimiter: Send + Sync {
     ///
     /// [`Error::EmptyKey`], [`Error::KeyTooLong`], or a backend's own failure.
     fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send;
+
+    /// The decision [`check_n`](RateLimiter::check_n) would give, made and charged now, if
+    /// this limiter can make it without waiting; `None` (the default) if it cannot, and then
+    /// nothing was charged. In-memory limiters can; networked ones cannot.
+    ///
+    /// Callers that can use an answer at once (e.g. the tower layer) try this first, and await
+    /// `check_n` only when it returns `None`.
+    ///
+    /// # Errors
+    ///
+    /// As [`check_n`](RateLimiter::check_n).
+    fn check_now(&self, key: &str, cost: u64) -> Option<Result<Decision, Error>> {
+        let _ = (key, cost);
+        None
+    }
 }
 
 /// A boxed future, as [`DynRateLimiter`] returns.
@@ -139,6 +154,12 @@ pub trait DynRateLimiter: Send + Sync {
     ///
     /// As [`RateLimiter::refund`].
     fn refund_boxed<'a>(&'a self, key: &'a str, amount: u64) -> BoxFuture<'a, Result<(), Error>>;
+    /// [`RateLimiter::check_now`]: nothing to box.
+    ///
+    /// # Errors
+    ///
+    /// As [`RateLimiter::check_now`].
+    fn check_now_dyn(&self, key: &str, cost: u64) -> Option<Result<Decision, Error>>;
 }
 
 impl<L: RateLimiter> DynRateLimiter for L {
@@ -158,6 +179,9 @@ impl<L: RateLimiter> DynRateLimiter for L {
     fn refund_boxed<'a>(&'a self, key: &'a str, amount: u64) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(self.refund(key, amount))
     }
+    fn check_now_dyn(&self, key: &str, cost: u64) -> Option<Result<Decision, Error>> {
+        self.check_now(key, cost)
+    }
 }
 
 // `async fn` names both borrowed lifetimes, which the boxed future's single one cannot.
@@ -173,6 +197,9 @@ impl RateLimiter for dyn DynRateLimiter {
     }
     async fn refund(&self, key: &str, amount: u64) -> Result<(), Error> {
         self.refund_boxed(key, amount).await
+    }
+    fn check_now(&self, key: &str, cost: u64) -> Option<Result<Decision, Error>> {
+        self.check_now_dyn(key, cost)
     }
 }
 
@@ -192,6 +219,9 @@ macro_rules! forward {
             }
             fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send {
                 (**self).refund(key, amount)
+            }
+            fn check_now(&self, key: &str, cost: u64) -> Option<Result<Decision, Error>> {
+                (**self).check_now(key, cost)
             }
         }
     )*};

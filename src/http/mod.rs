@@ -138,6 +138,7 @@
 //! ```
 
 mod ietf;
+mod int;
 mod names;
 mod partition;
 mod policy;

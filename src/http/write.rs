@@ -2,7 +2,6 @@
 
 use ::http::{HeaderMap, HeaderValue, StatusCode};
 
-use super::ietf;
 use super::names::{
     RETRY_AFTER, X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET, X_RATELIMIT_RESOURCE,
     X_RATELIMIT_USED,
@@ -10,6 +9,7 @@ use super::names::{
 use super::partition::PartitionKey;
 use super::policy::policy_name_at;
 use super::style::{HeaderStyle, IetfDraft};
+use super::{ietf, int};
 use crate::Decision;
 
 /// Writes the rate-limit headers of `decision` into `headers` in `style`, replacing any values
@@ -17,7 +17,9 @@ use crate::Decision;
 ///
 /// In order: the X-RateLimit headers, GitHub's extras, the IETF fields, then `retry-after`
 /// when the request was denied (whatever the style). Names are constants and integer values
-/// are formatted without `format!`; each value costs one small copy into its `HeaderValue`.
+/// are formatted without `format!`; integers below 1024 are static values, a quota's limit and
+/// reset time are shared copies of the ones the thread made last, and any other value costs
+/// one small allocation for its `HeaderValue`.
 /// Without a partition key the IETF fields carry no `pk`; see
 /// [`write_headers_partitioned`].
 ///
@@ -76,21 +78,15 @@ pub fn write_headers_partitioned(
     headers: &mut HeaderMap,
 ) {
     if style.has_x_ratelimit() {
-        headers.insert(X_RATELIMIT_LIMIT, HeaderValue::from(decision.limit()));
-        headers.insert(
-            X_RATELIMIT_REMAINING,
-            HeaderValue::from(decision.remaining()),
-        );
+        headers.insert(X_RATELIMIT_LIMIT, int::LIMITS.int(decision.limit()));
+        headers.insert(X_RATELIMIT_REMAINING, int::int(decision.remaining()));
         headers.insert(
             X_RATELIMIT_RESET,
-            HeaderValue::from(decision.reset_epoch_secs()),
+            int::RESETS.int(decision.reset_epoch_secs()),
         );
     }
     if style.has_github_extras() {
-        headers.insert(
-            X_RATELIMIT_USED,
-            HeaderValue::from(decision.binding().used()),
-        );
+        headers.insert(X_RATELIMIT_USED, int::int(decision.binding().used()));
         let name = policy_name_at(decision, binding_index(decision));
         // A policy name is ASCII letters, digits and `-`: always a valid value.
         if let Ok(value) = HeaderValue::from_bytes(name.as_bytes()) {
@@ -103,7 +99,7 @@ pub fn write_headers_partitioned(
         }
     }
     if let Some(secs) = decision.retry_after_secs() {
-        headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+        headers.insert(RETRY_AFTER, int::int(secs));
     }
 }
 

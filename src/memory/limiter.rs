@@ -466,6 +466,11 @@ impl<C: Clock> RateLimiter for MemoryLimiter<C> {
     fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send {
         ready(MemoryLimiter::refund(self, key, amount))
     }
+
+    /// Always `Some`: the in-memory decision never waits.
+    fn check_now(&self, key: &str, cost: u64) -> Option<Result<Decision, Error>> {
+        Some(MemoryLimiter::check_n(self, key, cost))
+    }
 }
 
 impl<C> std::fmt::Debug for MemoryLimiter<C> {

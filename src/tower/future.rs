@@ -26,8 +26,11 @@ pin_project! {
     /// The response future of [`RateLimit`](super::RateLimit): waits for the limiter's decision,
     /// then for the inner service's response (whose headers it completes) or answers itself.
     ///
-    /// The limiter's future is boxed (one allocation per request) because it borrows the key
-    /// and the limiter it is given; the inner service's future is not.
+    /// A limiter that decides without waiting ([`RateLimiter::check_now`](crate::RateLimiter::check_now),
+    /// e.g. the in-memory one) is asked in `call`, so the future starts with the inner
+    /// service's call or the layer's answer. Otherwise the limiter's future is boxed (one
+    /// allocation per request) because it borrows the key and the limiter it is given; the
+    /// inner service's future is not.
     pub struct ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>>,
@@ -71,6 +74,26 @@ impl<S: Service<Request<ReqBody>>, ReqBody> ResponseFuture<S, ReqBody> {
                 check,
                 call: Some((inner, request)),
             },
+            style,
+        }
+    }
+
+    /// The limiter has already allowed the request (without waiting) and the inner service has
+    /// been called.
+    pub(crate) fn calling(future: S::Future, decision: Decision, style: HeaderStyle) -> Self {
+        ResponseFuture {
+            state: State::Calling {
+                future,
+                decision: Some(decision),
+            },
+            style,
+        }
+    }
+
+    /// Waits for an outcome that is never an allowed decision, then answers it.
+    pub(crate) fn rejecting(check: BoxFuture<'static, Outcome>, style: HeaderStyle) -> Self {
+        ResponseFuture {
+            state: State::Checking { check, call: None },
             style,
         }
     }

@@ -1,5 +1,6 @@
 //! [`KeyExtractor`]: which key a request is charged to.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use ::http::{HeaderName, Request};
@@ -32,6 +33,13 @@ use ::http::{HeaderName, Request};
 pub trait KeyExtractor<B> {
     /// The key of `request`, or `None` if it has none.
     fn extract(&self, request: &Request<B>) -> Option<String>;
+
+    /// The same key as [`extract`](KeyExtractor::extract), borrowed from the request or the
+    /// extractor where it can be, which spares the layer a copy per request. The default
+    /// wraps `extract`'s `String`; override it only together with `extract`.
+    fn extract_borrowed<'a>(&'a self, request: &'a Request<B>) -> Option<Cow<'a, str>> {
+        self.extract(request).map(Cow::Owned)
+    }
 }
 
 impl<B, F> KeyExtractor<B> for F
@@ -87,8 +95,8 @@ impl HeaderKey {
     }
 }
 
-impl<B> KeyExtractor<B> for HeaderKey {
-    fn extract(&self, request: &Request<B>) -> Option<String> {
+impl HeaderKey {
+    fn key_of<'a, B>(&self, request: &'a Request<B>) -> Option<&'a str> {
         let mut values = request.headers().get_all(&self.name).iter();
         let value = values.next()?;
         if values.next().is_some() {
@@ -96,8 +104,18 @@ impl<B> KeyExtractor<B> for HeaderKey {
         }
         match value.to_str() {
             Ok("") | Err(_) => None,
-            Ok(key) => Some(key.to_owned()),
+            Ok(key) => Some(key),
         }
+    }
+}
+
+impl<B> KeyExtractor<B> for HeaderKey {
+    fn extract(&self, request: &Request<B>) -> Option<String> {
+        self.key_of(request).map(str::to_owned)
+    }
+
+    fn extract_borrowed<'a>(&'a self, request: &'a Request<B>) -> Option<Cow<'a, str>> {
+        self.key_of(request).map(Cow::Borrowed)
     }
 }
 
@@ -129,6 +147,10 @@ impl<B> KeyExtractor<B> for FixedKey {
     fn extract(&self, _request: &Request<B>) -> Option<String> {
         Some(self.key.to_string())
     }
+
+    fn extract_borrowed<'a>(&'a self, _request: &'a Request<B>) -> Option<Cow<'a, str>> {
+        Some(Cow::Borrowed(&self.key))
+    }
 }
 
 /// The key of `primary`, or else that of `fallback`: what
@@ -151,5 +173,11 @@ impl<B, P: KeyExtractor<B>, F: KeyExtractor<B>> KeyExtractor<B> for FallbackKey<
         self.primary
             .extract(request)
             .or_else(|| self.fallback.extract(request))
+    }
+
+    fn extract_borrowed<'a>(&'a self, request: &'a Request<B>) -> Option<Cow<'a, str>> {
+        self.primary
+            .extract_borrowed(request)
+            .or_else(|| self.fallback.extract_borrowed(request))
     }
 }

@@ -12,7 +12,7 @@ use super::future::{Outcome, ResponseFuture};
 use super::key::KeyExtractor;
 use super::problem;
 use crate::http::HeaderStyle;
-use crate::{Error, RateLimiter};
+use crate::{DecidedBy, Error, RateLimiter};
 
 /// What every clone of one [`RateLimit`] shares.
 pub(crate) struct Shared<L, K, C> {
@@ -39,9 +39,11 @@ impl<L: RateLimiter, K, C> Shared<L, K, C> {
 ///
 /// Each call takes the key and cost from the request and returns a [`ResponseFuture`] that asks
 /// the limiter and then calls the inner service (allowed) or answers itself (anything else).
-/// As usual for tower middleware that calls the inner service from its future, the service
-/// that `poll_ready` readied goes into the future and a clone of it stays behind, so `S` must
-/// be `Clone` (an axum `Router` is, cheaply).
+/// A limiter that decides without waiting ([`RateLimiter::check_now`], e.g. the in-memory one)
+/// is asked in `call` itself, which then calls the inner service at once when allowed.
+/// Otherwise, as usual for tower middleware that calls the inner service from its future, the
+/// service that `poll_ready` readied goes into the future and a clone of it stays behind, so
+/// `S` must be `Clone` (an axum `Router` is, cheaply).
 pub struct RateLimit<S, L, K, C> {
     inner: S,
     shared: Arc<Shared<L, K, C>>,
@@ -113,9 +115,62 @@ where
         if cost == 0 {
             return ResponseFuture::uncharged(self.inner.call(request));
         }
-        let Some(key) = self.shared.key.extract(&request) else {
+        let shared = &*self.shared;
+        let Some(key) = shared.key.extract_borrowed(&request) else {
             return ResponseFuture::rejected(problem::missing_key(), style);
         };
+        // A limiter that decides without waiting is asked now: no owned key, no boxed future.
+        let now = shared.limiter.check_now(&key, cost);
+        let owned_key = match &now {
+            None | Some(Err(Error::CapacityExhausted { .. })) => Some(key.into_owned()),
+            Some(_) => None,
+        };
+        match (now, owned_key) {
+            (Some(Ok(decision)), _)
+                if decision.is_allowed() && decision.decided_by() != DecidedBy::FailClosed =>
+            {
+                ResponseFuture::calling(self.inner.call(request), decision, style)
+            }
+            (Some(Err(Error::CapacityExhausted { .. })), Some(key)) => {
+                // A full limiter is peeked at for when to retry, as on the waiting path.
+                let shared = Arc::clone(&self.shared);
+                let peek =
+                    Box::pin(
+                        async move { Outcome::OverCapacity(shared.limiter.peek(&key).await.ok()) },
+                    );
+                ResponseFuture::rejecting(peek, style)
+            }
+            (Some(Ok(decision)), _) => {
+                ResponseFuture::rejected(problem::reject(Outcome::Decided(decision), style), style)
+            }
+            (Some(Err(err)), _) => {
+                ResponseFuture::rejected(problem::reject(Outcome::Failed(err), style), style)
+            }
+            (None, key) => {
+                let key = key.expect("owned when the limiter must be awaited");
+                self.checking(key, cost, request, style)
+            }
+        }
+    }
+}
+
+impl<S, L, K, C> RateLimit<S, L, K, C>
+where
+    L: RateLimiter + 'static,
+{
+    /// The waiting path: the decision in a boxed future, then the inner service.
+    fn checking<ReqBody>(
+        &mut self,
+        key: String,
+        cost: u64,
+        request: Request<ReqBody>,
+        style: HeaderStyle,
+    ) -> ResponseFuture<S, ReqBody>
+    where
+        S: Service<Request<ReqBody>> + Clone,
+        K: Send + Sync + 'static,
+        C: Send + Sync + 'static,
+    {
         // The readied service goes with the request; its clone waits for the next poll_ready.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);

@@ -190,6 +190,11 @@ impl FromStr for Quota {
     }
 }
 
+/// The smallest limit among `quotas` (a cost above it can never be admitted).
+pub(crate) fn min_limit(quotas: &[Quota]) -> u64 {
+    quotas.iter().map(Quota::limit).min().unwrap_or(0)
+}
+
 /// Digits only: no sign, no underscores, nothing `u64::from_str` would also forgive.
 fn parse_count(digits: &str) -> Option<u64> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {

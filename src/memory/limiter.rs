@@ -8,6 +8,7 @@ use super::cell::{Cell, MultiCell};
 use super::key_id::{KeyId, KeyIds};
 use super::shards::{Missed, Shards};
 use crate::decision::QuotaState;
+use crate::quota;
 use crate::window::{self, Counter, Packing, Window};
 use crate::{Alignment, Clock, Decision, DefaultClock, Error, MAX_QUOTAS, Quota, RateLimiter, key};
 
@@ -232,7 +233,7 @@ impl<C: Clock> MemoryLimiter<C> {
         if count != self.len {
             return Err(Error::IncompatibleQuotas);
         }
-        next.min_limit = min_limit(next.quotas());
+        next.min_limit = quota::min_limit(next.quotas());
         Ok(next)
     }
 
@@ -553,7 +554,7 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
             quotas,
             packings,
             len: self.quotas.len(),
-            min_limit: min_limit(&self.quotas),
+            min_limit: quota::min_limit(&self.quotas),
             alignment: self.alignment,
             clock: self.clock,
             store: Arc::new(Store {
@@ -586,8 +587,4 @@ fn check_limit(quota: Quota) -> Result<Packing, Error> {
         });
     }
     Ok(packing)
-}
-
-fn min_limit(quotas: &[Quota]) -> u64 {
-    quotas.iter().map(Quota::limit).min().unwrap_or(0)
 }

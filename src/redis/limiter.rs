@@ -14,6 +14,7 @@ use super::cache::OverLimitCache;
 use super::policy::{Breaker, FailurePolicy};
 use super::{keys, script};
 use crate::decision::QuotaState;
+use crate::quota;
 use crate::{
     Alignment, BackendErrorKind, Clock, DecidedBy, Decision, DefaultClock, Error, MAX_QUOTAS,
     MemoryLimiter, Quota, RateLimiter, key, window,
@@ -188,7 +189,7 @@ impl<C: Clock> RedisLimiter<C> {
         {
             next.fallback = Some(fallback.with_quotas(scaled(&quotas, instances))?);
         }
-        next.min_limit = min_limit(&quotas);
+        next.min_limit = quota::min_limit(&quotas);
         next.quotas = quotas;
         // The cached denials were made under the old limits.
         next.over_limit = Arc::new(OverLimitCache::new(self.over_limit.capacity()));
@@ -235,9 +236,8 @@ impl<C: Clock> RedisLimiter<C> {
         match (self.policy, &self.fallback) {
             (FailurePolicy::Fallback { .. }, Some(fallback)) => {
                 let decision = match op {
-                    Op::Check => {
-                        fallback.check_n(key, amount.min(fallback_min_limit(fallback)).max(1))
-                    }
+                    Op::Check => fallback
+                        .check_n(key, amount.min(quota::min_limit(fallback.quotas())).max(1)),
                     Op::Peek => fallback.peek(key),
                     Op::Refund => fallback
                         .refund(key, amount)
@@ -548,7 +548,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             _ => None,
         };
         Ok(RedisLimiter {
-            min_limit: min_limit(&self.quotas),
+            min_limit: quota::min_limit(&self.quotas),
             quotas: self.quotas,
             alignment: self.alignment,
             prefix: self.prefix.into(),
@@ -565,10 +565,6 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
     }
 }
 
-fn min_limit(quotas: &[Quota]) -> u64 {
-    quotas.iter().map(Quota::limit).min().unwrap_or(0)
-}
-
 /// The quotas with each limit divided among `instances` processes (at least 1 each).
 fn scaled(quotas: &[Quota], instances: u64) -> Vec<Quota> {
     quotas
@@ -578,14 +574,4 @@ fn scaled(quotas: &[Quota], instances: u64) -> Vec<Quota> {
             Quota::from_millis(limit, q.window_ms()).unwrap_or(*q)
         })
         .collect()
-}
-
-/// The smallest limit of the fallback's quotas: a cost above it is charged as the whole limit.
-fn fallback_min_limit<C: Clock>(fallback: &MemoryLimiter<C>) -> u64 {
-    fallback
-        .quotas()
-        .iter()
-        .map(Quota::limit)
-        .min()
-        .unwrap_or(1)
 }

@@ -218,20 +218,12 @@ impl<C: Clock> MemoryLimiter<C> {
     where
         C: Clone,
     {
+        let quotas: Vec<Quota> = quotas.into_iter().collect();
+        quota::check_same_windows(self.quotas(), &quotas)?;
         let mut next = self.clone();
-        let mut count = 0;
-        for (i, quota) in quotas.into_iter().enumerate() {
-            match self.quotas().get(i) {
-                Some(old) if old.window_ms() == quota.window_ms() => {
-                    check_limit(quota)?;
-                    next.quotas[i] = quota;
-                }
-                _ => return Err(Error::IncompatibleQuotas),
-            }
-            count += 1;
-        }
-        if count != self.len {
-            return Err(Error::IncompatibleQuotas);
+        for (slot, &quota) in next.quotas.iter_mut().zip(&quotas) {
+            check_limit(quota)?;
+            *slot = quota;
         }
         next.min_limit = quota::min_limit(next.quotas());
         Ok(next)

@@ -175,14 +175,7 @@ impl<C: Clock> RedisLimiter<C> {
         C: Clone,
     {
         let quotas: Vec<Quota> = quotas.into_iter().collect();
-        let same_windows = quotas.len() == self.quotas.len()
-            && quotas
-                .iter()
-                .zip(&self.quotas)
-                .all(|(a, b)| a.window_ms() == b.window_ms());
-        if !same_windows {
-            return Err(Error::IncompatibleQuotas);
-        }
+        quota::check_same_windows(&self.quotas, &quotas)?;
         let mut next = self.clone();
         if let (Some(fallback), FailurePolicy::Fallback { instances }) =
             (&self.fallback, self.policy)

@@ -1,8 +1,14 @@
 //! The tower layer's overhead per request, in one group: a bare inner service against the same
 //! service behind `RateLimitLayer` (in-memory limiter, every request allowed), next to what the
 //! layer is made of: the in-memory decision alone, taking the key from the request, and header
-//! writing alone in the X-RateLimit and IETF styles. Target (issue 4): the layer adds at most
-//! twice the in-memory decision, `rate_limited_service - bare_service <= 2 * memory_check`.
+//! writing alone in the X-RateLimit and IETF styles. Target: the layer adds at most twice the
+//! in-memory decision, `rate_limited_service - bare_service <= 2 * memory_check`.
+//!
+//! The inner service comes in two kinds: one whose response has no headers (its header map
+//! allocates on the layer's first insert) and one that sets `content-type`, as every axum
+//! handler returning a body does. `floor_service` is the least any such layer can do: a
+//! hand-written middleware that reads `x-api-key` and inserts three constant X-RateLimit
+//! values, with no decision: what `http`'s header map itself costs.
 //!
 //! The services run on a current-thread tokio runtime; every future is ready at its first poll.
 //! Each service iteration builds its request (with its `x-api-key`) and drops the response, the
@@ -42,6 +48,45 @@ async fn ok(_request: Request<()>) -> Result<Response<String>, Infallible> {
     Ok(Response::new(String::from(r#"{"data":{}}"#)))
 }
 
+/// The inner service as axum's handlers answer: a small `200` with its `content-type`.
+async fn ok_typed(_request: Request<()>) -> Result<Response<String>, Infallible> {
+    let mut response = Response::new(String::from(r#"{"data":{}}"#));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// The least a rate-limit middleware does on `http` types: find the key header, then insert
+/// three header values into the response (constants here: no decision, no formatting). Built
+/// from tower's `map_request` and `map_response`, whose futures are not boxed.
+fn floor<S>(
+    inner: S,
+) -> impl Service<Request<()>, Response = Response<String>, Error = Infallible> + Clone
+where
+    S: Service<Request<()>, Response = Response<String>, Error = Infallible> + Clone,
+{
+    inner
+        .map_request(|request: Request<()>| {
+            black_box(request.headers().get(API_KEY).is_some());
+            request
+        })
+        .map_response(|mut response: Response<String>| {
+            let headers = response.headers_mut();
+            for name in FLOOR_NAMES {
+                headers.insert(name, HeaderValue::from_static("100"));
+            }
+            response
+        })
+}
+
+const FLOOR_NAMES: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit"),
+    HeaderName::from_static("x-ratelimit-remaining"),
+    HeaderName::from_static("x-ratelimit-reset"),
+];
+
 /// Calls `service` once per iteration through `oneshot` (on a clone, as a server does).
 fn bench_service<S>(
     group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
@@ -64,6 +109,9 @@ pub(crate) fn bench_all(c: &mut Criterion) {
     let bare = service_fn(ok);
     let layered =
         RateLimitLayer::new(limiter(HUGE), HeaderKey::from_static("x-api-key")).layer(bare);
+    let typed = service_fn(ok_typed);
+    let layered_typed =
+        RateLimitLayer::new(limiter(HUGE), HeaderKey::from_static("x-api-key")).layer(typed);
     let alone = limiter(HUGE);
     // A decision of the seed contract (100 per minute) for the header writers.
     let decision = limiter(100).check(KEY).expect("valid key");
@@ -85,6 +133,14 @@ pub(crate) fn bench_all(c: &mut Criterion) {
         "rate_limited_service",
         layered.clone(),
     );
+    bench_service(&mut group, &runtime, "typed/bare_service", typed);
+    bench_service(
+        &mut group,
+        &runtime,
+        "typed/rate_limited_service",
+        layered_typed,
+    );
+    bench_service(&mut group, &runtime, "typed/floor_service", floor(typed));
     group.bench_function(BenchmarkId::from_parameter("memory_check"), |b| {
         b.iter(|| black_box(alone.check(black_box(KEY))))
     });

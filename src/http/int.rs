@@ -1,6 +1,7 @@
 //! Integer header values without an allocation where one can be spared: small integers come
-//! from a static table, and values that change once per window (a quota's limit, its reset
-//! time) from a small per-thread cache that hands out shared copies.
+//! from a static table, values that change once per window (a quota's limit, its reset time)
+//! from a small per-thread cache that hands out shared copies, and any other integer is
+//! written into a per-thread chunk of bytes that many values share.
 
 use std::cell::RefCell;
 use std::fmt::Write;
@@ -8,6 +9,7 @@ use std::sync::LazyLock;
 use std::thread::LocalKey;
 
 use ::http::HeaderValue;
+use bytes::BytesMut;
 
 /// Integers below this come from [`SMALL`].
 const SMALL_LEN: usize = 1024;
@@ -37,7 +39,53 @@ static SMALL: LazyLock<Box<[HeaderValue]>> = LazyLock::new(|| {
 pub(crate) fn int(n: u64) -> HeaderValue {
     match usize::try_from(n) {
         Ok(small) if small < SMALL_LEN => SMALL[small].clone(),
-        _ => HeaderValue::from(n),
+        _ => formatted(n),
+    }
+}
+
+/// Bytes per chunk: room for about 200 values of up to 20 digits.
+const CHUNK: usize = 4096;
+
+thread_local! {
+    /// The unused rest of this thread's current chunk.
+    static CHUNK_REST: RefCell<BytesMut> = RefCell::new(BytesMut::new());
+}
+
+/// `n` as a header value sharing this thread's chunk: a value costs an atomic increment
+/// (and its drop a decrement) instead of an allocation and a free. A chunk is freed when its
+/// last value is; a thread holds at most one chunk it no longer writes to per value still
+/// alive, and headers live no longer than their response.
+fn formatted(n: u64) -> HeaderValue {
+    let mut digits = [0u8; 20];
+    let digits = decimal(n, &mut digits);
+    CHUNK_REST
+        .try_with(|rest| {
+            let Ok(mut rest) = rest.try_borrow_mut() else {
+                return HeaderValue::from(n);
+            };
+            if rest.capacity() < digits.len() {
+                // Reclaims the chunk in place when every value written into it has been
+                // dropped, or starts a new one.
+                rest.reserve(CHUNK);
+            }
+            rest.extend_from_slice(digits);
+            HeaderValue::from_maybe_shared(rest.split().freeze())
+                .unwrap_or_else(|_| HeaderValue::from(n))
+        })
+        // The thread is exiting: no chunk, but still the right value.
+        .unwrap_or_else(|_| HeaderValue::from(n))
+}
+
+/// `n` in decimal, in the tail of `buf`.
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut start = buf.len();
+    loop {
+        start -= 1;
+        buf[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[start..];
+        }
     }
 }
 
@@ -73,19 +121,19 @@ impl Cache {
         self.0
             .try_with(|slots| {
                 let Ok(mut slots) = slots.try_borrow_mut() else {
-                    return HeaderValue::from(n);
+                    return formatted(n);
                 };
                 match &slots[slot] {
                     Some((cached, value)) if *cached == n => value.clone(),
                     _ => {
-                        let value = HeaderValue::from(n);
+                        let value = formatted(n);
                         slots[slot] = Some((n, value.clone()));
                         value
                     }
                 }
             })
             // The thread is exiting: no cache, but still the right value.
-            .unwrap_or_else(|_| HeaderValue::from(n))
+            .unwrap_or_else(|_| formatted(n))
     }
 }
 
@@ -103,6 +151,7 @@ mod tests {
         ]) {
             let expected = n.to_string();
             assert_eq!(int(n), expected.as_str());
+            assert_eq!(formatted(n), expected.as_str());
             // Twice each, and values sharing a slot in between: the cache never mixes them up.
             assert_eq!(LIMITS.int(n), expected.as_str());
             assert_eq!(
@@ -111,5 +160,24 @@ mod tests {
             );
             assert_eq!(LIMITS.int(n), expected.as_str());
         }
+    }
+
+    #[test]
+    fn values_from_one_chunk_stay_intact_as_it_fills_and_is_reclaimed() {
+        // Enough values to fill several chunks while the first ones are alive, then again
+        // after they are dropped (the chunk is reused in place).
+        for _ in 0..2 {
+            let values: Vec<(u64, HeaderValue)> = (0..3 * CHUNK as u64 / 10)
+                .map(|i| {
+                    let n = u64::MAX - i * 7_919;
+                    (n, formatted(n))
+                })
+                .collect();
+            for (n, value) in &values {
+                assert_eq!(value, n.to_string().as_str());
+            }
+        }
+        assert_eq!(formatted(0), "0");
+        assert_eq!(formatted(1_024), "1024");
     }
 }

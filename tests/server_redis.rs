@@ -262,6 +262,11 @@ const EXAMPLE_VARIABLES: [&str; 10] = [
 /// `target/<profile>/examples/server`, next to this test binary's `target/<profile>/deps`. Cargo
 /// builds it for `cargo test` without target filters; `cargo test --test lib` does not.
 fn example_binary() -> PathBuf {
+    example_named("server")
+}
+
+/// `target/<profile>/examples/<name>`, checked to be newer than the sources it is built from.
+fn example_named(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     let profile_dir = exe
         .parent()
@@ -269,9 +274,11 @@ fn example_binary() -> PathBuf {
         .expect("the test binary lives in target/<profile>/deps");
     let binary = profile_dir
         .join("examples")
-        .join(format!("server{}", std::env::consts::EXE_SUFFIX));
-    let rebuild = "build it with `cargo build --features redis,tower --example server` (plain \
-                   `cargo test --all-features` builds it too; `cargo test --test lib` does not)";
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let rebuild = format!(
+        "build it with `cargo build --features redis,tower --example {name}` (plain `cargo test \
+         --all-features` builds it too; `cargo test --test lib` does not)"
+    );
     let built = std::fs::metadata(&binary)
         .and_then(|meta| meta.modified())
         .unwrap_or_else(|err| {
@@ -281,7 +288,7 @@ fn example_binary() -> PathBuf {
             )
         });
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut sources = vec![manifest_dir.join("examples/server.rs")];
+    let mut sources = vec![manifest_dir.join(format!("examples/{name}.rs"))];
     collect_rust_files(&manifest_dir.join("src"), &mut sources);
     for source in sources {
         let changed = std::fs::metadata(&source).and_then(|meta| meta.modified());
@@ -671,4 +678,36 @@ fn the_example_binary_exits_when_redis_is_unreachable_without_showing_the_passwo
     );
     assert!(!stderr.contains("hunter2"), "{stderr}");
     assert!(!stderr.contains("listening on"), "{stderr}");
+}
+
+/// The load example (which runs the demo server binary and, for Redis, its own redis-server)
+/// for a short run over real TCP against each backend: it exits zero only if no request
+/// failed and every key's window admitted exactly `min(limit, offered)`.
+#[test]
+fn a_short_load_run_has_no_errors_and_exact_windows_on_both_backends() {
+    // Built alongside: the load example finds the server binary next to itself.
+    example_binary();
+    let load = example_named("load");
+    for redis in ["0", "1"] {
+        let output = Command::new(&load)
+            .envs([
+                ("DURATION_SECS", "2"),
+                ("CONNECTIONS", "8"),
+                ("KEYS", "40"),
+                ("RATE_LIMIT", "100/1m"),
+                ("REDIS", redis),
+            ])
+            .env_remove("REDIS_URL")
+            .output()
+            .expect("the load example runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "REDIS={redis}: {}\n{stdout}\n{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(stdout.contains("errors 0"), "{stdout}");
+        assert!(stdout.contains(", 0 not admitting exactly"), "{stdout}");
+    }
 }

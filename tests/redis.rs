@@ -484,6 +484,30 @@ fn hostile_keys_and_prefixes() {
     assert!(matches!(bad, Err(Error::InvalidConfig { .. })));
 }
 
+/// A backend error never carries the API key (or the Redis key built from it) in its text,
+/// whatever Redis answered: here a tenant's Redis key holds a list, so the script fails on it.
+#[test]
+fn backend_errors_never_show_the_key() {
+    let server = RedisServer::new();
+    let clock = ManualClock::at_millis(T0_MS);
+    let limiter = with_policy(
+        &server,
+        Quota::per_minute(5).unwrap(),
+        &clock,
+        FailurePolicy::ReturnError,
+    );
+    let key = "tenant-secret-7f3a";
+    server.command(&["RPUSH", &format!("policy:{{{key}}}:60000"), "x"]);
+    let error = block_on(limiter.check(key)).expect_err("the script fails on a list");
+    let text = format!("{error} {error:?}");
+    assert!(matches!(error, Error::Backend { .. }), "{text}");
+    assert!(!text.contains(key), "{text}");
+    // Another tenant is decided by Redis as usual once the breaker lets calls through again.
+    clock.advance(Duration::from_secs(1));
+    let other = block_on(limiter.check("tenant-b")).unwrap();
+    assert_eq!(other.decided_by(), DecidedBy::Backend);
+}
+
 /// A server that stops answering (SIGSTOP: the socket stays open, nothing comes back) must cost
 /// each call at most the timeout, and the policy answers.
 #[test]

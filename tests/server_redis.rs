@@ -680,6 +680,47 @@ fn the_example_binary_exits_when_redis_is_unreachable_without_showing_the_passwo
     assert!(!stderr.contains("listening on"), "{stderr}");
 }
 
+/// The demo server's log never shows an API key: not at start-up, not per request, not while
+/// Redis is down and the failure policy decides (the log then counts requests, and the
+/// 429/200 bodies name no key either).
+#[test]
+fn the_example_binary_never_logs_an_api_key() {
+    let mut server = RedisServer::new();
+    let url = server.url();
+    clear_of_an_hour_end();
+    let mut example = Example::spawn(&[
+        ("BIND", "127.0.0.1:0"),
+        ("REDIS_URL", &url),
+        ("RATE_LIMIT", "2/1h"),
+        ("REDIS_TIMEOUT_MS", "200"),
+    ]);
+    let addr = example.wait_until_listening(Duration::from_secs(30));
+    // One key over its limit (then answered from the over-limit cache), one that the failure
+    // policy decides once Redis is gone.
+    let (denied, open) = ("sk_live_secret_51c0ffee", "sk_live_secret_0ddba11");
+    let before: Vec<RawReply> = (0..3).map(|_| raw_post(addr, ABC_START, denied)).collect();
+    assert_eq!(before[2].status, 429);
+    server.stop();
+    let mut during = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !example.stderr().contains("decided by the failure policy") {
+        assert!(Instant::now() < deadline, "{}", example.stderr());
+        during.push(raw_post(addr, ABC_START, open));
+        during.push(raw_post(addr, ABC_START, denied));
+        thread::sleep(Duration::from_millis(100));
+    }
+    let statuses: Vec<u16> = during.iter().map(|reply| reply.status).collect();
+    assert!(statuses.contains(&200), "fails open: {statuses:?}");
+    let log = example.stderr();
+    for key in [denied, open] {
+        assert!(!log.contains(key), "{log}");
+        assert!(!log.contains(&key[15..]), "{log}");
+        for reply in before.iter().chain(&during) {
+            assert!(!reply.body.contains(key), "{}", reply.body);
+        }
+    }
+}
+
 /// The load example (which runs the demo server binary and, for Redis, its own redis-server)
 /// for a short run over real TCP against each backend: it exits zero only if no request
 /// failed and every key's window admitted exactly `min(limit, offered)`.

@@ -306,7 +306,8 @@ impl<C: Clock> RedisLimiter<C> {
                     RedisConnection::Cluster(c) => invoke(&invocation, &mut c.clone()).await,
                 }
             })
-            .await?;
+            .await
+            .map_err(|error| scrubbed(error, &[&base, key]))?;
         self.decision(&reply)
     }
 
@@ -357,6 +358,23 @@ async fn invoke(
         .invoke_async(connection)
         .await
         .map_err(backend_error)
+}
+
+/// `error` with every occurrence of `secrets` (the Redis key, the API key) in its text
+/// replaced: whatever Redis or the client put into a message, an error that reaches a log
+/// never carries a key. Longer secrets first, since one may contain another.
+fn scrubbed(error: Error, secrets: &[&str]) -> Error {
+    match error {
+        Error::Backend { kind, mut detail } => {
+            for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
+                if detail.contains(secret) {
+                    detail = detail.replace(secret, "<key>");
+                }
+            }
+            Error::Backend { kind, detail }
+        }
+        other => other,
+    }
 }
 
 fn backend_error(error: RedisError) -> Error {
@@ -567,4 +585,31 @@ fn scaled(quotas: &[Quota], instances: u64) -> Vec<Quota> {
             Quota::from_millis(limit, q.window_ms()).unwrap_or(*q)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrubbed_errors_carry_no_key() {
+        let error = Error::Backend {
+            kind: BackendErrorKind::Protocol,
+            detail: "WRONGTYPE at app:{sk_live_1}:60000 for sk_live_1".into(),
+        };
+        let scrubbed = scrubbed(error, &["app:{sk_live_1}:", "sk_live_1"]);
+        assert_eq!(
+            scrubbed.to_string(),
+            "backend protocol error: WRONGTYPE at <key>60000 for <key>"
+        );
+        // Other errors, and empty secrets, are left alone.
+        assert_eq!(
+            scrubbed_text(Error::EmptyKey, &["k"]),
+            Error::EmptyKey.to_string()
+        );
+    }
+
+    fn scrubbed_text(error: Error, secrets: &[&str]) -> String {
+        scrubbed(error, secrets).to_string()
+    }
 }

@@ -1,8 +1,9 @@
 //! The IETF `RateLimit` and `RateLimit-Policy` fields: one writer per draft, so a new draft is a
 //! new function and a new [`IetfDraft`](super::IetfDraft) variant, never a change to this one.
 
-use ::http::{HeaderMap, HeaderName, HeaderValue};
+use ::http::{HeaderMap, HeaderName};
 
+use super::int;
 use super::names::{RATELIMIT, RATELIMIT_POLICY};
 use super::partition::{self, PartitionKey};
 use super::policy::{PolicyName, policy_names};
@@ -89,10 +90,7 @@ fn push_member<const N: usize>(
 
 fn insert<const N: usize>(headers: &mut HeaderMap, name: HeaderName, value: &SfBuf<N>) {
     // Names, digits, `"`, `;`, `=`, `,`, ` `, `:` and base64: always a valid header value.
-    if let Some(value) = value
-        .as_bytes()
-        .and_then(|bytes| HeaderValue::from_bytes(bytes).ok())
-    {
+    if let Some(value) = value.as_bytes().and_then(int::chunked) {
         headers.insert(name, value);
     }
 }

@@ -51,29 +51,33 @@ thread_local! {
     static CHUNK_REST: RefCell<BytesMut> = RefCell::new(BytesMut::new());
 }
 
-/// `n` as a header value sharing this thread's chunk: a value costs an atomic increment
-/// (and its drop a decrement) instead of an allocation and a free. A chunk is freed when its
-/// last value is; a thread holds at most one chunk it no longer writes to per value still
-/// alive, and headers live no longer than their response.
+/// `n` as a header value sharing this thread's chunk (see [`chunked`]).
 fn formatted(n: u64) -> HeaderValue {
     let mut digits = [0u8; 20];
-    let digits = decimal(n, &mut digits);
+    chunked(decimal(n, &mut digits)).unwrap_or_else(|| HeaderValue::from(n))
+}
+
+/// `bytes` as a header value written into this thread's current chunk, which many values
+/// share: a value costs an atomic increment (and its drop a decrement) instead of an
+/// allocation and a free. A chunk is freed when its last value is; headers live no longer than
+/// their response, so a thread keeps few chunks alive. `None` if `bytes` is not a valid header
+/// value.
+pub(crate) fn chunked(bytes: &[u8]) -> Option<HeaderValue> {
     CHUNK_REST
         .try_with(|rest| {
             let Ok(mut rest) = rest.try_borrow_mut() else {
-                return HeaderValue::from(n);
+                return HeaderValue::from_bytes(bytes).ok();
             };
-            if rest.capacity() < digits.len() {
+            if rest.capacity() < bytes.len() {
                 // Reclaims the chunk in place when every value written into it has been
                 // dropped, or starts a new one.
-                rest.reserve(CHUNK);
+                rest.reserve(CHUNK.max(bytes.len()));
             }
-            rest.extend_from_slice(digits);
-            HeaderValue::from_maybe_shared(rest.split().freeze())
-                .unwrap_or_else(|_| HeaderValue::from(n))
+            rest.extend_from_slice(bytes);
+            HeaderValue::from_maybe_shared(rest.split().freeze()).ok()
         })
         // The thread is exiting: no chunk, but still the right value.
-        .unwrap_or_else(|_| HeaderValue::from(n))
+        .unwrap_or_else(|_| HeaderValue::from_bytes(bytes).ok())
 }
 
 /// `n` in decimal, in the tail of `buf`.
@@ -179,5 +183,9 @@ mod tests {
         }
         assert_eq!(formatted(0), "0");
         assert_eq!(formatted(1_024), "1024");
+        let long = "a".repeat(2 * CHUNK);
+        assert_eq!(chunked(long.as_bytes()).unwrap(), long.as_str());
+        assert_eq!(chunked(b"\"q\";r=1").unwrap(), "\"q\";r=1");
+        assert!(chunked(b"bad\nvalue").is_none());
     }
 }

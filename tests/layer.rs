@@ -10,8 +10,8 @@ use axum::body::Body;
 use axum::http::{HeaderMap, Request, Response, StatusCode};
 use axum::routing::get;
 use http_body_util::BodyExt;
-use ratewindow::http::{HeaderStyle, IetfDraft};
-use ratewindow::tower::{FixedKey, HeaderKey, RateLimitLayer};
+use ratewindow::http::{HeaderStyle, IetfDraft, PartitionKey};
+use ratewindow::tower::{FixedKey, HeaderKey, PartitionKeys, RateLimitLayer};
 use ratewindow::{
     BackendErrorKind, Decision, DynRateLimiter, Error, ManualClock, MemoryLimiter, Quota,
     RateLimiter,
@@ -136,6 +136,70 @@ fn allowed_requests_pass_through_with_exact_headers_in_each_style() {
         assert_eq!(answer.rate_headers(), expected, "{style}");
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
+}
+
+#[test]
+fn partition_keys_are_hashes_of_the_key_in_the_ietf_fields_only() {
+    let key = "otr_your_key";
+    let secret = *b"0123456789abcdef";
+    for (keys, pk) in [
+        (PartitionKeys::Public, PartitionKey::hash_of(key)),
+        (
+            PartitionKeys::Keyed(secret),
+            PartitionKey::keyed_hash_of(key, &secret),
+        ),
+    ] {
+        let pk = format!(";pk=:{}:", pk.as_base64());
+        let layer = RateLimitLayer::new(limiter(), API_KEY)
+            .header_style("both".parse().unwrap())
+            .partition_keys(keys);
+        let app = router(layer, &Arc::new(AtomicUsize::new(0)));
+        for (n, status) in [(1, 200), (2, 200), (3, 200), (4, 429)] {
+            let answer = send(&app, Some(key), None);
+            assert_eq!(answer.status.as_u16(), status, "request {n}");
+            let expected = [
+                format!(
+                    r#"ratelimit-policy: "per-minute";q=3;w=60{pk}, "per-hour";q=1000;w=3600{pk}"#
+                ),
+                format!(
+                    r#"ratelimit: "per-minute";r={};t=23{pk}, "per-hour";r={};t=3563{pk}"#,
+                    3 - n.min(3),
+                    1000 - n.min(3)
+                ),
+            ];
+            let ietf: Vec<String> = answer
+                .rate_headers()
+                .into_iter()
+                .filter(|line| line.starts_with("ratelimit"))
+                .collect();
+            assert_eq!(ietf, expected, "{keys:?}, request {n}");
+            let all = format!("{:?} {}", answer.headers, answer.body);
+            assert!(!all.contains(key), "{all}");
+        }
+    }
+    // No pk without IETF fields, and none unless asked for.
+    for (style, keys) in [
+        (HeaderStyle::x_ratelimit(), PartitionKeys::Public),
+        (HeaderStyle::ietf(IetfDraft::Draft10), PartitionKeys::None),
+    ] {
+        let layer = RateLimitLayer::new(limiter(), API_KEY)
+            .header_style(style)
+            .partition_keys(keys);
+        let answer = send(
+            &router(layer, &Arc::new(AtomicUsize::new(0))),
+            Some(key),
+            None,
+        );
+        assert!(
+            answer
+                .rate_headers()
+                .iter()
+                .all(|line| !line.contains("pk=")),
+            "{style}: {:?}",
+            answer.rate_headers()
+        );
+    }
+    assert_eq!(format!("{:?}", PartitionKeys::Keyed(secret)), "Keyed(..)");
 }
 
 #[test]

@@ -10,8 +10,8 @@ use ::http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower_service::Service;
 
+use super::headers::ResponseHeaders;
 use super::problem::{self, Rejection};
-use crate::http::{HeaderStyle, write_headers};
 use crate::{BoxFuture, DecidedBy, Decision, Error};
 
 /// What the limiter said about a request.
@@ -37,7 +37,7 @@ pin_project! {
     {
         #[pin]
         state: State<S, ReqBody>,
-        style: HeaderStyle,
+        headers: ResponseHeaders,
     }
 }
 
@@ -67,34 +67,34 @@ impl<S: Service<Request<ReqBody>>, ReqBody> ResponseFuture<S, ReqBody> {
         check: BoxFuture<'static, Outcome>,
         inner: S,
         request: Request<ReqBody>,
-        style: HeaderStyle,
+        headers: ResponseHeaders,
     ) -> Self {
         ResponseFuture {
             state: State::Checking {
                 check,
                 call: Some((inner, request)),
             },
-            style,
+            headers,
         }
     }
 
     /// The limiter has already allowed the request (without waiting) and the inner service has
     /// been called.
-    pub(crate) fn calling(future: S::Future, decision: Decision, style: HeaderStyle) -> Self {
+    pub(crate) fn calling(future: S::Future, decision: Decision, headers: ResponseHeaders) -> Self {
         ResponseFuture {
             state: State::Calling {
                 future,
                 decision: Some(decision),
             },
-            style,
+            headers,
         }
     }
 
     /// Waits for an outcome that is never an allowed decision, then answers it.
-    pub(crate) fn rejecting(check: BoxFuture<'static, Outcome>, style: HeaderStyle) -> Self {
+    pub(crate) fn rejecting(check: BoxFuture<'static, Outcome>, headers: ResponseHeaders) -> Self {
         ResponseFuture {
             state: State::Checking { check, call: None },
-            style,
+            headers,
         }
     }
 
@@ -104,16 +104,16 @@ impl<S: Service<Request<ReqBody>>, ReqBody> ResponseFuture<S, ReqBody> {
                 future,
                 decision: None,
             },
-            style: HeaderStyle::default(),
+            headers: ResponseHeaders::plain(Default::default()),
         }
     }
 
-    pub(crate) fn rejected(rejection: Rejection, style: HeaderStyle) -> Self {
+    pub(crate) fn rejected(rejection: Rejection) -> Self {
         ResponseFuture {
             state: State::Rejected {
                 rejection: Some(rejection),
             },
-            style,
+            headers: ResponseHeaders::plain(Default::default()),
         }
     }
 }
@@ -145,7 +145,7 @@ where
                             });
                         }
                         outcome => {
-                            let rejection = problem::reject(outcome, *this.style);
+                            let rejection = problem::reject(outcome, this.headers);
                             this.state.set(State::Rejected { rejection: None });
                             return Poll::Ready(Ok(rejection.into_response()));
                         }
@@ -154,7 +154,7 @@ where
                 StateProj::Calling { future, decision } => {
                     let mut response = ready!(future.poll(cx))?;
                     if let Some(decision) = decision {
-                        write_headers(decision, *this.style, response.headers_mut());
+                        this.headers.write(decision, response.headers_mut());
                     }
                     return Poll::Ready(Ok(response));
                 }

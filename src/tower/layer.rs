@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tower_layer::Layer;
 
 use super::cost::UnitCost;
+use super::headers::PartitionKeys;
 use super::key::FallbackKey;
 use super::service::{RateLimit, Shared};
 use crate::http::HeaderStyle;
@@ -58,6 +59,7 @@ pub struct RateLimitLayer<L, K, C = UnitCost> {
     key: K,
     cost: C,
     style: HeaderStyle,
+    partition_keys: PartitionKeys,
 }
 
 impl<L, K> RateLimitLayer<L, K> {
@@ -69,6 +71,7 @@ impl<L, K> RateLimitLayer<L, K> {
             key,
             cost: UnitCost,
             style: HeaderStyle::default(),
+            partition_keys: PartitionKeys::None,
         }
     }
 }
@@ -81,12 +84,20 @@ impl<L, K, C> RateLimitLayer<L, K, C> {
             key: self.key,
             cost,
             style: self.style,
+            partition_keys: self.partition_keys,
         }
     }
 
     /// Writes the rate-limit headers in `style`.
     pub fn header_style(mut self, style: HeaderStyle) -> Self {
         self.style = style;
+        self
+    }
+
+    /// Adds a partition key (`pk`) made by `keys` from each request's key to the IETF fields,
+    /// when the style has them. None by default.
+    pub fn partition_keys(mut self, keys: PartitionKeys) -> Self {
+        self.partition_keys = keys;
         self
     }
 
@@ -98,6 +109,7 @@ impl<L, K, C> RateLimitLayer<L, K, C> {
             key: FallbackKey::new(self.key, fallback),
             cost: self.cost,
             style: self.style,
+            partition_keys: self.partition_keys,
         }
     }
 
@@ -123,6 +135,7 @@ impl<S, L: Clone, K: Clone, C: Clone> Layer<S> for RateLimitLayer<L, K, C> {
                 key: self.key.clone(),
                 cost: self.cost.clone(),
                 style: self.style,
+                partition_keys: self.partition_keys,
             }),
         )
     }
@@ -132,6 +145,7 @@ impl<L, K, C> fmt::Debug for RateLimitLayer<L, K, C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("style", &self.style)
+            .field("partition_keys", &self.partition_keys)
             .finish_non_exhaustive()
     }
 }

@@ -65,6 +65,7 @@
 
 mod cost;
 mod future;
+mod headers;
 mod key;
 mod layer;
 mod problem;
@@ -72,6 +73,7 @@ mod service;
 
 pub use cost::{Cost, UnitCost};
 pub use future::ResponseFuture;
+pub use headers::PartitionKeys;
 pub use key::{FallbackKey, FixedKey, HeaderKey, KeyExtractor};
 pub use layer::RateLimitLayer;
 pub use service::RateLimit;

@@ -6,7 +6,8 @@ use ::http::header::CONTENT_TYPE;
 use ::http::{HeaderMap, HeaderValue, Response, StatusCode};
 
 use super::future::Outcome;
-use crate::http::{HeaderStyle, RETRY_AFTER, policy_names, write_headers};
+use super::headers::ResponseHeaders;
+use crate::http::{RETRY_AFTER, policy_names};
 use crate::{DecidedBy, Decision, Error};
 
 /// `Retry-After` of a fail-closed `503`: a networked limiter tries its backend again within a
@@ -42,11 +43,11 @@ pub(crate) fn missing_key() -> Rejection {
 }
 
 /// The answer to anything but an allowed decision.
-pub(crate) fn reject(outcome: Outcome, style: HeaderStyle) -> Rejection {
+pub(crate) fn reject(outcome: Outcome, spec: &ResponseHeaders) -> Rejection {
     match outcome {
         Outcome::Decided(decision) => {
             let mut headers = HeaderMap::new();
-            write_headers(&decision, style, &mut headers);
+            spec.write(&decision, &mut headers);
             if decision.decided_by() == DecidedBy::FailClosed {
                 // Not the window's end: the limiter tries its backend again within a second.
                 headers.insert(RETRY_AFTER, HeaderValue::from(FAIL_CLOSED_RETRY_AFTER_SECS));

@@ -9,6 +9,7 @@ use tower_service::Service;
 
 use super::cost::Cost;
 use super::future::{Outcome, ResponseFuture};
+use super::headers::{PartitionKeys, ResponseHeaders};
 use super::key::KeyExtractor;
 use super::problem;
 use crate::http::HeaderStyle;
@@ -20,6 +21,7 @@ pub(crate) struct Shared<L, K, C> {
     pub(crate) key: K,
     pub(crate) cost: C,
     pub(crate) style: HeaderStyle,
+    pub(crate) partition_keys: PartitionKeys,
 }
 
 impl<L: RateLimiter, K, C> Shared<L, K, C> {
@@ -117,10 +119,11 @@ where
         }
         let shared = &*self.shared;
         let Some(key) = shared.key.extract_borrowed(&request) else {
-            return ResponseFuture::rejected(problem::missing_key(), style);
+            return ResponseFuture::rejected(problem::missing_key());
         };
         // A limiter that decides without waiting is asked now: no owned key, no boxed future.
         let now = shared.limiter.check_now(&key, cost);
+        let headers = ResponseHeaders::for_key(style, shared.partition_keys, &key);
         let owned_key = match &now {
             None | Some(Err(Error::CapacityExhausted { .. })) => Some(key.into_owned()),
             Some(_) => None,
@@ -129,7 +132,7 @@ where
             (Some(Ok(decision)), _)
                 if decision.is_allowed() && decision.decided_by() != DecidedBy::FailClosed =>
             {
-                ResponseFuture::calling(self.inner.call(request), decision, style)
+                ResponseFuture::calling(self.inner.call(request), decision, headers)
             }
             (Some(Err(Error::CapacityExhausted { .. })), Some(key)) => {
                 // A full limiter is peeked at for when to retry, as on the waiting path.
@@ -138,17 +141,17 @@ where
                     Box::pin(
                         async move { Outcome::OverCapacity(shared.limiter.peek(&key).await.ok()) },
                     );
-                ResponseFuture::rejecting(peek, style)
+                ResponseFuture::rejecting(peek, headers)
             }
             (Some(Ok(decision)), _) => {
-                ResponseFuture::rejected(problem::reject(Outcome::Decided(decision), style), style)
+                ResponseFuture::rejected(problem::reject(Outcome::Decided(decision), &headers))
             }
             (Some(Err(err)), _) => {
-                ResponseFuture::rejected(problem::reject(Outcome::Failed(err), style), style)
+                ResponseFuture::rejected(problem::reject(Outcome::Failed(err), &headers))
             }
             (None, key) => {
                 let key = key.expect("owned when the limiter must be awaited");
-                self.checking(key, cost, request, style)
+                self.checking(key, cost, request, headers)
             }
         }
     }
@@ -164,7 +167,7 @@ where
         key: String,
         cost: u64,
         request: Request<ReqBody>,
-        style: HeaderStyle,
+        headers: ResponseHeaders,
     ) -> ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>> + Clone,
@@ -177,6 +180,6 @@ where
         let shared = Arc::clone(&self.shared);
         // The limiter's future borrows the key and the limiter, so it is boxed with them.
         let check = Box::pin(async move { shared.check(&key, cost).await });
-        ResponseFuture::checking(check, inner, request, style)
+        ResponseFuture::checking(check, inner, request, headers)
     }
 }

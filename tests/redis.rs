@@ -156,7 +156,7 @@ async fn futures_join_all<F: std::future::Future>(
 }
 
 /// Every key under `prefix` with its remaining time to live in ms (-1: none, -2: gone).
-fn ttls(server: &RedisServer, prefix: &str) -> Vec<(String, i64)> {
+pub(crate) fn ttls(server: &RedisServer, prefix: &str) -> Vec<(String, i64)> {
     let keys = server.command(&["KEYS", &format!("{prefix}:*")]);
     keys.lines()
         .filter(|line| line.starts_with(prefix))

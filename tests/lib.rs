@@ -10,6 +10,8 @@ mod demo_server;
 #[cfg(feature = "tower")]
 mod layer;
 mod memory;
+#[cfg(feature = "redis")]
+mod processes;
 mod properties;
 #[cfg(feature = "redis")]
 mod redis;

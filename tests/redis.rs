@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use ratewindow::{
-    Alignment, BackendErrorKind, DecidedBy, Error, FailurePolicy, ManualClock, Quota, RateLimiter,
-    RedisConnection, RedisLimiter,
+    Alignment, BackendErrorKind, Clock, DecidedBy, Error, FailurePolicy, ManualClock, Quota,
+    RateLimiter, RedisConnection, RedisLimiter,
 };
 
 use crate::support::redis_server::{RedisCluster, RedisServer};
@@ -156,7 +156,7 @@ async fn futures_join_all<F: std::future::Future>(
 }
 
 /// Every key under `prefix` with its remaining time to live in ms (-1: none, -2: gone).
-fn ttls(server: &RedisServer, prefix: &str) -> Vec<(String, i64)> {
+pub(crate) fn ttls(server: &RedisServer, prefix: &str) -> Vec<(String, i64)> {
     let keys = server.command(&["KEYS", &format!("{prefix}:*")]);
     keys.lines()
         .filter(|line| line.starts_with(prefix))
@@ -555,4 +555,71 @@ fn a_frozen_server_costs_at_most_the_timeout() {
     // write can only err towards the limit), while the one skipped by the breaker never left.
     let decision = until_back_on_redis(&limiter, &clock);
     assert_eq!(decision.remaining(), 7);
+}
+
+/// Regression: a counter expired a fixed second after its window's end on the clock of the
+/// process that last wrote it. When that clock was ahead of another process's by more than
+/// that, the counter was gone while the process behind was still in its window, and it counted
+/// the window again from zero: twice the limit in one window. The expiry now covers the clock
+/// skew the limiter is told to allow.
+#[test]
+fn a_process_behind_by_the_allowed_skew_never_counts_a_window_again() {
+    let server = RedisServer::new();
+    let redis = Redis::single(&server);
+    let quota = Quota::from_millis(2, 10_000).unwrap();
+    let skew = Duration::from_millis(1_500);
+    // 10 ms before window j ends on the fast clock; the slow one is 1.5 s behind it.
+    let window_end = T0_MS + 10_000;
+    let fast_ms = window_end - 10;
+    let slow_ms = fast_ms - 1_500;
+    let (fast_clock, slow_clock) = (
+        ManualClock::at_millis(fast_ms),
+        ManualClock::at_millis(slow_ms),
+    );
+    let make = |clock: &ManualClock| {
+        RedisLimiter::builder(quota)
+            .prefix("shared")
+            .timeout(TEST_TIMEOUT)
+            .max_clock_skew(skew)
+            .over_limit_cache(0)
+            .clock(clock.clone())
+            .build(redis.connection.clone())
+            .unwrap()
+    };
+    let (fast, slow) = (make(&fast_clock), make(&slow_clock));
+    let key = "shared:{k}:10000";
+    let mut admitted = std::collections::BTreeMap::<u64, u64>::new();
+    block_on(async {
+        let started = std::time::Instant::now();
+        for _ in 0..3 {
+            let d = fast.check("k").await.unwrap();
+            *admitted.entry(d.window_end_ms()).or_default() += u64::from(d.is_allowed());
+        }
+        // The process behind counts in the window the counter holds.
+        let d = slow.check("k").await.unwrap();
+        assert_eq!((d.is_allowed(), d.window_end_ms()), (false, window_end));
+        // Wait for Redis to drop the counter, then read the slow clock as it would be by then.
+        while server.command(&["EXISTS", key]).trim() != ":0" {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{key} never expired"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        slow_clock.advance(started.elapsed());
+        let d = slow.check("k").await.unwrap();
+        *admitted.entry(d.window_end_ms()).or_default() += u64::from(d.is_allowed());
+    });
+    assert!(
+        admitted.values().all(|&n| n <= quota.limit()),
+        "admitted per window end: {admitted:?}"
+    );
+    let too_wide = RedisLimiter::builder(quota)
+        .max_clock_skew(Duration::from_secs(86_401))
+        .build(redis.connection.clone());
+    assert!(matches!(too_wide, Err(Error::InvalidConfig { .. })));
+    assert!(
+        slow_clock.now_ms() >= window_end,
+        "the counter outlived the window on the slow clock"
+    );
 }

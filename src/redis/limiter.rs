@@ -26,9 +26,12 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_millis(250);
 /// Keys remembered as over a quota, at most.
 const DEFAULT_OVER_LIMIT_CAPACITY: usize = 10_000;
-/// Counters outlive their window by this much, so that a process whose clock is a little behind
-/// still finds the count of a window that has just ended for the others.
-const EXPIRY_MARGIN_MS: u64 = 1_000;
+/// How far apart the processes' clocks may be by default; counters outlive their window by
+/// this much.
+const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(1);
+/// The largest skew allowance accepted: past it a counter would outlive its window by more
+/// than a day.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(86_400);
 const DEFAULT_PREFIX: &str = "ratewindow";
 
 /// A connection to a single Redis server (reconnecting by itself) or to a Redis Cluster. Both
@@ -84,10 +87,26 @@ impl fmt::Debug for RedisConnection {
 ///
 /// Each decision is one `EVALSHA` of one script that applies the in-memory backend's algorithm
 /// to every quota of the key atomically: all or nothing, a denied request consumes nothing, a
-/// clock that steps back never reopens a counted window. Counters are written with an absolute
-/// expiry at their window's end plus a margin, in the same command as their value, so none can
-/// outlive its window. See the module docs of the key layout for how hostile keys are kept
-/// apart and on one Cluster slot.
+/// clock that steps back never reopens a counted window. Counters are written with an expiry
+/// at their window's end plus the [skew allowance](RedisLimiterBuilder::max_clock_skew), in the
+/// same command as their value, so none outlives its window by more. See the module docs of
+/// the key layout for how hostile keys are kept apart and on one Cluster slot.
+///
+/// # Clocks and exactness across processes
+///
+/// With [`redis_time`](RedisLimiterBuilder::redis_time), every window is decided by Redis's
+/// clock and the local clocks do not matter: for every key and window, the processes together
+/// admit exactly `min(limit, offered)` units.
+///
+/// With local clocks (the default), each process places a request in the window its own clock
+/// reads, and a counter holds the latest window any process has counted in it: a process
+/// behind counts in the later window that a process ahead has opened, never in an earlier one.
+/// So, as long as the clocks differ by at most the skew allowance (default 1 s), **every window
+/// admits at most its limit in total** (refunds and resets aside). What skew changes is when:
+/// with the fastest clock ahead of real time by `a` and the slowest behind by `b`, a window
+/// admits from `a` before its start until at most `b` after its end, in real time. Beyond the
+/// allowance, a counter can expire while a process far behind is still in its window, and that
+/// process counts the window again.
 ///
 /// # Example
 ///
@@ -112,6 +131,8 @@ pub struct RedisLimiter<C = DefaultClock> {
     /// Decide at Redis's `TIME` rather than `clock`'s (which then only times the breaker and
     /// the caches).
     redis_time: bool,
+    /// How long a counter outlives its window's end: the clock skew allowed.
+    expiry_margin_ms: u64,
     timeout: Duration,
     connection: RedisConnection,
     policy: FailurePolicy,
@@ -131,6 +152,7 @@ impl RedisLimiter {
             prefix: DEFAULT_PREFIX.into(),
             clock: DefaultClock::default(),
             redis_time: false,
+            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
             timeout: DEFAULT_TIMEOUT,
             policy: FailurePolicy::default(),
             retry_after: DEFAULT_RETRY_AFTER,
@@ -290,7 +312,7 @@ impl<C: Clock> RedisLimiter<C> {
             }
             invocation.arg(now_ms);
         }
-        invocation.arg(EXPIRY_MARGIN_MS);
+        invocation.arg(self.expiry_margin_ms);
         for quota in &self.quotas {
             let window_ms = quota.window_ms();
             invocation.key(format!("{base}{window_ms}"));
@@ -455,6 +477,7 @@ pub struct RedisLimiterBuilder<C = DefaultClock> {
     prefix: String,
     clock: C,
     redis_time: bool,
+    max_clock_skew: Duration,
     timeout: Duration,
     policy: FailurePolicy,
     retry_after: Duration,
@@ -517,6 +540,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             prefix: self.prefix,
             clock,
             redis_time: self.redis_time,
+            max_clock_skew: self.max_clock_skew,
             timeout: self.timeout,
             policy: self.policy,
             retry_after: self.retry_after,
@@ -531,13 +555,24 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
         self
     }
 
+    /// How far apart the clocks of the processes sharing these counters may be (default 1 s, at
+    /// most a day). Each counter outlives its window's end, on the clock of the process that
+    /// last wrote it, by this much, so that a process behind by up to this much never finds the
+    /// counter of its current window gone and counts that window again. The cost is keys kept
+    /// this much longer. With [`redis_time`](Self::redis_time) the local clocks do not matter.
+    /// See [`RedisLimiter`] for the guarantee.
+    pub fn max_clock_skew(mut self, skew: Duration) -> Self {
+        self.max_clock_skew = skew;
+        self
+    }
+
     /// Builds the limiter on `connection`.
     ///
     /// # Errors
     ///
     /// [`Error::TooManyQuotas`] past [`MAX_QUOTAS`]; [`Error::InvalidConfig`] for a prefix that
-    /// is empty or contains a brace; for [`FailurePolicy::Fallback`], what building its
-    /// [`MemoryLimiter`] returns.
+    /// is empty or contains a brace, or a clock skew allowance above a day; for
+    /// [`FailurePolicy::Fallback`], what building its [`MemoryLimiter`] returns.
     pub fn build(self, connection: RedisConnection) -> Result<RedisLimiter<C>, Error> {
         if self.quotas.len() > MAX_QUOTAS {
             return Err(Error::TooManyQuotas {
@@ -545,6 +580,11 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             });
         }
         keys::validate_prefix(&self.prefix)?;
+        if self.max_clock_skew > MAX_CLOCK_SKEW {
+            return Err(Error::InvalidConfig {
+                reason: "the clock skew allowance is above a day",
+            });
+        }
         let fallback = match self.policy {
             FailurePolicy::Fallback { instances } => {
                 let quotas = scaled(&self.quotas, instances);
@@ -565,6 +605,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             prefix: self.prefix.into(),
             clock: self.clock,
             redis_time: self.redis_time,
+            expiry_margin_ms: self.max_clock_skew.as_millis() as u64,
             timeout: self.timeout,
             connection,
             policy: self.policy,

@@ -6,8 +6,8 @@ use std::sync::LazyLock;
 /// KEYS[i]: quota i's counter, `<base><window_ms>`, holding `"<window index>:<count>"`.
 ///
 /// ARGV: op (`check`, `peek` or `refund`), amount (the cost, or the units to give back),
-/// now in unix ms (empty: use the server's `TIME`), the expiry margin in ms, then per quota its
-/// limit, window length in ms and phase in ms.
+/// now in unix ms (empty: use the server's `TIME`), the expiry margin in ms (the clock skew
+/// allowed between processes), then per quota its limit, window length in ms and phase in ms.
 ///
 /// Returns `{now, violated, index_1, count_1, end_1, ...}`: the time decided at, a bitmask of
 /// the quotas that deny, and per quota the window and count the decision reports (a peek
@@ -16,8 +16,9 @@ use std::sync::LazyLock;
 /// Every write is `SET ... PX <until the window's end, plus a margin>`: value and expiry in one
 /// command, so no key exists for a moment without a TTL, whatever happens to a client or the
 /// script. The expiry is relative, so a local clock skewed against the server's neither keeps a
-/// key too long nor drops it early. A key found without a TTL (e.g. written by hand or restored
-/// without one) is given one.
+/// key too long nor drops it early; the margin keeps it for processes whose clocks are behind
+/// the writer's. A key found without a TTL (e.g. written by hand or restored without one) is
+/// given one.
 const SOURCE: &str = r#"
 -- Hot-path costs are mostly Redis's own (each redis.call, each number converted for it), so
 -- the script keeps calls and conversions few: one table (the reply, filled in place), one read

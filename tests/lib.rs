@@ -17,3 +17,4 @@ mod redis;
 mod server;
 #[cfg(all(feature = "redis", feature = "tower"))]
 mod server_redis;
+mod spray;

@@ -169,13 +169,15 @@ impl<C: Clock> RedisLimiter<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::IncompatibleQuotas`] unless `quotas` has the same windows in the same order.
+    /// [`Error::IncompatibleQuotas`] unless `quotas` has the same windows in the same order;
+    /// [`Error::LimitTooLarge`] as for [`RedisLimiterBuilder::build`].
     pub fn with_quotas(&self, quotas: impl IntoIterator<Item = Quota>) -> Result<Self, Error>
     where
         C: Clone,
     {
         let quotas: Vec<Quota> = quotas.into_iter().collect();
         quota::check_same_windows(&self.quotas, &quotas)?;
+        check_limits(&quotas)?;
         let mut next = self.clone();
         if let (Some(fallback), FailurePolicy::Fallback { instances }) =
             (&self.fallback, self.policy)
@@ -518,7 +520,8 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
     /// # Errors
     ///
     /// [`Error::TooManyQuotas`] past [`MAX_QUOTAS`]; [`Error::InvalidConfig`] for a prefix that
-    /// is empty or contains a brace; for [`FailurePolicy::Fallback`], what building its
+    /// is empty or contains a brace; [`Error::LimitTooLarge`] for a limit above 2^53, the
+    /// largest the server-side script counts exactly; for [`FailurePolicy::Fallback`], what building its
     /// [`MemoryLimiter`] returns.
     pub fn build(self, connection: RedisConnection) -> Result<RedisLimiter<C>, Error> {
         if self.quotas.len() > MAX_QUOTAS {
@@ -527,6 +530,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             });
         }
         keys::validate_prefix(&self.prefix)?;
+        check_limits(&self.quotas)?;
         let fallback = match self.policy {
             FailurePolicy::Fallback { instances } => {
                 let quotas = scaled(&self.quotas, instances);
@@ -555,6 +559,21 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             retry_after_ms: u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX),
             over_limit: Arc::new(OverLimitCache::new(self.over_limit_capacity)),
         })
+    }
+}
+
+/// The largest limit the script counts exactly: Lua's numbers are doubles, which hold every
+/// integer up to 2^53 and no longer count one by one above it (2^53 + 1 == 2^53).
+const MAX_LIMIT: u64 = 1 << 53;
+
+/// Refuses limits the script could not count exactly.
+fn check_limits(quotas: &[Quota]) -> Result<(), Error> {
+    match quotas.iter().find(|q| q.limit() > MAX_LIMIT) {
+        Some(quota) => Err(Error::LimitTooLarge {
+            limit: quota.limit(),
+            max: MAX_LIMIT,
+        }),
+        None => Ok(()),
     }
 }
 

@@ -47,9 +47,10 @@ impl RedisConnection {
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`] if the URL is invalid or the server cannot be reached.
+    /// [`Error::InvalidConfig`] if the URL does not parse; [`Error::Backend`] if the server
+    /// cannot be reached.
     pub async fn connect(url: &str) -> Result<RedisConnection, Error> {
-        let client = ::redis::Client::open(url).map_err(backend_error)?;
+        let client = ::redis::Client::open(url).map_err(url_error)?;
         Ok(RedisConnection::Single(
             ConnectionManager::new(client)
                 .await
@@ -61,9 +62,10 @@ impl RedisConnection {
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`] if a URL is invalid or no node can be reached.
+    /// [`Error::InvalidConfig`] if a URL does not parse; [`Error::Backend`] if no node can be
+    /// reached.
     pub async fn connect_cluster(urls: &[&str]) -> Result<RedisConnection, Error> {
-        let client = ::redis::cluster::ClusterClient::new(urls.to_vec()).map_err(backend_error)?;
+        let client = ::redis::cluster::ClusterClient::new(urls.to_vec()).map_err(url_error)?;
         Ok(RedisConnection::Cluster(
             client.get_async_connection().await.map_err(backend_error)?,
         ))
@@ -359,6 +361,18 @@ async fn invoke(
         .invoke_async(connection)
         .await
         .map_err(backend_error)
+}
+
+/// A URL that does not parse is the caller's configuration, not the backend failing: no retry
+/// can fix it. The reason is static so that no part of the URL (a password) reaches a log.
+fn url_error(error: RedisError) -> Error {
+    if error.kind() == ErrorKind::InvalidClientConfig {
+        Error::InvalidConfig {
+            reason: "the Redis URL does not parse (expected e.g. redis://[user:password@]host[:port][/db])",
+        }
+    } else {
+        backend_error(error)
+    }
 }
 
 fn backend_error(error: RedisError) -> Error {

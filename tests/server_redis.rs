@@ -552,7 +552,7 @@ fn the_example_binary_writes_the_headers_style_it_is_given() {
 }
 
 /// Runs the example with `vars`, expecting it to exit within `timeout`; its status and stderr.
-fn run_to_exit(vars: &[(&str, &str)], timeout: Duration) -> (ExitStatus, String) {
+pub(crate) fn run_to_exit(vars: &[(&str, &str)], timeout: Duration) -> (ExitStatus, String) {
     let mut example = Example::spawn(vars);
     let status = example.wait_for_exit(timeout).unwrap_or_else(|| {
         panic!(

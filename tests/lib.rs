@@ -7,6 +7,7 @@ mod conformance;
 #[path = "../examples/server.rs"]
 #[allow(dead_code)]
 mod demo_server;
+mod fuzz;
 mod hostile;
 #[cfg(feature = "tower")]
 mod layer;

@@ -203,6 +203,29 @@ fn limits_and_windows_at_zero_one_and_their_maximum() {
 }
 
 #[test]
+fn key_caps_of_zero_one_and_usize_max() {
+    let clock = ManualClock::at_millis(T0_MS);
+    for (asked, holds) in [(0, 1), (1, 1), (usize::MAX, 1_000)] {
+        let limiter = MemoryLimiter::builder(Quota::per_minute(1).unwrap())
+            .max_keys(asked)
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        for i in 0..holds {
+            assert!(limiter.check(&format!("k{i}")).unwrap().is_allowed());
+        }
+        if holds == 1 {
+            // A cap of 0 is a cap of 1: one key, and the next one is refused.
+            assert_eq!(
+                limiter.check("other").unwrap_err(),
+                Error::CapacityExhausted { max_keys: 1 }
+            );
+        }
+        assert_eq!(limiter.tracked_keys(), holds);
+    }
+}
+
+#[test]
 fn window_ends_at_the_end_of_time_do_not_overflow() {
     // At the last decidable millisecond, the longest window, staggered by up to a whole
     // window: the end lies past MAX_TIME_MS but well inside u64.

@@ -718,7 +718,13 @@ async fn redis_backend(
     let connection = tokio::time::timeout(REDIS_STARTUP_TIMEOUT, connect)
         .await
         .map_err(|_| format!("cannot connect to {at}: no answer within {REDIS_STARTUP_TIMEOUT:?}"))?
-        .map_err(|err| format!("cannot connect to {at}: {err}"))?;
+        .map_err(|err| match err {
+            // A URL that does not parse: say which variable holds it.
+            Error::InvalidConfig { .. } => {
+                format!("{}={:?}: {err}", target.variable(), target.urls())
+            }
+            _ => format!("cannot connect to {at}: {err}"),
+        })?;
 
     let mut builder = RedisLimiter::builder(quota)
         .prefix(settings.prefix.as_str())
@@ -827,7 +833,6 @@ impl Backend {
 
 impl RedisTarget {
     /// The variable it came from.
-    #[cfg_attr(feature = "redis", allow(dead_code))]
     fn variable(&self) -> &'static str {
         match self {
             RedisTarget::Single(_) => "REDIS_URL",
@@ -837,6 +842,18 @@ impl RedisTarget {
 }
 
 impl RedisTarget {
+    /// The variable's value as it was read, passwords masked.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    fn urls(&self) -> String {
+        match self {
+            RedisTarget::Single(url) => redacted(url),
+            RedisTarget::Cluster(urls) => {
+                let shown: Vec<String> = urls.iter().map(|u| redacted(u)).collect();
+                shown.join(",")
+            }
+        }
+    }
+
     /// `Redis at <url>` or `the Redis Cluster at <urls>`, passwords masked.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     fn addresses(&self) -> String {

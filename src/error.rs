@@ -77,7 +77,8 @@ pub enum Error {
         /// The backend's own description, for logs. Never contains a key.
         detail: String,
     },
-    /// A backend was configured wrongly, e.g. a key prefix containing `{` or `}`.
+    /// A backend was configured wrongly, e.g. a key prefix containing `{` or `}`, or a Redis
+    /// URL that does not parse.
     InvalidConfig {
         /// What is wrong.
         reason: &'static str,

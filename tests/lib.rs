@@ -7,6 +7,8 @@ mod conformance;
 #[path = "../examples/server.rs"]
 #[allow(dead_code)]
 mod demo_server;
+mod fuzz;
+mod hostile;
 #[cfg(feature = "tower")]
 mod layer;
 mod memory;
@@ -19,3 +21,4 @@ mod redis;
 mod server;
 #[cfg(all(feature = "redis", feature = "tower"))]
 mod server_redis;
+mod spray;

@@ -4,7 +4,6 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -20,6 +19,7 @@ use ratewindow::{
 
 use crate::demo_server::{app, unreported_policy_decisions};
 use crate::server::{Reply, call};
+use crate::support::example_binary;
 use crate::support::redis_server::RedisServer;
 
 /// 20 minutes into an hour: a `/1h` window ends at `WINDOW_END_SECS`, 2400 s later.
@@ -259,64 +259,6 @@ const EXAMPLE_VARIABLES: [&str; 10] = [
     "REDIS_TIME",
 ];
 
-/// `target/<profile>/examples/server`, next to this test binary's `target/<profile>/deps`. Cargo
-/// builds it for `cargo test` without target filters; `cargo test --test lib` does not.
-fn example_binary() -> PathBuf {
-    example_named("server")
-}
-
-/// `target/<profile>/examples/<name>`, checked to be newer than the sources it is built from.
-fn example_named(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps");
-    let binary = profile_dir
-        .join("examples")
-        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    let rebuild = format!(
-        "build it with `cargo build --features redis,tower --example {name}` (plain `cargo test \
-         --all-features` builds it too; `cargo test --test lib` does not)"
-    );
-    let built = std::fs::metadata(&binary)
-        .and_then(|meta| meta.modified())
-        .unwrap_or_else(|err| {
-            panic!(
-                "the example binary {} is missing ({err}): {rebuild}",
-                binary.display()
-            )
-        });
-    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut sources = vec![manifest_dir.join(format!("examples/{name}.rs"))];
-    collect_rust_files(&manifest_dir.join("src"), &mut sources);
-    for source in sources {
-        let changed = std::fs::metadata(&source).and_then(|meta| meta.modified());
-        if changed.is_ok_and(|changed| changed > built) {
-            panic!(
-                "the example binary {} is older than {}: {rebuild}",
-                binary.display(),
-                source.display()
-            );
-        }
-    }
-    binary
-}
-
-fn collect_rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            collect_rust_files(&path, out);
-        } else if path.extension().is_some_and(|ext| ext == "rs") {
-            out.push(path);
-        }
-    }
-}
-
 /// The example running as a child process; killed and reaped on drop.
 struct Example {
     child: Child,
@@ -328,7 +270,7 @@ struct Example {
 impl Example {
     /// Starts the example with `vars` (and none of the outer environment's example variables).
     fn spawn(vars: &[(&str, &str)]) -> Example {
-        let binary = example_binary();
+        let binary = example_binary("server", "--features redis,tower");
         let mut command = Command::new(&binary);
         for name in EXAMPLE_VARIABLES {
             command.env_remove(name);
@@ -610,7 +552,7 @@ fn the_example_binary_writes_the_headers_style_it_is_given() {
 }
 
 /// Runs the example with `vars`, expecting it to exit within `timeout`; its status and stderr.
-fn run_to_exit(vars: &[(&str, &str)], timeout: Duration) -> (ExitStatus, String) {
+pub(crate) fn run_to_exit(vars: &[(&str, &str)], timeout: Duration) -> (ExitStatus, String) {
     let mut example = Example::spawn(vars);
     let status = example.wait_for_exit(timeout).unwrap_or_else(|| {
         panic!(
@@ -727,8 +669,8 @@ fn the_example_binary_never_logs_an_api_key() {
 #[test]
 fn a_short_load_run_has_no_errors_and_exact_windows_on_both_backends() {
     // Built alongside: the load example finds the server binary next to itself.
-    example_binary();
-    let load = example_named("load");
+    example_binary("server", "--features redis,tower");
+    let load = example_binary("load", "--features redis");
     for redis in ["0", "1"] {
         let output = Command::new(&load)
             .envs([

@@ -73,6 +73,66 @@ mod tests {
         assert_eq!(base("rw", "{x}%"), "rw:{%7Bx%7D%25}:");
     }
 
+    /// Inverts `base` for the prefix it was made with: `None` unless `redis_key` has exactly
+    /// the layout `base` writes, with every `%` starting one of the three escapes.
+    fn unescape(prefix: &str, redis_key: &str) -> Option<String> {
+        let inner = redis_key.strip_prefix(prefix)?.strip_prefix(":{")?;
+        let inner = inner.strip_suffix("}:")?;
+        let mut key = String::new();
+        let mut rest = inner;
+        while let Some(c) = rest.chars().next() {
+            let (decoded, len) = match c {
+                '{' | '}' => return None,
+                '%' => match rest.get(..3)? {
+                    "%25" => ('%', 3),
+                    "%7B" => ('{', 3),
+                    "%7D" => ('}', 3),
+                    _ => return None,
+                },
+                c => (c, c.len_utf8()),
+            };
+            key.push(decoded);
+            rest = &rest[len..];
+        }
+        Some(key)
+    }
+
+    /// Keys made mostly of the characters the escaping cares about, and any text at all.
+    fn key() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[%{}:7BDbd25a]{0,12}",
+            any::<String>(),
+            proptest::collection::vec(any::<char>(), 0..6).prop_map(|c| c.into_iter().collect()),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Injective and well-formed for any key: `base` decodes back to the key it was made
+        /// from (so two distinct keys never share a Redis key, for any quota window appended),
+        /// and Redis Cluster's hash tag is exactly the escaped key, the same for every window.
+        #[test]
+        fn any_key_escapes_reversibly_into_its_own_hash_tag(
+            prefix in "[^{}]{1,8}",
+            a in key(),
+            b in key(),
+            window_a in 1..=(1u64 << 40),
+            window_b in 1..=(1u64 << 40),
+        ) {
+            let (base_a, base_b) = (base(&prefix, &a), base(&prefix, &b));
+            proptest::prop_assert_eq!(unescape(&prefix, &base_a), Some(a.clone()));
+            proptest::prop_assert_eq!(base_a == base_b, a == b);
+            let (full_a, full_b) = (format!("{base_a}{window_a}"), format!("{base_b}{window_b}"));
+            proptest::prop_assert_eq!(full_a == full_b, a == b && window_a == window_b);
+            // The tag Redis would hash: from the first `{` to the first `}` after it.
+            let tagged = tag(&full_a);
+            let braced = tagged.contains(['{', '}']);
+            proptest::prop_assert!(!braced, "tag {:?}", tagged);
+            proptest::prop_assert_eq!(tagged, tag(&base_a));
+            proptest::prop_assert_eq!(unescape(&prefix, &format!("{prefix}:{{{tagged}}}:")), Some(a));
+        }
+    }
+
     #[test]
     fn prefixes_are_checked() {
         assert!(validate_prefix("ratewindow").is_ok());

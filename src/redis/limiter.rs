@@ -50,9 +50,10 @@ impl RedisConnection {
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`] if the URL is invalid or the server cannot be reached.
+    /// [`Error::InvalidConfig`] if the URL does not parse; [`Error::Backend`] if the server
+    /// cannot be reached.
     pub async fn connect(url: &str) -> Result<RedisConnection, Error> {
-        let client = ::redis::Client::open(url).map_err(backend_error)?;
+        let client = ::redis::Client::open(url).map_err(url_error)?;
         Ok(RedisConnection::Single(
             ConnectionManager::new(client)
                 .await
@@ -64,9 +65,10 @@ impl RedisConnection {
     ///
     /// # Errors
     ///
-    /// [`Error::Backend`] if a URL is invalid or no node can be reached.
+    /// [`Error::InvalidConfig`] if a URL does not parse; [`Error::Backend`] if no node can be
+    /// reached.
     pub async fn connect_cluster(urls: &[&str]) -> Result<RedisConnection, Error> {
-        let client = ::redis::cluster::ClusterClient::new(urls.to_vec()).map_err(backend_error)?;
+        let client = ::redis::cluster::ClusterClient::new(urls.to_vec()).map_err(url_error)?;
         Ok(RedisConnection::Cluster(
             client.get_async_connection().await.map_err(backend_error)?,
         ))
@@ -191,13 +193,15 @@ impl<C: Clock> RedisLimiter<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::IncompatibleQuotas`] unless `quotas` has the same windows in the same order.
+    /// [`Error::IncompatibleQuotas`] unless `quotas` has the same windows in the same order;
+    /// [`Error::LimitTooLarge`] as for [`RedisLimiterBuilder::build`].
     pub fn with_quotas(&self, quotas: impl IntoIterator<Item = Quota>) -> Result<Self, Error>
     where
         C: Clone,
     {
         let quotas: Vec<Quota> = quotas.into_iter().collect();
         quota::check_same_windows(&self.quotas, &quotas)?;
+        check_limits(&quotas)?;
         let mut next = self.clone();
         if let (Some(fallback), FailurePolicy::Fallback { instances }) =
             (&self.fallback, self.policy)
@@ -399,6 +403,18 @@ fn scrubbed(error: Error, secrets: &[&str]) -> Error {
     }
 }
 
+/// A URL that does not parse is the caller's configuration, not the backend failing: no retry
+/// can fix it. The reason is static so that no part of the URL (a password) reaches a log.
+fn url_error(error: RedisError) -> Error {
+    if error.kind() == ErrorKind::InvalidClientConfig {
+        Error::InvalidConfig {
+            reason: "the Redis URL does not parse (expected e.g. redis://[user:password@]host[:port][/db])",
+        }
+    } else {
+        backend_error(error)
+    }
+}
+
 fn backend_error(error: RedisError) -> Error {
     let kind = if error.is_timeout() {
         BackendErrorKind::Timeout
@@ -571,8 +587,10 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
     /// # Errors
     ///
     /// [`Error::TooManyQuotas`] past [`MAX_QUOTAS`]; [`Error::InvalidConfig`] for a prefix that
-    /// is empty or contains a brace, or a clock skew allowance above a day; for
-    /// [`FailurePolicy::Fallback`], what building its [`MemoryLimiter`] returns.
+    /// is empty or contains a brace, or a clock skew allowance above a day;
+    /// [`Error::LimitTooLarge`] for a limit above 2^53, the largest the server-side script
+    /// counts exactly; for [`FailurePolicy::Fallback`], what building its [`MemoryLimiter`]
+    /// returns.
     pub fn build(self, connection: RedisConnection) -> Result<RedisLimiter<C>, Error> {
         if self.quotas.len() > MAX_QUOTAS {
             return Err(Error::TooManyQuotas {
@@ -585,6 +603,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
                 reason: "the clock skew allowance is above a day",
             });
         }
+        check_limits(&self.quotas)?;
         let fallback = match self.policy {
             FailurePolicy::Fallback { instances } => {
                 let quotas = scaled(&self.quotas, instances);
@@ -614,6 +633,21 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             retry_after_ms: u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX),
             over_limit: Arc::new(OverLimitCache::new(self.over_limit_capacity)),
         })
+    }
+}
+
+/// The largest limit the script counts exactly: Lua's numbers are doubles, which hold every
+/// integer up to 2^53 and no longer count one by one above it (2^53 + 1 == 2^53).
+const MAX_LIMIT: u64 = 1 << 53;
+
+/// Refuses limits the script could not count exactly.
+fn check_limits(quotas: &[Quota]) -> Result<(), Error> {
+    match quotas.iter().find(|q| q.limit() > MAX_LIMIT) {
+        Some(quota) => Err(Error::LimitTooLarge {
+            limit: quota.limit(),
+            max: MAX_LIMIT,
+        }),
+        None => Ok(()),
     }
 }
 

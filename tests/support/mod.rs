@@ -5,6 +5,7 @@ pub(crate) mod model;
 pub(crate) mod redis_server;
 
 use std::future::Future;
+use std::path::{Path, PathBuf};
 
 use ratewindow::{Alignment, ManualClock, MemoryLimiter, Quota, RateLimiter};
 
@@ -80,4 +81,59 @@ fn memory(
         builder = builder.quota(quota);
     }
     builder.build().expect("valid limiter")
+}
+
+/// `target/<profile>/examples/<name>`, next to this test binary's `target/<profile>/deps`, so
+/// that `cargo test --release` runs the optimised build. Cargo builds examples for `cargo test`
+/// without target filters; `cargo test --test lib` does not. Panics if the binary is missing or
+/// older than its source or the library's, rather than testing stale code.
+pub(crate) fn example_binary(name: &str, features: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let binary = profile_dir
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    let rebuild = format!(
+        "build it with `cargo build {features} --example {name}` (plain `cargo test \
+         --all-features` builds it too; `cargo test --test lib` does not)"
+    );
+    let built = std::fs::metadata(&binary)
+        .and_then(|meta| meta.modified())
+        .unwrap_or_else(|err| {
+            panic!(
+                "the example binary {} is missing ({err}): {rebuild}",
+                binary.display()
+            )
+        });
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut sources = vec![manifest_dir.join(format!("examples/{name}.rs"))];
+    collect_rust_files(&manifest_dir.join("src"), &mut sources);
+    for source in sources {
+        let changed = std::fs::metadata(&source).and_then(|meta| meta.modified());
+        if changed.is_ok_and(|changed| changed > built) {
+            panic!(
+                "the example binary {} is older than {}: {rebuild}",
+                binary.display(),
+                source.display()
+            );
+        }
+    }
+    binary
+}
+
+fn collect_rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_rust_files(&path, out);
+        } else if path.extension().is_some_and(|ext| ext == "rs") {
+            out.push(path);
+        }
+    }
 }

@@ -92,6 +92,9 @@
 //!   answers, in milliseconds (default 50).
 //! - `REDIS_TIME`: `1` to decide windows by Redis's `TIME` instead of this host's clock, so that
 //!   instances with skewed clocks agree on windows (default `0`).
+//! - `REDIS_MAX_CLOCK_SKEW_MS`: with the local clock, how far apart the instances' clocks may be
+//!   (default 1000): counters outlive their window by this much, so that no window admits more
+//!   than its limit while the clocks stay this close.
 //!
 //! Requests decided by the failure policy are counted, and the count is logged at most once per
 //! second (`redis unavailable: N requests decided by the failure policy ...`); API keys are never
@@ -129,6 +132,7 @@ const DEFAULT_RATE_LIMIT: &str = "100/1m";
 const DEFAULT_HEADERS: &str = "xratelimit";
 const DEFAULT_REDIS_PREFIX: &str = "ratewindow";
 const DEFAULT_REDIS_TIMEOUT_MS: u64 = 50;
+const DEFAULT_REDIS_MAX_CLOCK_SKEW_MS: u64 = 1000;
 /// How long start-up may take to connect to Redis and run a first (uncounted) decision.
 #[cfg(feature = "redis")]
 const REDIS_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -728,7 +732,8 @@ async fn redis_backend(
 
     let mut builder = RedisLimiter::builder(quota)
         .prefix(settings.prefix.as_str())
-        .timeout(settings.timeout);
+        .timeout(settings.timeout)
+        .max_clock_skew(settings.max_clock_skew);
     if settings.redis_time {
         builder = builder.redis_time();
     }
@@ -939,6 +944,7 @@ struct RedisSettings {
     prefix: String,
     timeout: Duration,
     redis_time: bool,
+    max_clock_skew: Duration,
     /// Which of the Redis-only variables are set.
     set: Vec<&'static str>,
 }
@@ -963,12 +969,13 @@ impl std::fmt::Display for Policy {
 }
 
 impl RedisSettings {
-    const VARIABLES: [&'static str; 5] = [
+    const VARIABLES: [&'static str; 6] = [
         "FAILURE_POLICY",
         "FALLBACK_INSTANCES",
         "REDIS_PREFIX",
         "REDIS_TIMEOUT_MS",
         "REDIS_TIME",
+        "REDIS_MAX_CLOCK_SKEW_MS",
     ];
 
     fn from_env() -> Result<RedisSettings, String> {
@@ -1014,6 +1021,19 @@ impl RedisSettings {
                 ));
             }
         };
+        let skew = env_or(
+            "REDIS_MAX_CLOCK_SKEW_MS",
+            &DEFAULT_REDIS_MAX_CLOCK_SKEW_MS.to_string(),
+        )?;
+        let max_clock_skew = match skew.trim().parse::<u64>() {
+            Ok(ms) if ms <= 86_400_000 => Duration::from_millis(ms),
+            _ => {
+                return Err(format!(
+                    "REDIS_MAX_CLOCK_SKEW_MS={skew:?}: expected a whole number of milliseconds, \
+                     at most a day (default {DEFAULT_REDIS_MAX_CLOCK_SKEW_MS})"
+                ));
+            }
+        };
         let set = Self::VARIABLES
             .into_iter()
             .filter(|name| std::env::var_os(name).is_some())
@@ -1023,6 +1043,7 @@ impl RedisSettings {
             prefix,
             timeout,
             redis_time,
+            max_clock_skew,
             set,
         })
     }
@@ -1046,16 +1067,20 @@ impl std::fmt::Display for RedisSettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "failure policy: {}, prefix {:?}, timeout {} ms, windows by {}",
+            "failure policy: {}, prefix {:?}, timeout {} ms, windows by ",
             self.policy,
             self.prefix,
             self.timeout.as_millis(),
-            if self.redis_time {
-                "Redis's TIME"
-            } else {
-                "the local clock"
-            }
-        )
+        )?;
+        if self.redis_time {
+            f.write_str("Redis's TIME")
+        } else {
+            write!(
+                f,
+                "the local clock (clocks at most {} ms apart)",
+                self.max_clock_skew.as_millis()
+            )
+        }
     }
 }
 

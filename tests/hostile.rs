@@ -486,6 +486,8 @@ mod demo_server {
             ("FALLBACK_INSTANCES", "0", "a whole number of at least 1"),
             ("REDIS_TIMEOUT_MS", "-5", "a whole number of milliseconds"),
             ("REDIS_TIME", "maybe", "expected 1"),
+            ("REDIS_MAX_CLOCK_SKEW_MS", "-5", "at most a day"),
+            ("REDIS_MAX_CLOCK_SKEW_MS", "86400001", "at most a day"),
             ("BIND", "nowhere", "expected host:port"),
         ];
         for &(name, value, message) in cases {

@@ -246,7 +246,7 @@ async fn failure_policies_answer_over_http_while_redis_is_down() {
 // The example binary itself.
 
 /// Variables the example reads: cleared so that the test's own environment never leaks in.
-const EXAMPLE_VARIABLES: [&str; 10] = [
+const EXAMPLE_VARIABLES: [&str; 11] = [
     "BIND",
     "RATE_LIMIT",
     "HEADERS",
@@ -257,6 +257,7 @@ const EXAMPLE_VARIABLES: [&str; 10] = [
     "REDIS_PREFIX",
     "REDIS_TIMEOUT_MS",
     "REDIS_TIME",
+    "REDIS_MAX_CLOCK_SKEW_MS",
 ];
 
 /// The example running as a child process; killed and reaped on drop.

@@ -122,6 +122,50 @@ fn two_hundred_concurrent_tasks_on_one_key_admit_exactly_the_limit() {
     assert_eq!(admitted, 150);
 }
 
+/// What `FLUSHALL` (or a restart without persistence) loses: the counts of the windows in
+/// progress, so a key can be admitted its limit again in that window; nothing else. Keys the
+/// over-limit cache holds stay denied until their window ends (the cache is local), other keys
+/// count from zero, and the new counters have TTLs.
+#[test]
+fn flushall_loses_the_open_windows_counts_and_nothing_else() {
+    let server = RedisServer::new();
+    let redis = Redis::single(&server);
+    let clock = ManualClock::at_millis(T0_MS);
+    let limiter = limiter(&redis, Quota::per_minute(3).unwrap(), clock.clone());
+    block_on(async {
+        for _ in 0..3 {
+            assert!(limiter.check("full").await.unwrap().is_allowed());
+        }
+        let denied = limiter.check("full").await.unwrap();
+        assert!(!denied.is_allowed());
+        assert_eq!(limiter.check("part").await.unwrap().remaining(), 2);
+
+        assert!(server.command(&["FLUSHALL"]).contains("OK"));
+
+        // Denied from the local cache until the window ends: never more than the limit here.
+        let cached = limiter.check("full").await.unwrap();
+        assert_eq!(cached.decided_by(), DecidedBy::OverLimitCache);
+        assert!(!cached.is_allowed());
+        // The count of "part" is gone: it starts again from zero in the same window.
+        let again = limiter.check("part").await.unwrap();
+        assert_eq!(again.decided_by(), DecidedBy::Backend);
+        assert_eq!(
+            again.remaining(),
+            2,
+            "one unit counted twice in this window"
+        );
+        assert_eq!(again.window_end_ms(), denied.window_end_ms());
+        // The next window is whole again, for both keys.
+        clock.advance(Duration::from_millis(denied.window_end_ms() - T0_MS));
+        assert_eq!(limiter.check("full").await.unwrap().remaining(), 2);
+    });
+    let keys = ttls(&server, "test0"); // the first prefix of a fresh `Redis`
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    for (key, ttl) in keys {
+        assert!(ttl > 0, "{key} has no TTL ({ttl})");
+    }
+}
+
 /// Polls all futures together on this task (the connection multiplexes them).
 async fn futures_join_all<F: std::future::Future>(
     futures: impl IntoIterator<Item = F>,

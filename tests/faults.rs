@@ -1,0 +1,572 @@
+//! Faults under load against real `redis-server` processes and real signals: a server killed
+//! and restarted, frozen (SIGSTOP), paused (`CLIENT PAUSE`), asleep (`DEBUG SLEEP`), its scripts
+//! flushed, its memory full; a Cluster master down. Then the Redis side of security (passwords,
+//! ACL users, TLS) and tenant isolation in the key layout.
+//!
+//! Each single-server fault runs 64 tasks deciding on one limiter while the test injects the
+//! fault, then checks that nothing panicked, that no call outlived the timeout by more than a
+//! scheduling margin, that the failure policy answered while Redis could not, that the limiter
+//! went back to Redis by itself, that Redis's counts agree with the decisions, and that every
+//! key still has a TTL. `cargo test --all-features faults -- --nocapture` prints the figures.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ratewindow::{
+    BackendErrorKind, Clock, DecidedBy, Error, FailurePolicy, Quota, RateLimiter, RedisConnection,
+    RedisLimiter,
+};
+use tokio::runtime::Runtime;
+
+use crate::support::redis_server::RedisServer;
+
+/// Ten minutes into an hour: the tests' hour-long windows never end while they run.
+const T0_MS: u64 = 1_800_000_600_000;
+const HOUR_MS: u64 = 3_600_000;
+/// Tasks deciding at once during a fault.
+const TASKS: usize = 64;
+/// Keys the tasks share, so that several tasks race on each key.
+const KEYS: usize = 8;
+/// How long each call may take before the failure policy answers.
+const TIMEOUT: Duration = Duration::from_millis(100);
+/// What a call may take beyond its timeout: a task waiting for one of two busy worker threads
+/// on a shared two-core machine, not a hang.
+const MARGIN: Duration = Duration::from_millis(250);
+/// How long a fault lasts: several timeouts and several breaker intervals (250 ms).
+const FAULT: Duration = Duration::from_millis(1_000);
+/// A limiter that is not back on Redis this long after a fault has ended has a bug.
+const RECOVERY_BOUND: Duration = Duration::from_secs(5);
+
+/// Real elapsed time from a fixed unix instant: the breaker's wait passes as it does in
+/// production, while windows stay where the test put them.
+#[derive(Debug, Clone)]
+struct Elapsed {
+    start: Instant,
+}
+
+impl Elapsed {
+    fn new() -> Elapsed {
+        Elapsed {
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Clock for Elapsed {
+    fn now_ms(&self) -> u64 {
+        T0_MS + self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// A runtime with two workers, like the machine: the tasks really run in parallel.
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Sends a real signal (`-KILL`, `-STOP`, `-CONT`) to a server process.
+fn signal(server: &RedisServer, sig: &str) {
+    let pid = server.pid().expect("a running server").to_string();
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// One call made under load.
+#[derive(Debug)]
+struct Call {
+    /// Which key: `(key number, epoch)`.
+    key: (usize, usize),
+    /// When it started, from the start of the load.
+    start: Duration,
+    took: Duration,
+    outcome: Result<(DecidedBy, bool), Error>,
+}
+
+impl Call {
+    fn end(&self) -> Duration {
+        self.start + self.took
+    }
+
+    fn by_redis(&self) -> bool {
+        matches!(self.outcome, Ok((DecidedBy::Backend, _)))
+    }
+}
+
+/// [`TASKS`] tasks checking keys in a loop until stopped. Keys carry an epoch that the test
+/// moves on once a fault has ended, so that the keys used after it are counted from nothing.
+struct Load {
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    epoch: Arc<AtomicUsize>,
+    /// The latest start (ns from `start`) of a call Redis decided.
+    last_by_redis_ns: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Call>>>,
+}
+
+impl Load {
+    fn start(runtime: &Runtime, limiter: &RedisLimiter<Elapsed>) -> Load {
+        let start = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let epoch = Arc::new(AtomicUsize::new(0));
+        let last_by_redis_ns = Arc::new(AtomicU64::new(0));
+        let tasks = (0..TASKS)
+            .map(|task| {
+                let limiter = limiter.clone();
+                let (stop, epoch, last) = (stop.clone(), epoch.clone(), last_by_redis_ns.clone());
+                runtime.spawn(async move {
+                    let mut calls = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = (task % KEYS, epoch.load(Ordering::Relaxed));
+                        let name = key_name(key);
+                        let started = Instant::now();
+                        let outcome = limiter
+                            .check(&name)
+                            .await
+                            .map(|d| (d.decided_by(), d.is_allowed()));
+                        let call = Call {
+                            key,
+                            start: started - start,
+                            took: started.elapsed(),
+                            outcome,
+                        };
+                        if call.by_redis() {
+                            last.fetch_max(call.start.as_nanos() as u64, Ordering::Relaxed);
+                        }
+                        calls.push(call);
+                        // Calls the breaker answers return at once; without a pause the tasks
+                        // would only spin.
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    calls
+                })
+            })
+            .collect();
+        Load {
+            start,
+            stop,
+            epoch,
+            last_by_redis_ns,
+            tasks,
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Waits until Redis has decided a call that started at or after `since`.
+    fn wait_for_redis_since(&self, since: Duration) {
+        let deadline = Instant::now() + RECOVERY_BOUND;
+        while Duration::from_nanos(self.last_by_redis_ns.load(Ordering::Relaxed)) < since {
+            assert!(
+                Instant::now() < deadline,
+                "the limiter did not go back to Redis within {RECOVERY_BOUND:?}"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops the tasks and collects every call; a panicked task fails the test here.
+    fn finish(self, runtime: &Runtime) -> Vec<Call> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut calls = Vec::new();
+        for task in self.tasks {
+            calls.extend(runtime.block_on(task).expect("no task panicked"));
+        }
+        calls
+    }
+}
+
+fn key_name((key, epoch): (usize, usize)) -> String {
+    format!("k{key}-e{epoch}")
+}
+
+/// What a fault run measured.
+struct Run {
+    calls: Vec<Call>,
+    fault_start: Duration,
+    fault_end: Duration,
+}
+
+impl Run {
+    fn max_latency(&self) -> Duration {
+        self.calls.iter().map(|c| c.took).max().unwrap_or_default()
+    }
+
+    /// From the end of the fault to the end of the first call Redis decided among those that
+    /// started after it.
+    fn back_on_redis_after(&self) -> Duration {
+        self.calls
+            .iter()
+            .filter(|c| c.by_redis() && c.start >= self.fault_end)
+            .map(|c| c.end() - self.fault_end)
+            .min()
+            .expect("a call decided by Redis after the fault")
+    }
+
+    fn not_by_redis(&self) -> impl Iterator<Item = &Call> {
+        self.calls.iter().filter(|c| !c.by_redis())
+    }
+
+    /// The figures, and the checks every fault shares.
+    fn check_common(&self, name: &str) {
+        let max = self.max_latency();
+        let back = self.back_on_redis_after();
+        println!(
+            "fault {name}: {} calls, {} not decided by Redis, max call latency {max:?} \
+             (timeout {TIMEOUT:?}), back on Redis {back:?} after the fault ended",
+            self.calls.len(),
+            self.not_by_redis().count(),
+        );
+        let slow = self
+            .calls
+            .iter()
+            .filter(|c| c.took > TIMEOUT + MARGIN)
+            .count();
+        assert!(
+            max <= TIMEOUT + MARGIN,
+            "{name}: {slow} calls took longer than {:?}, the longest {max:?}",
+            TIMEOUT + MARGIN
+        );
+        assert!(
+            self.calls
+                .iter()
+                .any(|c| c.by_redis() && c.end() <= self.fault_start),
+            "{name}: Redis decided nothing before the fault"
+        );
+    }
+
+    /// Checks that Redis's count of every key used since `epoch` lies between the units Redis
+    /// admitted and those plus every call the failure policy answered: a call that timed out
+    /// may still have run on the server, but nothing else is counted, and nothing admitted is
+    /// lost.
+    fn check_counts(&self, server: &RedisServer, prefix: &str, epoch: usize) {
+        let keys: BTreeSet<(usize, usize)> = self.calls.iter().map(|c| c.key).collect();
+        let mut checked = 0;
+        for key in keys.into_iter().filter(|k| k.1 >= epoch) {
+            let calls = || self.calls.iter().filter(move |c| c.key == key);
+            let admitted = calls()
+                .filter(|c| matches!(c.outcome, Ok((DecidedBy::Backend, true))))
+                .count() as u64;
+            let unknown = calls().filter(|c| !c.by_redis()).count() as u64;
+            let counted = redis_count(server, &format!("{prefix}:{{{}}}:{HOUR_MS}", key_name(key)));
+            assert!(
+                admitted <= counted && counted <= admitted + unknown,
+                "{key:?}: Redis counted {counted}, Redis admitted {admitted}, \
+                 the policy answered {unknown}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 0);
+    }
+}
+
+/// The count stored at `key` (`<window index>:<count>`), 0 when absent.
+fn redis_count(server: &RedisServer, key: &str) -> u64 {
+    let reply = server.command(&["GET", key]);
+    if reply.starts_with("$-1") {
+        return 0;
+    }
+    let value = reply.lines().nth(1).unwrap_or_default();
+    value
+        .split_once(':')
+        .and_then(|(_, count)| count.parse().ok())
+        .unwrap_or_else(|| panic!("{key}: unexpected value {reply:?}"))
+}
+
+/// Every key under `prefix`, each with a TTL that ends within its window plus the margin.
+fn assert_every_key_expires(server: &RedisServer, prefix: &str) {
+    let keys = server.command(&["KEYS", &format!("{prefix}:*")]);
+    let keys: Vec<&str> = keys.lines().filter(|l| l.starts_with(prefix)).collect();
+    assert!(!keys.is_empty(), "no key under {prefix}");
+    for key in keys {
+        let ttl = server.command(&["PTTL", key]);
+        let ttl: i64 = ttl.trim().trim_start_matches(':').parse().unwrap_or(-3);
+        assert!(
+            ttl > 0 && ttl as u64 <= HOUR_MS + 1_000,
+            "{key} has PTTL {ttl}"
+        );
+    }
+}
+
+/// A limiter on `server` with `policy`, the test timeout and the default breaker interval.
+fn limiter(
+    runtime: &Runtime,
+    url: &str,
+    prefix: &str,
+    policy: FailurePolicy,
+    timeout: Duration,
+) -> RedisLimiter<Elapsed> {
+    let connection = runtime
+        .block_on(RedisConnection::connect(url))
+        .expect("connect");
+    RedisLimiter::builder(Quota::per_hour(1_000_000).unwrap())
+        .prefix(prefix)
+        .timeout(timeout)
+        .failure_policy(policy)
+        .clock(Elapsed::new())
+        .build(connection)
+        .unwrap()
+}
+
+/// Runs the load on `limiter`, lets Redis decide for a while, injects the fault with `inject`
+/// (which returns once the fault is over), waits until the limiter is back on Redis, and
+/// returns what every call did.
+fn under_load(
+    runtime: &Runtime,
+    limiter: &RedisLimiter<Elapsed>,
+    server: &mut RedisServer,
+    inject: impl FnOnce(&mut RedisServer),
+) -> Run {
+    let load = Load::start(runtime, limiter);
+    load.wait_for_redis_since(Duration::ZERO);
+    thread::sleep(Duration::from_millis(200));
+    let fault_start = load.now();
+    inject(server);
+    let fault_end = load.now();
+    // Keys from here on are new: their counts start after the fault.
+    load.epoch.store(1, Ordering::Relaxed);
+    load.wait_for_redis_since(fault_end);
+    thread::sleep(Duration::from_millis(200));
+    Run {
+        calls: load.finish(runtime),
+        fault_start,
+        fault_end,
+    }
+}
+
+/// The outcomes of calls the failure policy answered.
+fn policy_outcomes(run: &Run) -> Vec<&Result<(DecidedBy, bool), Error>> {
+    run.not_by_redis().map(|c| &c.outcome).collect()
+}
+
+#[test]
+fn faults_kill_and_restart_fail_open() {
+    let runtime = runtime();
+    let mut server = RedisServer::new();
+    let limiter = limiter(
+        &runtime,
+        &server.url(),
+        "kill",
+        FailurePolicy::FailOpen,
+        TIMEOUT,
+    );
+    let run = under_load(&runtime, &limiter, &mut server, |server| {
+        signal(server, "-KILL");
+        thread::sleep(FAULT);
+        server.restart();
+    });
+    run.check_common("kill -9, restart");
+    let outcomes = policy_outcomes(&run);
+    assert!(!outcomes.is_empty());
+    for outcome in outcomes {
+        assert!(
+            matches!(outcome, Ok((DecidedBy::FailOpen, true))),
+            "{outcome:?}"
+        );
+    }
+    // The counts before the kill died with the server; those after it are exact.
+    run.check_counts(&server, "kill", 1);
+    assert_every_key_expires(&server, "kill");
+}
+
+#[test]
+fn faults_sigstop_longer_than_the_timeout_fail_closed() {
+    let runtime = runtime();
+    let mut server = RedisServer::new();
+    let limiter = limiter(
+        &runtime,
+        &server.url(),
+        "stop",
+        FailurePolicy::FailClosed,
+        TIMEOUT,
+    );
+    let run = under_load(&runtime, &limiter, &mut server, |server| {
+        signal(server, "-STOP");
+        thread::sleep(FAULT);
+        signal(server, "-CONT");
+    });
+    run.check_common("SIGSTOP");
+    let outcomes = policy_outcomes(&run);
+    assert!(!outcomes.is_empty());
+    for outcome in outcomes {
+        assert!(
+            matches!(outcome, Ok((DecidedBy::FailClosed, false))),
+            "{outcome:?}"
+        );
+    }
+    run.check_counts(&server, "stop", 0);
+    assert_every_key_expires(&server, "stop");
+}
+
+/// `ReturnError` hands the caller a typed error: a timeout, or "unavailable" while the breaker
+/// skips Redis.
+fn assert_typed_errors(run: &Run, kinds: &[BackendErrorKind]) {
+    let outcomes = policy_outcomes(run);
+    assert!(!outcomes.is_empty());
+    for outcome in outcomes {
+        match outcome {
+            Err(Error::Backend { kind, .. }) if kinds.contains(kind) => {}
+            other => panic!("expected a backend error of kind {kinds:?}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn faults_client_pause_returns_typed_errors() {
+    let runtime = runtime();
+    let mut server = RedisServer::new();
+    let limiter = limiter(
+        &runtime,
+        &server.url(),
+        "pause",
+        FailurePolicy::ReturnError,
+        TIMEOUT,
+    );
+    let run = under_load(&runtime, &limiter, &mut server, |server| {
+        // A pause holds every client's commands, `CLIENT UNPAUSE` included, until it ends by
+        // itself; this PING is answered when it does.
+        let ms = FAULT.as_millis().to_string();
+        assert!(server.command(&["CLIENT", "PAUSE", &ms]).contains("OK"));
+        assert_eq!(server.command(&["PING"]), "+PONG\r\n");
+    });
+    run.check_common("CLIENT PAUSE");
+    assert_typed_errors(
+        &run,
+        &[BackendErrorKind::Timeout, BackendErrorKind::Unavailable],
+    );
+    run.check_counts(&server, "pause", 0);
+    assert_every_key_expires(&server, "pause");
+}
+
+#[test]
+fn faults_debug_sleep_falls_back_to_local_limits() {
+    let runtime = runtime();
+    let mut server = RedisServer::new();
+    let limiter = limiter(
+        &runtime,
+        &server.url(),
+        "sleep",
+        FailurePolicy::Fallback { instances: 2 },
+        TIMEOUT,
+    );
+    let run = under_load(&runtime, &limiter, &mut server, |server| {
+        // Blocks this thread (and the server) for the whole second.
+        assert!(server.command(&["DEBUG", "SLEEP", "1"]).contains("OK"));
+    });
+    run.check_common("DEBUG SLEEP");
+    let outcomes = policy_outcomes(&run);
+    assert!(!outcomes.is_empty());
+    for outcome in outcomes {
+        assert!(
+            matches!(outcome, Ok((DecidedBy::Fallback, true))),
+            "{outcome:?}"
+        );
+    }
+    run.check_counts(&server, "sleep", 0);
+    assert_every_key_expires(&server, "sleep");
+}
+
+/// `NOSCRIPT` after a flush is the client's to handle: the caller never sees it, and counts stay
+/// exact.
+#[test]
+fn faults_script_flush_under_load_is_invisible() {
+    let runtime = runtime();
+    let mut server = RedisServer::new();
+    // A generous timeout: any call not decided by Redis here is a failure, not a slow machine.
+    let limiter = limiter(
+        &runtime,
+        &server.url(),
+        "flush",
+        FailurePolicy::ReturnError,
+        Duration::from_secs(2),
+    );
+    let run = under_load(&runtime, &limiter, &mut server, |server| {
+        for _ in 0..5 {
+            assert!(server.command(&["SCRIPT", "FLUSH"]).contains("OK"));
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let failed: Vec<_> = policy_outcomes(&run);
+    assert!(failed.is_empty(), "{failed:?}");
+    println!(
+        "fault SCRIPT FLUSH: {} calls, all decided by Redis, max call latency {:?}",
+        run.calls.len(),
+        run.max_latency()
+    );
+    assert!(run.max_latency() <= Duration::from_secs(2) + MARGIN);
+    run.check_counts(&server, "flush", 0);
+    assert_every_key_expires(&server, "flush");
+}
+
+/// Used memory in bytes, from `INFO memory`.
+fn used_memory(server: &RedisServer) -> u64 {
+    server
+        .command(&["INFO", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory in INFO")
+}
+
+/// Out of memory under `noeviction`, writes fail with `-OOM`: the script must fail before its
+/// first write (never half-charged), the caller gets a typed error, and counting resumes once
+/// memory is freed.
+#[test]
+fn faults_maxmemory_noeviction_returns_typed_errors() {
+    let runtime = runtime();
+    let mut server = RedisServer::new();
+    let limiter = limiter(
+        &runtime,
+        &server.url(),
+        "oom",
+        FailurePolicy::ReturnError,
+        TIMEOUT,
+    );
+    let big = "x".repeat(4 << 20);
+    let run = under_load(&runtime, &limiter, &mut server, |server| {
+        assert_eq!(server.command(&["SET", "ballast", &big]), "+OK\r\n");
+        assert!(
+            server
+                .command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+                .contains("OK")
+        );
+        let limit = (used_memory(server) - (1 << 20)).to_string();
+        assert!(
+            server
+                .command(&["CONFIG", "SET", "maxmemory", &limit])
+                .contains("OK")
+        );
+        thread::sleep(FAULT);
+        // DEL is allowed when out of memory; then there is room again.
+        assert_eq!(server.command(&["DEL", "ballast"]), ":1\r\n");
+    });
+    run.check_common("maxmemory");
+    let outcomes = policy_outcomes(&run);
+    assert!(
+        outcomes.iter().any(|o| matches!(
+            o,
+            Err(Error::Backend { kind: BackendErrorKind::Protocol, detail }) if detail.contains("OOM")
+        )),
+        "no OOM error reached the caller"
+    );
+    assert_typed_errors(
+        &run,
+        &[
+            BackendErrorKind::Protocol,
+            BackendErrorKind::Timeout,
+            BackendErrorKind::Unavailable,
+        ],
+    );
+    run.check_counts(&server, "oom", 0);
+    assert_every_key_expires(&server, "oom");
+}

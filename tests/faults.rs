@@ -21,7 +21,7 @@ use ratewindow::{
 };
 use tokio::runtime::Runtime;
 
-use crate::support::redis_server::RedisServer;
+use crate::support::redis_server::{RedisCluster, RedisServer};
 
 /// Ten minutes into an hour: the tests' hour-long windows never end while they run.
 const T0_MS: u64 = 1_800_000_600_000;
@@ -569,4 +569,230 @@ fn faults_maxmemory_noeviction_returns_typed_errors() {
     );
     run.check_counts(&server, "oom", 0);
     assert_every_key_expires(&server, "oom");
+}
+
+/// The index of the master that serves `key` (the others answer `-MOVED`).
+fn owner(cluster: &RedisCluster, key: &str) -> usize {
+    let owners: Vec<usize> = (0..cluster.nodes().len())
+        .filter(|&i| {
+            !cluster.nodes()[i]
+                .command(&["EXISTS", key])
+                .starts_with("-MOVED")
+        })
+        .collect();
+    assert_eq!(owners.len(), 1, "{key} is served by {owners:?}");
+    owners[0]
+}
+
+/// `calls` concurrent checks of `key`: the outcomes and the longest call.
+fn burst(
+    runtime: &Runtime,
+    limiter: &RedisLimiter<Elapsed>,
+    key: &str,
+    calls: usize,
+) -> (Vec<(DecidedBy, bool)>, Duration) {
+    let tasks: Vec<_> = (0..calls)
+        .map(|_| {
+            let (limiter, key) = (limiter.clone(), key.to_owned());
+            runtime.spawn(async move {
+                let started = Instant::now();
+                let decision = limiter.check(&key).await.expect("a policy answers");
+                (
+                    (decision.decided_by(), decision.is_allowed()),
+                    started.elapsed(),
+                )
+            })
+        })
+        .collect();
+    let results: Vec<_> = tasks
+        .into_iter()
+        .map(|task| runtime.block_on(task).expect("no task panicked"))
+        .collect();
+    let max = results.iter().map(|r| r.1).max().unwrap_or_default();
+    (results.into_iter().map(|r| r.0).collect(), max)
+}
+
+/// One master of three stopped: keys on the other two are still counted exactly by Redis, and
+/// only keys on the stopped one get the failure policy, before and after the others mark it as
+/// failed; once it is back, its keys go back to Redis.
+///
+/// Regression test for three bugs. The failure breaker was one for the whole limiter: a failed
+/// call for a key on the stopped master sent every key, on every master, to the failure policy
+/// for the next 250 ms. The cluster client kept redis-rs's default of 16 retries with backoff:
+/// a command for the dead master, abandoned at the limiter's timeout, went on cycling through
+/// reconnections, which held up the commands for the live masters. And it had no response
+/// timeout: rediscovering the cluster after the kill, it could wait on the dead master's
+/// connection for good, and no key of any master was decided by Redis again (the `settle` below
+/// gave up after 5 s).
+#[test]
+fn faults_cluster_master_killed_only_its_keys_follow_the_policy() {
+    cluster_master_down(false);
+}
+
+/// As [`faults_cluster_master_killed_only_its_keys_follow_the_policy`], with the master frozen
+/// (SIGSTOP): its connections stay open and nothing comes back, so each call for its keys costs
+/// the cluster client's response timeout.
+#[test]
+fn faults_cluster_master_frozen_only_its_keys_follow_the_policy() {
+    cluster_master_down(true);
+}
+
+/// Stops (kills, or freezes with SIGSTOP) one master of three under the checks above; then
+/// starts it again (restart, or SIGCONT) and waits for its keys to be decided by Redis.
+fn cluster_master_down(freeze: bool) {
+    let fault = if freeze { "frozen" } else { "killed" };
+    const LIMIT: u64 = 20;
+    const ROUNDS: usize = 3;
+    // The default (`yes`) makes the live masters refuse every key (CLUSTERDOWN) once they have
+    // marked the stopped one as failed: then every key follows the policy, by design of Redis.
+    let mut cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
+    let runtime = runtime();
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let connection = runtime
+        .block_on(RedisConnection::connect_cluster(&urls))
+        .expect("connect to the cluster");
+    let limiter = RedisLimiter::builder(Quota::per_hour(LIMIT).unwrap())
+        .prefix("cl")
+        .timeout(TIMEOUT)
+        .failure_policy(FailurePolicy::FailClosed)
+        .clock(Elapsed::new())
+        .build(connection)
+        .unwrap();
+    let redis_key = |name: &str| format!("cl:{{{name}}}:{HOUR_MS}");
+    // Two fresh keys per master and round.
+    let mut names: [Vec<String>; 3] = Default::default();
+    for i in 0.. {
+        if names.iter().all(|n| n.len() > 2 * ROUNDS) {
+            break;
+        }
+        let name = format!("tenant-{i}");
+        let node = owner(&cluster, &redis_key(&name));
+        names[node].push(name);
+    }
+    for node in &names {
+        let (outcomes, _) = burst(&runtime, &limiter, &node[2 * ROUNDS], 1);
+        assert_eq!(outcomes, [(DecidedBy::Backend, true)]);
+    }
+
+    // Until the live masters' probes are decided by Redis again: redis-rs's cluster client holds
+    // every command while it rediscovers the cluster after a change (the first failure to reach
+    // the stopped master, the others marking it as failed), and meanwhile the policy answers.
+    let settle = |when: &str| {
+        let started = Instant::now();
+        loop {
+            burst(&runtime, &limiter, &names[2][2 * ROUNDS], 1);
+            let live: Vec<_> = (0..2)
+                .map(|node| burst(&runtime, &limiter, &names[node][2 * ROUNDS], 1).0[0])
+                .collect();
+            if live.iter().all(|o| o.0 == DecidedBy::Backend) {
+                println!(
+                    "fault cluster master {fault}: live masters' keys decided by Redis again {:?} \
+                     {when}",
+                    started.elapsed()
+                );
+                return;
+            }
+            assert!(
+                started.elapsed() < RECOVERY_BOUND,
+                "live masters not used again {when}: {live:?}"
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    };
+    if freeze {
+        signal(&cluster.nodes()[2], "-STOP");
+    } else {
+        signal(&cluster.nodes()[2], "-KILL");
+        cluster.nodes_mut()[2].stop();
+    }
+    settle("after the fault");
+    let (mut max_live, mut max_dead) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..ROUNDS {
+        if round == ROUNDS - 1 {
+            // The last round runs after the live masters have marked the stopped one as failed.
+            let nodes = cluster.nodes()[0].command(&["CLUSTER", "NODES"]);
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !cluster.nodes()[0]
+                .command(&["CLUSTER", "NODES"])
+                .contains("fail")
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "never marked as failed:\n{nodes}"
+                );
+                thread::sleep(Duration::from_millis(50));
+            }
+            settle("after it was marked as failed");
+        }
+        // A failed call for a key of the stopped master trips its slot's breaker, and must not
+        // send the live masters' keys to the policy.
+        let dead = &names[2][2 * round..2 * round + 2];
+        let (outcomes, max) = burst(&runtime, &limiter, &dead[0], 1);
+        assert_eq!(outcomes, [(DecidedBy::FailClosed, false)], "round {round}");
+        max_dead = max_dead.max(max);
+        for (node, names) in names[..2].iter().enumerate() {
+            for name in &names[2 * round..2 * round + 2] {
+                let (outcomes, max) = burst(&runtime, &limiter, name, 25);
+                max_live = max_live.max(max);
+                let admitted: Vec<_> = outcomes.iter().filter(|o| o.1).collect();
+                assert_eq!(
+                    admitted.len() as u64,
+                    LIMIT,
+                    "round {round}, {name}: {outcomes:?}"
+                );
+                assert!(
+                    outcomes.iter().all(|o| matches!(
+                        o,
+                        (DecidedBy::Backend, _) | (DecidedBy::OverLimitCache, false)
+                    )),
+                    "round {round}, {name}: {outcomes:?}"
+                );
+                let counted = redis_count(&cluster.nodes()[node], &redis_key(name));
+                assert_eq!(counted, LIMIT, "round {round}, {name}");
+            }
+        }
+        // Many concurrent calls for the stopped master: all answered by the policy, quickly.
+        for name in dead {
+            let (outcomes, max) = burst(&runtime, &limiter, name, 25);
+            max_dead = max_dead.max(max);
+            assert!(
+                outcomes
+                    .iter()
+                    .all(|o| *o == (DecidedBy::FailClosed, false)),
+                "round {round}, {name}: {outcomes:?}"
+            );
+        }
+        settle("after 50 calls for the stopped master");
+        // Past the breaker's interval: the stopped master's slots are tried again.
+        thread::sleep(Duration::from_millis(300));
+    }
+    for node in &cluster.nodes()[..2] {
+        assert_every_key_expires(node, "cl");
+    }
+
+    if freeze {
+        signal(&cluster.nodes()[2], "-CONT");
+    } else {
+        cluster.nodes_mut()[2].restart();
+    }
+    let restarted = Instant::now();
+    let name = &names[2][2 * ROUNDS];
+    let back = loop {
+        let (outcomes, _) = burst(&runtime, &limiter, name, 1);
+        if outcomes[0].0 == DecidedBy::Backend {
+            break restarted.elapsed();
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(20),
+            "the master's keys did not go back to Redis: {outcomes:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    println!(
+        "fault cluster master {fault}: max call latency {max_live:?} on live masters, {max_dead:?} \
+         on the stopped one (timeout {TIMEOUT:?}); its keys back on Redis {back:?} after \
+         it came back"
+    );
+    assert!(max_live <= TIMEOUT + MARGIN && max_dead <= TIMEOUT + MARGIN);
 }

@@ -30,6 +30,8 @@ const DEFAULT_OVER_LIMIT_CAPACITY: usize = 10_000;
 /// still finds the count of a window that has just ended for the others.
 const EXPIRY_MARGIN_MS: u64 = 1_000;
 const DEFAULT_PREFIX: &str = "ratewindow";
+/// How many times the cluster client resends a command (see [`RedisConnection::connect_cluster`]).
+const CLUSTER_RETRIES: u32 = 1;
 
 /// A connection to a single Redis server (reconnecting by itself) or to a Redis Cluster. Both
 /// multiplex every concurrent call over their connections; cloning one is cheap and shares them.
@@ -57,13 +59,50 @@ impl RedisConnection {
         ))
     }
 
-    /// Connects to a cluster through any of its nodes.
+    /// Connects to a cluster through any of its nodes, with connection and response timeouts
+    /// of 50 ms (the limiter's default timeout) inside the cluster client; see
+    /// [`connect_cluster_with_timeout`](Self::connect_cluster_with_timeout).
     ///
     /// # Errors
     ///
     /// [`Error::Backend`] if a URL is invalid or no node can be reached.
     pub async fn connect_cluster(urls: &[&str]) -> Result<RedisConnection, Error> {
-        let client = ::redis::cluster::ClusterClient::new(urls.to_vec()).map_err(backend_error)?;
+        Self::connect_cluster_with_timeout(urls, DEFAULT_TIMEOUT).await
+    }
+
+    /// Connects to a cluster through any of its nodes; `timeout` bounds each connection attempt
+    /// and each response inside the cluster client. Give it the limiter's
+    /// [`timeout`](RedisLimiterBuilder::timeout): when a master fails, the client rediscovers the
+    /// cluster while holding every command, for the masters that are up too, and without a
+    /// response timeout a master that stops answering (frozen, or its connection half-dead)
+    /// would hold them for good.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if a URL is invalid or no node can be reached within `timeout`.
+    pub async fn connect_cluster_with_timeout(
+        urls: &[&str],
+        timeout: Duration,
+    ) -> Result<RedisConnection, Error> {
+        Self::cluster(
+            ::redis::cluster::ClusterClientBuilder::new(urls.to_vec())
+                .connection_timeout(timeout)
+                .response_timeout(timeout),
+        )
+        .await
+    }
+
+    /// The cluster client retries a failed command once (enough to follow a `MOVED` or `ASK`
+    /// redirect, or to resend over a new connection), not redis-rs's default 16 times with
+    /// backoff: the limiter gives up at its own timeout anyway, and a command cycling through
+    /// reconnections to a dead master holds up the commands for the live ones.
+    async fn cluster(
+        builder: ::redis::cluster::ClusterClientBuilder,
+    ) -> Result<RedisConnection, Error> {
+        let client = builder
+            .retries(CLUSTER_RETRIES)
+            .build()
+            .map_err(backend_error)?;
         Ok(RedisConnection::Cluster(
             client.get_async_connection().await.map_err(backend_error)?,
         ))
@@ -197,16 +236,23 @@ impl<C: Clock> RedisLimiter<C> {
         } else if let Some(denied) = self.over_limit.get(key, local_ms, amount) {
             return Ok(denied);
         }
-        if self.breaker.is_open(local_ms) {
+        let base = keys::base(&self.prefix, key);
+        // A Cluster fails by hash slot (a master and its slots): a dead master must not send
+        // the keys of the live ones to the failure policy.
+        let slot = match self.connection {
+            RedisConnection::Single(_) => 0,
+            RedisConnection::Cluster(_) => usize::from(keys::slot(&base)),
+        };
+        if self.breaker.is_open(slot, local_ms) {
             let error = Error::Backend {
                 kind: BackendErrorKind::Unavailable,
                 detail: "Redis failed moments ago; retrying it shortly".into(),
             };
             return self.on_failure(key, op, amount, error);
         }
-        match self.run(key, op, amount, local_ms).await {
+        match self.run(key, &base, op, amount, local_ms).await {
             Ok(decision) => {
-                self.breaker.close();
+                self.breaker.close(slot);
                 if let Op::Check = op {
                     self.over_limit.remember(key, &decision, local_ms);
                 } else if let Op::Peek = op {
@@ -217,7 +263,7 @@ impl<C: Clock> RedisLimiter<C> {
                 Ok(decision)
             }
             Err(error @ Error::Backend { .. }) => {
-                self.breaker.trip(local_ms, self.retry_after_ms);
+                self.breaker.trip(slot, local_ms, self.retry_after_ms);
                 self.on_failure(key, op, amount, error)
             }
             Err(error) => Err(error),
@@ -276,9 +322,16 @@ impl<C: Clock> RedisLimiter<C> {
         }))
     }
 
-    /// Runs the script for `key`, at local time `now_ms` unless windows follow Redis's time.
-    async fn run(&self, key: &str, op: Op, amount: u64, now_ms: u64) -> Result<Decision, Error> {
-        let base = keys::base(&self.prefix, key);
+    /// Runs the script for `key`, whose counters' names start with `base`, at local time
+    /// `now_ms` unless windows follow Redis's time.
+    async fn run(
+        &self,
+        key: &str,
+        base: &str,
+        op: Op,
+        amount: u64,
+        now_ms: u64,
+    ) -> Result<Decision, Error> {
         let phases = self.alignment.phases(key);
         let mut invocation = script::DECIDE.prepare_invoke();
         invocation.arg(op.name()).arg(amount);
@@ -478,6 +531,8 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
 
     /// After a failure, how long calls go straight to the failure policy before one tries Redis
     /// again (default 250 ms): a dead server costs one timeout per interval, not one per call.
+    /// On a Cluster each hash slot has its own interval, so a failed master sends only its own
+    /// keys to the policy.
     pub fn retry_after(mut self, retry_after: Duration) -> Self {
         self.retry_after = retry_after;
         self
@@ -540,6 +595,10 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             }
             _ => None,
         };
+        let slots = match connection {
+            RedisConnection::Single(_) => 1,
+            RedisConnection::Cluster(_) => keys::SLOTS,
+        };
         Ok(RedisLimiter {
             min_limit: quota::min_limit(&self.quotas),
             quotas: self.quotas,
@@ -551,7 +610,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             connection,
             policy: self.policy,
             fallback,
-            breaker: Arc::default(),
+            breaker: Arc::new(Breaker::new(slots)),
             retry_after_ms: u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX),
             over_limit: Arc::new(OverLimitCache::new(self.over_limit_capacity)),
         })

@@ -796,3 +796,143 @@ fn cluster_master_down(freeze: bool) {
     );
     assert!(max_live <= TIMEOUT + MARGIN && max_dead <= TIMEOUT + MARGIN);
 }
+
+// Security, on the Redis side: credentials through the URL, and TLS.
+
+/// A limiter that reports every failure (no policy hides it), on `connection` and `prefix`.
+fn strict(connection: RedisConnection, prefix: &str) -> RedisLimiter<Elapsed> {
+    RedisLimiter::builder(Quota::per_hour(10).unwrap())
+        .prefix(prefix)
+        .timeout(Duration::from_secs(2))
+        .failure_policy(FailurePolicy::ReturnError)
+        .clock(Elapsed::new())
+        .build(connection)
+        .unwrap()
+}
+
+/// Connecting must fail with a typed error, soon, and without repeating `secret`.
+fn assert_refused(runtime: &Runtime, url: &str, secret: &str) -> Error {
+    let started = Instant::now();
+    let error = runtime
+        .block_on(RedisConnection::connect(url))
+        .expect_err("connecting must fail");
+    let took = started.elapsed();
+    println!("security: {url:?} refused in {took:?}: {error}");
+    assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+    assert!(!error.to_string().contains(secret), "{error}");
+    // redis-rs's connection manager tries a few times with backoff before it gives up.
+    assert!(
+        took < Duration::from_secs(15),
+        "{url}: refused after {took:?}"
+    );
+    error
+}
+
+#[test]
+fn security_password_and_acl_user_through_the_url() {
+    let runtime = runtime();
+    let server = RedisServer::with_args(&["--requirepass", "pw-s3cret"]);
+    // A user that may touch only its own prefix's keys.
+    let acl = [
+        "ACL", "SETUSER", "limiter", "on", ">us3r-pw", "~acl:*", "+@all",
+    ];
+    assert!(server.command(&acl).contains("OK"));
+    let port = server.port();
+
+    let url = format!("redis://:pw-s3cret@127.0.0.1:{port}/");
+    let connection = runtime.block_on(RedisConnection::connect(&url)).unwrap();
+    let d = runtime
+        .block_on(strict(connection, "pw").check("k"))
+        .unwrap();
+    assert_eq!((d.decided_by(), d.remaining()), (DecidedBy::Backend, 9));
+
+    let url = format!("redis://limiter:us3r-pw@127.0.0.1:{port}/");
+    let connection = runtime.block_on(RedisConnection::connect(&url)).unwrap();
+    let d = runtime
+        .block_on(strict(connection.clone(), "acl").check("k"))
+        .unwrap();
+    assert_eq!((d.decided_by(), d.remaining()), (DecidedBy::Backend, 9));
+    // Outside its key pattern the user is refused by Redis: a typed error, not a count.
+    let error = runtime
+        .block_on(strict(connection, "other").check("k"))
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Backend { kind: BackendErrorKind::Protocol, detail } if detail.to_lowercase().contains("noperm")),
+        "{error:?}"
+    );
+    assert_eq!(server.command(&["EXISTS", "other:{k}:3600000"]), ":0\r\n");
+}
+
+#[test]
+fn security_wrong_or_missing_password_is_a_typed_error() {
+    let runtime = runtime();
+    let server = RedisServer::with_args(&["--requirepass", "pw-s3cret"]);
+    let port = server.port();
+    assert_refused(
+        &runtime,
+        &format!("redis://:wr0ng-pw@127.0.0.1:{port}/"),
+        "wr0ng-pw",
+    );
+    assert_refused(
+        &runtime,
+        &format!("redis://nobody:wr0ng-pw@127.0.0.1:{port}/"),
+        "wr0ng-pw",
+    );
+    // Without a password redis-rs connects (nothing is asked until the first command), and
+    // Redis refuses every decision (NOAUTH, or a protocol error for an unauthenticated
+    // command this long): a typed error, or the policy's answer.
+    let url = format!("redis://127.0.0.1:{port}/");
+    match runtime.block_on(RedisConnection::connect(&url)) {
+        Err(error) => assert!(matches!(error, Error::Backend { .. }), "{error:?}"),
+        Ok(connection) => {
+            let error = runtime
+                .block_on(strict(connection.clone(), "noauth").check("k"))
+                .unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    Error::Backend {
+                        kind: BackendErrorKind::Protocol,
+                        ..
+                    }
+                ),
+                "{error:?}"
+            );
+            let closed = RedisLimiter::builder(Quota::per_hour(10).unwrap())
+                .failure_policy(FailurePolicy::FailClosed)
+                .clock(Elapsed::new())
+                .build(connection)
+                .unwrap();
+            let d = runtime.block_on(closed.check("k")).unwrap();
+            assert_eq!(d.decided_by(), DecidedBy::FailClosed);
+        }
+    }
+}
+
+/// The demo server names its Redis in its start-up log and errors, with the password masked.
+#[cfg(feature = "tower")]
+#[test]
+fn security_the_demo_server_never_logs_the_password() {
+    use crate::server_redis::Example;
+
+    let server = RedisServer::with_args(&["--requirepass", "pw-s3cret"]);
+    let port = server.port();
+    for url in [
+        format!("redis://:pw-s3cret@127.0.0.1:{port}/"),
+        format!("redis://default:pw-s3cret@127.0.0.1:{port}/"),
+    ] {
+        let mut example = Example::spawn(&[("BIND", "127.0.0.1:0"), ("REDIS_URL", &url)]);
+        example.wait_until_listening(Duration::from_secs(30));
+        let log = example.stderr();
+        assert!(!log.contains("pw-s3cret"), "{log}");
+        assert!(log.contains(":***@127.0.0.1"), "{log}");
+    }
+    let url = format!("redis://:wr0ng-pw@127.0.0.1:{port}/");
+    let mut example = Example::spawn(&[("BIND", "127.0.0.1:0"), ("REDIS_URL", &url)]);
+    let status = example.wait_for_exit(Duration::from_secs(30));
+    let log = example.stderr();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+    assert!(!log.contains("wr0ng-pw"), "{log}");
+    assert!(log.contains(":***@127.0.0.1"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}

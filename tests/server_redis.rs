@@ -311,7 +311,7 @@ fn collect_rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The example running as a child process; killed and reaped on drop.
-struct Example {
+pub(crate) struct Example {
     child: Child,
     /// Everything it has written to stderr so far.
     stderr: Arc<Mutex<String>>,
@@ -320,7 +320,7 @@ struct Example {
 
 impl Example {
     /// Starts the example with `vars` (and none of the outer environment's example variables).
-    fn spawn(vars: &[(&str, &str)]) -> Example {
+    pub(crate) fn spawn(vars: &[(&str, &str)]) -> Example {
         let binary = example_binary();
         let mut command = Command::new(&binary);
         for name in EXAMPLE_VARIABLES {
@@ -352,7 +352,7 @@ impl Example {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -360,7 +360,7 @@ impl Example {
     }
 
     /// The exit status, once the process has exited within `timeout`.
-    fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -380,7 +380,7 @@ impl Example {
     /// The address from the start-up line (`listening on http://<addr>`), once it is printed.
     /// Binding port 0 and reading the port back leaves no window for another process to take
     /// it first.
-    fn wait_until_listening(&mut self, timeout: Duration) -> SocketAddr {
+    pub(crate) fn wait_until_listening(&mut self, timeout: Duration) -> SocketAddr {
         let deadline = Instant::now() + timeout;
         loop {
             let stderr = self.stderr();

@@ -52,6 +52,18 @@ impl RedisConnection {
     /// [`Error::Backend`] if the URL is invalid or the server cannot be reached.
     pub async fn connect(url: &str) -> Result<RedisConnection, Error> {
         let client = ::redis::Client::open(url).map_err(backend_error)?;
+        Self::single(client).await
+    }
+
+    async fn single(client: ::redis::Client) -> Result<RedisConnection, Error> {
+        // A refused password is final, but the connection manager retries it with backoff for
+        // about ten seconds, as it does an unreachable server (which may be starting): one plain
+        // connection first reports it at once.
+        if let Err(error) = client.get_multiplexed_async_connection().await {
+            if error.kind() == ErrorKind::AuthenticationFailed {
+                return Err(backend_error(error));
+            }
+        }
         Ok(RedisConnection::Single(
             ConnectionManager::new(client)
                 .await

@@ -936,3 +936,165 @@ fn security_the_demo_server_never_logs_the_password() {
     assert!(log.contains(":***@127.0.0.1"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// Runs the `openssl` CLI in `dir`; it must succeed.
+#[cfg(feature = "tls")]
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let output = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|err| {
+            panic!(
+                "cannot run `openssl` ({err}): the TLS test needs it (`apt-get install openssl`)"
+            )
+        });
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A private CA (`ca.crt`) and a certificate for 127.0.0.1 it signed (`server.crt`,
+/// `server.key`), valid for a day, in a new temp dir.
+#[cfg(feature = "tls")]
+fn certificates() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ratewindow-tls-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+            ^ u128::from(crate::support::redis_server::free_port(false))
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &dir,
+        &[
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=ratewindow test CA",
+            ][..],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &dir,
+        &[
+            &["req", "-subj", "/CN=127.0.0.1"][..],
+            &ec[..],
+            &["-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    dir
+}
+
+/// `rediss://` to a real TLS redis-server, trusting the test's private CA; without it the
+/// server's certificate is refused with a typed error.
+#[cfg(feature = "tls")]
+#[test]
+fn security_tls_with_a_private_ca() {
+    let runtime = runtime();
+    let dir = certificates();
+    let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let tls_port = crate::support::redis_server::free_port(false).to_string();
+    let server = RedisServer::with_args(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &file("server.crt"),
+        "--tls-key-file",
+        &file("server.key"),
+        "--tls-ca-cert-file",
+        &file("ca.crt"),
+        // No client certificates: the client authenticates with a password, if any.
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let ca = std::fs::read(dir.join("ca.crt")).unwrap();
+    let url = format!("rediss://127.0.0.1:{tls_port}/");
+
+    let connection = runtime
+        .block_on(RedisConnection::connect_with_ca(&url, &ca))
+        .expect("a TLS connection trusting the private CA");
+    let limiter = strict(connection, "tls");
+    for remaining in [9, 8] {
+        let d = runtime.block_on(limiter.check("k")).unwrap();
+        assert_eq!(
+            (d.decided_by(), d.remaining()),
+            (DecidedBy::Backend, remaining)
+        );
+    }
+    // The counts are this server's, reached through its TLS port.
+    assert_eq!(redis_count(&server, &format!("tls:{{k}}:{HOUR_MS}")), 2);
+    let clients = server.command(&["INFO", "stats"]);
+    assert!(
+        !clients.contains("total_connections_received:0"),
+        "{clients}"
+    );
+
+    // The system's roots do not know the private CA.
+    let started = Instant::now();
+    let error = runtime
+        .block_on(RedisConnection::connect(&url))
+        .expect_err("an untrusted certificate");
+    let took = started.elapsed();
+    println!("security: TLS without the CA refused in {took:?}: {error}");
+    assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+    // Regression: an untrusted certificate, like a wrong password, was retried by the
+    // connection manager with backoff for about ten seconds before connecting failed.
+    assert!(took < Duration::from_secs(2), "refused after {took:?}");
+    // A CA that is not PEM is refused before any connection.
+    let error = runtime
+        .block_on(RedisConnection::connect_with_ca(&url, b"not a certificate"))
+        .expect_err("no certificate");
+    assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -51,16 +51,39 @@ impl RedisConnection {
     ///
     /// [`Error::Backend`] if the URL is invalid or the server cannot be reached.
     pub async fn connect(url: &str) -> Result<RedisConnection, Error> {
+        #[cfg(feature = "tls")]
+        install_tls_provider();
         let client = ::redis::Client::open(url).map_err(backend_error)?;
         Self::single(client).await
     }
 
+    /// Connects to one server over TLS, e.g. `rediss://redis.internal:6380/`, trusting the
+    /// certificate authorities in `ca_pem` (PEM) rather than the system's: for a server whose
+    /// certificate a private CA signed. The server's name (or IP address) must match its
+    /// certificate.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Backend`] if the URL is invalid or not `rediss://`, `ca_pem` holds no
+    /// certificate, or the server cannot be reached or its certificate is not trusted.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub async fn connect_with_ca(url: &str, ca_pem: &[u8]) -> Result<RedisConnection, Error> {
+        install_tls_provider();
+        let certificates = ::redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca_pem.to_vec()),
+        };
+        let client = ::redis::Client::build_with_tls(url, certificates).map_err(backend_error)?;
+        Self::single(client).await
+    }
+
     async fn single(client: ::redis::Client) -> Result<RedisConnection, Error> {
-        // A refused password is final, but the connection manager retries it with backoff for
-        // about ten seconds, as it does an unreachable server (which may be starting): one plain
-        // connection first reports it at once.
+        // A refused password or certificate is final, but the connection manager retries it
+        // with backoff for about ten seconds, as it does an unreachable server (which may be
+        // starting): one plain connection first reports it at once.
         if let Err(error) = client.get_multiplexed_async_connection().await {
-            if error.kind() == ErrorKind::AuthenticationFailed {
+            if refused_for_good(&error) {
                 return Err(backend_error(error));
             }
         }
@@ -111,6 +134,8 @@ impl RedisConnection {
     async fn cluster(
         builder: ::redis::cluster::ClusterClientBuilder,
     ) -> Result<RedisConnection, Error> {
+        #[cfg(feature = "tls")]
+        install_tls_provider();
         let client = builder
             .retries(CLUSTER_RETRIES)
             .build()
@@ -118,6 +143,17 @@ impl RedisConnection {
         Ok(RedisConnection::Cluster(
             client.get_async_connection().await.map_err(backend_error)?,
         ))
+    }
+}
+
+/// redis-rs builds its TLS configuration on the process's default rustls provider, which rustls
+/// picks by itself only when exactly one provider is compiled in. An application that also
+/// pulls in `aws-lc-rs` would have none, so ring is installed unless one already is.
+#[cfg(feature = "tls")]
+fn install_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may install one first; either is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
@@ -422,6 +458,23 @@ async fn invoke(
         .invoke_async(connection)
         .await
         .map_err(backend_error)
+}
+
+/// Whether connecting failed in a way that trying again cannot mend: the credentials were
+/// refused, or the server sent what a client cannot accept (a certificate it does not trust,
+/// plain text on a TLS connection or the reverse), which the I/O layer reports as invalid data.
+fn refused_for_good(error: &RedisError) -> bool {
+    use std::error::Error as StdError;
+    // redis-rs keeps the I/O error behind an `Arc`; another layout just means "try again".
+    let io = error.source().and_then(|source| {
+        source.downcast_ref::<std::io::Error>().or_else(|| {
+            source
+                .downcast_ref::<Arc<dyn StdError + Send + Sync>>()
+                .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+        })
+    });
+    error.kind() == ErrorKind::AuthenticationFailed
+        || io.is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
 }
 
 fn backend_error(error: RedisError) -> Error {

@@ -285,8 +285,8 @@ fn redis_count(server: &RedisServer, key: &str) -> u64 {
 
 /// Every key under `prefix`, each with a TTL that ends within its window plus the margin.
 fn assert_every_key_expires(server: &RedisServer, prefix: &str) {
-    let keys = server.command(&["KEYS", &format!("{prefix}:*")]);
-    let keys: Vec<&str> = keys.lines().filter(|l| l.starts_with(prefix)).collect();
+    let reply = server.command(&["KEYS", &format!("{prefix}*")]);
+    let keys = bulk_strings(&reply);
     assert!(!keys.is_empty(), "no key under {prefix}");
     for key in keys {
         let ttl = server.command(&["PTTL", key]);
@@ -296,6 +296,18 @@ fn assert_every_key_expires(server: &RedisServer, prefix: &str) {
             "{key} has PTTL {ttl}"
         );
     }
+}
+
+/// The bulk strings of an array reply, read by their lengths: keys may hold CR and LF.
+fn bulk_strings(reply: &str) -> Vec<&str> {
+    let mut rest = reply.split_once("\r\n").map_or("", |(_, rest)| rest);
+    let mut out = Vec::new();
+    while let Some((len, after)) = rest.strip_prefix('$').and_then(|r| r.split_once("\r\n")) {
+        let len: usize = len.parse().expect("a bulk string length");
+        out.push(&after[..len]);
+        rest = &after[len + 2..];
+    }
+    out
 }
 
 /// A limiter on `server` with `policy`, the test timeout and the default breaker interval.
@@ -1097,4 +1109,122 @@ fn security_tls_with_a_private_ca() {
         .expect_err("no certificate");
     assert!(matches!(error, Error::Backend { .. }), "{error:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// Tenant isolation: user keys are input, and must never reach another tenant's counters.
+
+/// User keys built to collide with, or address, other keys: braces (the hash tag), the
+/// escape character, the window suffix, glob characters, control bytes, and other tenants'
+/// whole Redis keys.
+const HOSTILE_KEYS: &[&str] = &[
+    "a",
+    "{a}",
+    "a}",
+    "{a",
+    "}a{",
+    "a}:x",
+    "a}:3600000",
+    "a:3600000",
+    ":3600000",
+    "{}",
+    "}{",
+    "%",
+    "%7Ba%7D",
+    "%7Ba%7D%",
+    "%257Ba%257D",
+    "*",
+    "a*",
+    "?",
+    "[a-z]",
+    "\\*",
+    "\x01",
+    "a\x01",
+    "\t",
+    "\r\n",
+    "a\r\nb",
+    "\x1b[0m",
+    "\x7f",
+    " ",
+    "é{",
+];
+
+/// For every pair of distinct user keys and prefixes the Redis keys differ, and counting one
+/// never charges, resets or addresses another.
+#[test]
+fn isolation_hostile_keys_and_prefixes_never_share_counters() {
+    let runtime = runtime();
+    let server = RedisServer::new();
+    let connection = runtime
+        .block_on(RedisConnection::connect(&server.url()))
+        .unwrap();
+    // Prefixes sharing a server, one a prefix of another.
+    let prefixes = ["iso", "iso:", "iso:a", "isoa", "iso%7B"];
+    let limiters: Vec<_> = prefixes
+        .iter()
+        .map(|prefix| {
+            RedisLimiter::builder(Quota::per_hour(1_000).unwrap())
+                .prefix(*prefix)
+                .timeout(Duration::from_secs(2))
+                .failure_policy(FailurePolicy::ReturnError)
+                .clock(Elapsed::new())
+                .build(connection.clone())
+                .unwrap()
+        })
+        .collect();
+    let mut keys: Vec<String> = HOSTILE_KEYS.iter().map(|k| k.to_string()).collect();
+    // Every tenant's own Redis key names, given as user keys.
+    for prefix in prefixes {
+        for key in ["a", "{a}", "*"] {
+            keys.push(format!("{prefix}:{{{key}}}:{HOUR_MS}"));
+        }
+    }
+    let cost = |p: usize, k: usize| ((p * keys.len() + k) % 40 + 1) as u64;
+    runtime.block_on(async {
+        for (p, limiter) in limiters.iter().enumerate() {
+            for (k, key) in keys.iter().enumerate() {
+                let d = limiter.check_n(key, cost(p, k)).await.unwrap();
+                assert_eq!(
+                    d.quotas()[0].used(),
+                    cost(p, k),
+                    "{:?} {key:?}",
+                    prefixes[p]
+                );
+            }
+        }
+        // One Redis key per prefix and user key: none shared.
+        let stored = server.command(&["DBSIZE"]);
+        let expected = prefixes.len() * keys.len();
+        assert_eq!(stored, format!(":{expected}\r\n"));
+        // Each still holds exactly its own charge: one more unit shows it.
+        for (p, limiter) in limiters.iter().enumerate() {
+            for (k, key) in keys.iter().enumerate() {
+                let d = limiter.check(key).await.unwrap();
+                assert_eq!(
+                    d.quotas()[0].used(),
+                    cost(p, k) + 1,
+                    "{:?} {key:?}",
+                    prefixes[p]
+                );
+            }
+        }
+        // Resetting one key resets no other.
+        limiters[0].reset("a").await.unwrap();
+        for (p, limiter) in limiters.iter().enumerate() {
+            for (k, key) in keys.iter().enumerate() {
+                let expected = if (p, key.as_str()) == (0, "a") {
+                    0
+                } else {
+                    cost(p, k) + 1
+                };
+                let d = limiter.peek(key).await.unwrap();
+                assert_eq!(
+                    d.quotas()[0].used(),
+                    expected + 1,
+                    "{:?} {key:?}",
+                    prefixes[p]
+                );
+            }
+        }
+    });
+    assert_every_key_expires(&server, "iso");
 }

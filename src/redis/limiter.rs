@@ -108,9 +108,9 @@ impl RedisConnection {
     /// Connects to a cluster through any of its nodes; `timeout` bounds each connection attempt
     /// and each response inside the cluster client. Give it the limiter's
     /// [`timeout`](RedisLimiterBuilder::timeout): when a master fails, the client rediscovers the
-    /// cluster while holding every command, for the masters that are up too, and without a
-    /// response timeout a master that stops answering (frozen, or its connection half-dead)
-    /// would hold them for good.
+    /// cluster while holding every command, for the masters that are up too, and redis-rs sets
+    /// no response timeout on cluster connections, so a master that stops answering could
+    /// hold them for as long as it stays silent.
     ///
     /// # Errors
     ///

@@ -91,6 +91,9 @@
 //! - `redis`: `RedisLimiter`, the Redis and Redis Cluster backend, with its `FailurePolicy` and
 //!   `RedisConnection`. Adds the `redis` crate (with tokio, its
 //!   connection manager and async cluster client) and `tokio`'s timer.
+//! - `tls` (implies `redis`): `rediss://` URLs, trusting the system's root certificates, and
+//!   `RedisConnection::connect_with_ca` for a private CA. redis-rs's rustls support, with
+//!   rustls on its `ring` provider, installed as the process default unless one already is.
 //! - `http`: the `http` module, which writes a [`Decision`] into an `http::HeaderMap` in the
 //!   X-RateLimit, IETF `RateLimit`/`RateLimit-Policy` (draft 10) and GitHub styles, and builds
 //!   429 response parts. Adds the `http` crate.

@@ -7,6 +7,8 @@ mod conformance;
 #[path = "../examples/server.rs"]
 #[allow(dead_code)]
 mod demo_server;
+#[cfg(feature = "redis")]
+mod faults;
 mod fuzz;
 mod hostile;
 #[cfg(feature = "tower")]

@@ -261,7 +261,7 @@ const EXAMPLE_VARIABLES: [&str; 11] = [
 ];
 
 /// The example running as a child process; killed and reaped on drop.
-struct Example {
+pub(crate) struct Example {
     child: Child,
     /// Everything it has written to stderr so far.
     stderr: Arc<Mutex<String>>,
@@ -270,7 +270,7 @@ struct Example {
 
 impl Example {
     /// Starts the example with `vars` (and none of the outer environment's example variables).
-    fn spawn(vars: &[(&str, &str)]) -> Example {
+    pub(crate) fn spawn(vars: &[(&str, &str)]) -> Example {
         let binary = example_binary("server", "--features redis,tower");
         let mut command = Command::new(&binary);
         for name in EXAMPLE_VARIABLES {
@@ -302,7 +302,7 @@ impl Example {
         }
     }
 
-    fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -310,7 +310,7 @@ impl Example {
     }
 
     /// The exit status, once the process has exited within `timeout`.
-    fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+    pub(crate) fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
@@ -330,7 +330,7 @@ impl Example {
     /// The address from the start-up line (`listening on http://<addr>`), once it is printed.
     /// Binding port 0 and reading the port back leaves no window for another process to take
     /// it first.
-    fn wait_until_listening(&mut self, timeout: Duration) -> SocketAddr {
+    pub(crate) fn wait_until_listening(&mut self, timeout: Duration) -> SocketAddr {
         let deadline = Instant::now() + timeout;
         loop {
             let stderr = self.stderr();

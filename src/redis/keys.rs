@@ -44,6 +44,33 @@ pub(crate) fn base(prefix: &str, key: &str) -> String {
     out
 }
 
+/// The number of Redis Cluster hash slots.
+pub(crate) const SLOTS: usize = 16_384;
+
+/// The Cluster hash slot of every counter under `base` (from [`base`]): CRC16 (XMODEM) of the
+/// hash tag, modulo [`SLOTS`], as Redis computes it.
+pub(crate) fn slot(base: &str) -> u16 {
+    let open = base.find('{').map_or(0, |i| i + 1);
+    let close = base[open..].find('}').map_or(base.len(), |i| open + i);
+    crc16(&base.as_bytes()[open..close]) % SLOTS as u16
+}
+
+/// CRC16-CCITT (XMODEM): polynomial 0x1021, initial value 0, as in the Redis Cluster spec.
+fn crc16(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +158,15 @@ mod tests {
             proptest::prop_assert_eq!(tagged, tag(&base_a));
             proptest::prop_assert_eq!(unescape(&prefix, &format!("{prefix}:{{{tagged}}}:")), Some(a));
         }
+    }
+
+    #[test]
+    fn slots_are_redis_clusters() {
+        // The spec's check value, and `CLUSTER KEYSLOT foo`.
+        assert_eq!(crc16(b"123456789"), 0x31C3);
+        assert_eq!(slot("rw:{foo}:"), 12_182);
+        assert_eq!(slot(&base("rw", "foo")), 12_182);
+        assert_eq!(slot(&base("other", "foo")), 12_182);
     }
 
     #[test]

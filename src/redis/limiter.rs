@@ -33,6 +33,8 @@ const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(1);
 /// than a day.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(86_400);
 const DEFAULT_PREFIX: &str = "ratewindow";
+/// How many times the cluster client resends a command (see [`RedisConnection::connect_cluster`]).
+const CLUSTER_RETRIES: u32 = 1;
 
 /// A connection to a single Redis server (reconnecting by itself) or to a Redis Cluster. Both
 /// multiplex every concurrent call over their connections; cloning one is cheap and shares them.
@@ -53,7 +55,43 @@ impl RedisConnection {
     /// [`Error::InvalidConfig`] if the URL does not parse; [`Error::Backend`] if the server
     /// cannot be reached.
     pub async fn connect(url: &str) -> Result<RedisConnection, Error> {
+        #[cfg(feature = "tls")]
+        install_tls_provider();
         let client = ::redis::Client::open(url).map_err(url_error)?;
+        Self::single(client).await
+    }
+
+    /// Connects to one server over TLS, e.g. `rediss://redis.internal:6380/`, trusting the
+    /// certificate authorities in `ca_pem` (PEM) rather than the system's: for a server whose
+    /// certificate a private CA signed. The server's name (or IP address) must match its
+    /// certificate.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] if the URL does not parse; [`Error::Backend`] if it is not
+    /// `rediss://`, `ca_pem` holds no certificate, or the server cannot be reached or its
+    /// certificate is not trusted.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub async fn connect_with_ca(url: &str, ca_pem: &[u8]) -> Result<RedisConnection, Error> {
+        install_tls_provider();
+        let certificates = ::redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca_pem.to_vec()),
+        };
+        let client = ::redis::Client::build_with_tls(url, certificates).map_err(url_error)?;
+        Self::single(client).await
+    }
+
+    async fn single(client: ::redis::Client) -> Result<RedisConnection, Error> {
+        // A refused password or certificate is final, but the connection manager retries it
+        // with backoff for about ten seconds, as it does an unreachable server (which may be
+        // starting): one plain connection first reports it at once.
+        if let Err(error) = client.get_multiplexed_async_connection().await {
+            if refused_for_good(&error) {
+                return Err(backend_error(error));
+            }
+        }
         Ok(RedisConnection::Single(
             ConnectionManager::new(client)
                 .await
@@ -61,17 +99,68 @@ impl RedisConnection {
         ))
     }
 
-    /// Connects to a cluster through any of its nodes.
+    /// Connects to a cluster through any of its nodes, with connection and response timeouts
+    /// of 50 ms (the limiter's default timeout) inside the cluster client; see
+    /// [`connect_cluster_with_timeout`](Self::connect_cluster_with_timeout).
     ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] if a URL does not parse; [`Error::Backend`] if no node can be
     /// reached.
     pub async fn connect_cluster(urls: &[&str]) -> Result<RedisConnection, Error> {
-        let client = ::redis::cluster::ClusterClient::new(urls.to_vec()).map_err(url_error)?;
+        Self::connect_cluster_with_timeout(urls, DEFAULT_TIMEOUT).await
+    }
+
+    /// Connects to a cluster through any of its nodes; `timeout` bounds each connection attempt
+    /// and each response inside the cluster client. Give it the limiter's
+    /// [`timeout`](RedisLimiterBuilder::timeout): when a master fails, the client rediscovers the
+    /// cluster while holding every command, for the masters that are up too, and redis-rs sets
+    /// no response timeout on cluster connections, so a master that stops answering could
+    /// hold them for as long as it stays silent.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidConfig`] if a URL does not parse; [`Error::Backend`] if no node can be
+    /// reached within `timeout`.
+    pub async fn connect_cluster_with_timeout(
+        urls: &[&str],
+        timeout: Duration,
+    ) -> Result<RedisConnection, Error> {
+        Self::cluster(
+            ::redis::cluster::ClusterClientBuilder::new(urls.to_vec())
+                .connection_timeout(timeout)
+                .response_timeout(timeout),
+        )
+        .await
+    }
+
+    /// The cluster client retries a failed command once (enough to follow a `MOVED` or `ASK`
+    /// redirect, or to resend over a new connection), not redis-rs's default 16 times with
+    /// backoff: the limiter gives up at its own timeout anyway, and a command cycling through
+    /// reconnections to a dead master holds up the commands for the live ones.
+    async fn cluster(
+        builder: ::redis::cluster::ClusterClientBuilder,
+    ) -> Result<RedisConnection, Error> {
+        #[cfg(feature = "tls")]
+        install_tls_provider();
+        let client = builder
+            .retries(CLUSTER_RETRIES)
+            .build()
+            .map_err(url_error)?;
         Ok(RedisConnection::Cluster(
             client.get_async_connection().await.map_err(backend_error)?,
         ))
+    }
+}
+
+/// redis-rs builds its TLS configuration on the process's default rustls provider, which rustls
+/// picks by itself only when exactly one provider is compiled in. An application that also
+/// pulls in `aws-lc-rs` would have none, so ring is installed unless one already is.
+#[cfg(feature = "tls")]
+fn install_tls_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        // Another thread may install one first; either is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
@@ -223,16 +312,23 @@ impl<C: Clock> RedisLimiter<C> {
         } else if let Some(denied) = self.over_limit.get(key, local_ms, amount) {
             return Ok(denied);
         }
-        if self.breaker.is_open(local_ms) {
+        let base = keys::base(&self.prefix, key);
+        // A Cluster fails by hash slot (a master and its slots): a dead master must not send
+        // the keys of the live ones to the failure policy.
+        let slot = match self.connection {
+            RedisConnection::Single(_) => 0,
+            RedisConnection::Cluster(_) => usize::from(keys::slot(&base)),
+        };
+        if self.breaker.is_open(slot, local_ms) {
             let error = Error::Backend {
                 kind: BackendErrorKind::Unavailable,
                 detail: "Redis failed moments ago; retrying it shortly".into(),
             };
             return self.on_failure(key, op, amount, error);
         }
-        match self.run(key, op, amount, local_ms).await {
+        match self.run(key, &base, op, amount, local_ms).await {
             Ok(decision) => {
-                self.breaker.close();
+                self.breaker.close(slot);
                 if let Op::Check = op {
                     self.over_limit.remember(key, &decision, local_ms);
                 } else if let Op::Peek = op {
@@ -243,7 +339,7 @@ impl<C: Clock> RedisLimiter<C> {
                 Ok(decision)
             }
             Err(error @ Error::Backend { .. }) => {
-                self.breaker.trip(local_ms, self.retry_after_ms);
+                self.breaker.trip(slot, local_ms, self.retry_after_ms);
                 self.on_failure(key, op, amount, error)
             }
             Err(error) => Err(error),
@@ -302,9 +398,16 @@ impl<C: Clock> RedisLimiter<C> {
         }))
     }
 
-    /// Runs the script for `key`, at local time `now_ms` unless windows follow Redis's time.
-    async fn run(&self, key: &str, op: Op, amount: u64, now_ms: u64) -> Result<Decision, Error> {
-        let base = keys::base(&self.prefix, key);
+    /// Runs the script for `key`, whose counters' names start with `base`, at local time
+    /// `now_ms` unless windows follow Redis's time.
+    async fn run(
+        &self,
+        key: &str,
+        base: &str,
+        op: Op,
+        amount: u64,
+        now_ms: u64,
+    ) -> Result<Decision, Error> {
         let phases = self.alignment.phases(key);
         let mut invocation = script::DECIDE.prepare_invoke();
         invocation.arg(op.name()).arg(amount);
@@ -333,7 +436,7 @@ impl<C: Clock> RedisLimiter<C> {
                 }
             })
             .await
-            .map_err(|error| scrubbed(error, &[&base, key]))?;
+            .map_err(|error| scrubbed(error, &[base, key]))?;
         self.decision(&reply)
     }
 
@@ -413,6 +516,23 @@ fn url_error(error: RedisError) -> Error {
     } else {
         backend_error(error)
     }
+}
+
+/// Whether connecting failed in a way that trying again cannot mend: the credentials were
+/// refused, or the server sent what a client cannot accept (a certificate it does not trust,
+/// plain text on a TLS connection or the reverse), which the I/O layer reports as invalid data.
+fn refused_for_good(error: &RedisError) -> bool {
+    use std::error::Error as StdError;
+    // redis-rs keeps the I/O error behind an `Arc`; another layout just means "try again".
+    let io = error.source().and_then(|source| {
+        source.downcast_ref::<std::io::Error>().or_else(|| {
+            source
+                .downcast_ref::<Arc<dyn StdError + Send + Sync>>()
+                .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+        })
+    });
+    error.kind() == ErrorKind::AuthenticationFailed
+        || io.is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
 }
 
 fn backend_error(error: RedisError) -> Error {
@@ -535,6 +655,8 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
 
     /// After a failure, how long calls go straight to the failure policy before one tries Redis
     /// again (default 250 ms): a dead server costs one timeout per interval, not one per call.
+    /// On a Cluster each hash slot has its own interval, so a failed master sends only its own
+    /// keys to the policy.
     pub fn retry_after(mut self, retry_after: Duration) -> Self {
         self.retry_after = retry_after;
         self
@@ -617,6 +739,10 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             }
             _ => None,
         };
+        let slots = match connection {
+            RedisConnection::Single(_) => 1,
+            RedisConnection::Cluster(_) => keys::SLOTS,
+        };
         Ok(RedisLimiter {
             min_limit: quota::min_limit(&self.quotas),
             quotas: self.quotas,
@@ -629,7 +755,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             connection,
             policy: self.policy,
             fallback,
-            breaker: Arc::default(),
+            breaker: Arc::new(Breaker::new(slots)),
             retry_after_ms: u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX),
             over_limit: Arc::new(OverLimitCache::new(self.over_limit_capacity)),
         })

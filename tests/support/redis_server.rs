@@ -487,7 +487,7 @@ static RESERVED_PORTS: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 /// A free loopback port: bind port 0, read the port, release it. A cluster node's port must also
 /// leave its bus port (`port + 10000`) free, so it is at most 55535 and that port is checked too.
-fn free_port(cluster: bool) -> u16 {
+pub(crate) fn free_port(cluster: bool) -> u16 {
     let mut reserved = RESERVED_PORTS
         .lock()
         .unwrap_or_else(PoisonError::into_inner);

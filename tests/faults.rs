@@ -1,0 +1,1284 @@
+//! Faults under load against real `redis-server` processes and real signals: a server killed
+//! and restarted, frozen (SIGSTOP), paused (`CLIENT PAUSE`), asleep (`DEBUG SLEEP`), its scripts
+//! flushed, its memory full; a Cluster master down. Then the Redis side of security (passwords,
+//! ACL users, TLS) and tenant isolation in the key layout.
+//!
+//! Each single-server fault runs 64 tasks deciding on one limiter while the test injects the
+//! fault, then checks that nothing panicked, that no call outlived the timeout by more than a
+//! scheduling margin, that the failure policy answered while Redis could not, that the limiter
+//! went back to Redis by itself, that Redis's counts agree with the decisions, and that every
+//! key still has a TTL. `cargo test --all-features faults -- --nocapture` prints the figures.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ratewindow::{
+    BackendErrorKind, Clock, DecidedBy, Error, FailurePolicy, Quota, RateLimiter, RedisConnection,
+    RedisLimiter,
+};
+use tokio::runtime::Runtime;
+
+use crate::support::redis_server::{RedisCluster, RedisServer};
+
+/// Ten minutes into an hour: the tests' hour-long windows never end while they run.
+const T0_MS: u64 = 1_800_000_600_000;
+const HOUR_MS: u64 = 3_600_000;
+/// Tasks deciding at once during a fault.
+const TASKS: usize = 64;
+/// Keys the tasks share, so that several tasks race on each key.
+const KEYS: usize = 8;
+/// How long each call may take before the failure policy answers.
+const TIMEOUT: Duration = Duration::from_millis(100);
+/// What a call may take beyond its timeout: a task waiting for one of two busy worker threads
+/// on a shared two-core machine, not a hang.
+const MARGIN: Duration = Duration::from_millis(250);
+/// How long a fault lasts: several timeouts and several breaker intervals (250 ms).
+const FAULT: Duration = Duration::from_millis(1_000);
+/// A limiter that is not back on Redis this long after a fault has ended has a bug.
+const RECOVERY_BOUND: Duration = Duration::from_secs(5);
+
+/// Real elapsed time from a fixed unix instant: the breaker's wait passes as it does in
+/// production, while windows stay where the test put them.
+#[derive(Debug, Clone)]
+struct Elapsed {
+    start: Instant,
+}
+
+impl Elapsed {
+    fn new() -> Elapsed {
+        Elapsed {
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Clock for Elapsed {
+    fn now_ms(&self) -> u64 {
+        T0_MS + self.start.elapsed().as_millis() as u64
+    }
+}
+
+/// A runtime with two workers, like the machine: the tasks really run in parallel.
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Sends a real signal (`-KILL`, `-STOP`, `-CONT`) to a server process.
+fn signal(server: &RedisServer, sig: &str) {
+    let pid = server.pid().expect("a running server").to_string();
+    let status = std::process::Command::new("kill")
+        .args([sig, &pid])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {sig} {pid}");
+}
+
+/// One call made under load.
+#[derive(Debug)]
+struct Call {
+    /// Which key: `(key number, epoch)`.
+    key: (usize, usize),
+    /// When it started, from the start of the load.
+    start: Duration,
+    took: Duration,
+    outcome: Result<(DecidedBy, bool), Error>,
+}
+
+impl Call {
+    fn end(&self) -> Duration {
+        self.start + self.took
+    }
+
+    fn by_redis(&self) -> bool {
+        matches!(self.outcome, Ok((DecidedBy::Backend, _)))
+    }
+}
+
+/// [`TASKS`] tasks checking keys in a loop until stopped. Keys carry an epoch that the test
+/// moves on once a fault has ended, so that the keys used after it are counted from nothing.
+struct Load {
+    start: Instant,
+    stop: Arc<AtomicBool>,
+    epoch: Arc<AtomicUsize>,
+    /// The latest start (ns from `start`) of a call Redis decided.
+    last_by_redis_ns: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<Vec<Call>>>,
+}
+
+impl Load {
+    fn start(runtime: &Runtime, limiter: &RedisLimiter<Elapsed>) -> Load {
+        let start = Instant::now();
+        let stop = Arc::new(AtomicBool::new(false));
+        let epoch = Arc::new(AtomicUsize::new(0));
+        let last_by_redis_ns = Arc::new(AtomicU64::new(0));
+        let tasks = (0..TASKS)
+            .map(|task| {
+                let limiter = limiter.clone();
+                let (stop, epoch, last) = (stop.clone(), epoch.clone(), last_by_redis_ns.clone());
+                runtime.spawn(async move {
+                    let mut calls = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let key = (task % KEYS, epoch.load(Ordering::Relaxed));
+                        let name = key_name(key);
+                        let started = Instant::now();
+                        let outcome = limiter
+                            .check(&name)
+                            .await
+                            .map(|d| (d.decided_by(), d.is_allowed()));
+                        let call = Call {
+                            key,
+                            start: started - start,
+                            took: started.elapsed(),
+                            outcome,
+                        };
+                        if call.by_redis() {
+                            last.fetch_max(call.start.as_nanos() as u64, Ordering::Relaxed);
+                        }
+                        calls.push(call);
+                        // Calls the breaker answers return at once; without a pause the tasks
+                        // would only spin.
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                    calls
+                })
+            })
+            .collect();
+        Load {
+            start,
+            stop,
+            epoch,
+            last_by_redis_ns,
+            tasks,
+        }
+    }
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Waits until Redis has decided a call that started at or after `since`.
+    fn wait_for_redis_since(&self, since: Duration) {
+        let deadline = Instant::now() + RECOVERY_BOUND;
+        while Duration::from_nanos(self.last_by_redis_ns.load(Ordering::Relaxed)) < since {
+            assert!(
+                Instant::now() < deadline,
+                "the limiter did not go back to Redis within {RECOVERY_BOUND:?}"
+            );
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Stops the tasks and collects every call; a panicked task fails the test here.
+    fn finish(self, runtime: &Runtime) -> Vec<Call> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut calls = Vec::new();
+        for task in self.tasks {
+            calls.extend(runtime.block_on(task).expect("no task panicked"));
+        }
+        calls
+    }
+}
+
+fn key_name((key, epoch): (usize, usize)) -> String {
+    format!("k{key}-e{epoch}")
+}
+
+/// What a fault run measured.
+struct Run {
+    calls: Vec<Call>,
+    fault_start: Duration,
+    fault_end: Duration,
+}
+
+impl Run {
+    fn max_latency(&self) -> Duration {
+        self.calls.iter().map(|c| c.took).max().unwrap_or_default()
+    }
+
+    /// From the end of the fault to the end of the first call Redis decided among those that
+    /// started after it.
+    fn back_on_redis_after(&self) -> Duration {
+        self.calls
+            .iter()
+            .filter(|c| c.by_redis() && c.start >= self.fault_end)
+            .map(|c| c.end() - self.fault_end)
+            .min()
+            .expect("a call decided by Redis after the fault")
+    }
+
+    fn not_by_redis(&self) -> impl Iterator<Item = &Call> {
+        self.calls.iter().filter(|c| !c.by_redis())
+    }
+
+    /// The figures, and the checks every fault shares.
+    fn check_common(&self, name: &str) {
+        let max = self.max_latency();
+        let back = self.back_on_redis_after();
+        println!(
+            "fault {name}: {} calls, {} not decided by Redis, max call latency {max:?} \
+             (timeout {TIMEOUT:?}), back on Redis {back:?} after the fault ended",
+            self.calls.len(),
+            self.not_by_redis().count(),
+        );
+        let slow = self
+            .calls
+            .iter()
+            .filter(|c| c.took > TIMEOUT + MARGIN)
+            .count();
+        assert!(
+            max <= TIMEOUT + MARGIN,
+            "{name}: {slow} calls took longer than {:?}, the longest {max:?}",
+            TIMEOUT + MARGIN
+        );
+        assert!(
+            self.calls
+                .iter()
+                .any(|c| c.by_redis() && c.end() <= self.fault_start),
+            "{name}: Redis decided nothing before the fault"
+        );
+    }
+
+    /// Checks that Redis's count of every key used since `epoch` lies between the units Redis
+    /// admitted and those plus every call the failure policy answered: a call that timed out
+    /// may still have run on the server, but nothing else is counted, and nothing admitted is
+    /// lost.
+    fn check_counts(&self, server: &RedisServer, prefix: &str, epoch: usize) {
+        let keys: BTreeSet<(usize, usize)> = self.calls.iter().map(|c| c.key).collect();
+        let mut checked = 0;
+        for key in keys.into_iter().filter(|k| k.1 >= epoch) {
+            let calls = || self.calls.iter().filter(move |c| c.key == key);
+            let admitted = calls()
+                .filter(|c| matches!(c.outcome, Ok((DecidedBy::Backend, true))))
+                .count() as u64;
+            let unknown = calls().filter(|c| !c.by_redis()).count() as u64;
+            let counted = redis_count(server, &format!("{prefix}:{{{}}}:{HOUR_MS}", key_name(key)));
+            assert!(
+                admitted <= counted && counted <= admitted + unknown,
+                "{key:?}: Redis counted {counted}, Redis admitted {admitted}, \
+                 the policy answered {unknown}"
+            );
+            checked += 1;
+        }
+        assert!(checked > 0);
+    }
+}
+
+/// The count stored at `key` (`<window index>:<count>`), 0 when absent.
+fn redis_count(server: &RedisServer, key: &str) -> u64 {
+    let reply = server.command(&["GET", key]);
+    if reply.starts_with("$-1") {
+        return 0;
+    }
+    let value = reply.lines().nth(1).unwrap_or_default();
+    value
+        .split_once(':')
+        .and_then(|(_, count)| count.parse().ok())
+        .unwrap_or_else(|| panic!("{key}: unexpected value {reply:?}"))
+}
+
+/// Every key under `prefix`, each with a TTL that ends within its window plus the margin.
+fn assert_every_key_expires(server: &RedisServer, prefix: &str) {
+    let reply = server.command(&["KEYS", &format!("{prefix}*")]);
+    let keys = bulk_strings(&reply);
+    assert!(!keys.is_empty(), "no key under {prefix}");
+    for key in keys {
+        let ttl = server.command(&["PTTL", key]);
+        let ttl: i64 = ttl.trim().trim_start_matches(':').parse().unwrap_or(-3);
+        assert!(
+            ttl > 0 && ttl as u64 <= HOUR_MS + 1_000,
+            "{key} has PTTL {ttl}"
+        );
+    }
+}
+
+/// The bulk strings of an array reply, read by their lengths: keys may hold CR and LF.
+fn bulk_strings(reply: &str) -> Vec<&str> {
+    let mut rest = reply.split_once("\r\n").map_or("", |(_, rest)| rest);
+    let mut out = Vec::new();
+    while let Some((len, after)) = rest.strip_prefix('$').and_then(|r| r.split_once("\r\n")) {
+        let len: usize = len.parse().expect("a bulk string length");
+        out.push(&after[..len]);
+        rest = &after[len + 2..];
+    }
+    out
+}
+
+/// A limiter on `server` with `policy`, the test timeout and the default breaker interval.
+fn limiter(
+    runtime: &Runtime,
+    url: &str,
+    prefix: &str,
+    policy: FailurePolicy,
+    timeout: Duration,
+) -> RedisLimiter<Elapsed> {
+    let connection = runtime
+        .block_on(RedisConnection::connect(url))
+        .expect("connect");
+    RedisLimiter::builder(Quota::per_hour(1_000_000).unwrap())
+        .prefix(prefix)
+        .timeout(timeout)
+        .failure_policy(policy)
+        .clock(Elapsed::new())
+        .build(connection)
+        .unwrap()
+}
+
+/// Runs the load on `limiter`, lets Redis decide for a while, injects the fault with `inject`
+/// (which returns once the fault is over), waits until the limiter is back on Redis, and
+/// returns what every call did.
+fn under_load(
+    runtime: &Runtime,
+    limiter: &RedisLimiter<Elapsed>,
+    server: &mut RedisServer,
+    inject: impl FnOnce(&mut RedisServer),
+) -> Run {
+    let load = Load::start(runtime, limiter);
+    load.wait_for_redis_since(Duration::ZERO);
+    thread::sleep(Duration::from_millis(200));
+    let fault_start = load.now();
+    inject(server);
+    let fault_end = load.now();
+    // Keys from here on are new: their counts start after the fault.
+    load.epoch.store(1, Ordering::Relaxed);
+    load.wait_for_redis_since(fault_end);
+    thread::sleep(Duration::from_millis(200));
+    Run {
+        calls: load.finish(runtime),
+        fault_start,
+        fault_end,
+    }
+}
+
+/// The outcomes of calls the failure policy answered.
+fn policy_outcomes(run: &Run) -> Vec<&Result<(DecidedBy, bool), Error>> {
+    run.not_by_redis().map(|c| &c.outcome).collect()
+}
+
+#[test]
+fn faults_kill_and_restart_fail_open() {
+    let runtime = runtime();
+    let mut server = RedisServer::new();
+    let limiter = limiter(
+        &runtime,
+        &server.url(),
+        "kill",
+        FailurePolicy::FailOpen,
+        TIMEOUT,
+    );
+    let run = under_load(&runtime, &limiter, &mut server, |server| {
+        signal(server, "-KILL");
+        thread::sleep(FAULT);
+        server.restart();
+    });
+    run.check_common("kill -9, restart");
+    let outcomes = policy_outcomes(&run);
+    assert!(!outcomes.is_empty());
+    for outcome in outcomes {
+        assert!(
+            matches!(outcome, Ok((DecidedBy::FailOpen, true))),
+            "{outcome:?}"
+        );
+    }
+    // The counts before the kill died with the server; those after it are exact.
+    run.check_counts(&server, "kill", 1);
+    assert_every_key_expires(&server, "kill");
+}
+
+#[test]
+fn faults_sigstop_longer_than_the_timeout_fail_closed() {
+    let runtime = runtime();
+    let mut server = RedisServer::new();
+    let limiter = limiter(
+        &runtime,
+        &server.url(),
+        "stop",
+        FailurePolicy::FailClosed,
+        TIMEOUT,
+    );
+    let run = under_load(&runtime, &limiter, &mut server, |server| {
+        signal(server, "-STOP");
+        thread::sleep(FAULT);
+        signal(server, "-CONT");
+    });
+    run.check_common("SIGSTOP");
+    let outcomes = policy_outcomes(&run);
+    assert!(!outcomes.is_empty());
+    for outcome in outcomes {
+        assert!(
+            matches!(outcome, Ok((DecidedBy::FailClosed, false))),
+            "{outcome:?}"
+        );
+    }
+    run.check_counts(&server, "stop", 0);
+    assert_every_key_expires(&server, "stop");
+}
+
+/// `ReturnError` hands the caller a typed error: a timeout, or "unavailable" while the breaker
+/// skips Redis.
+fn assert_typed_errors(run: &Run, kinds: &[BackendErrorKind]) {
+    let outcomes = policy_outcomes(run);
+    assert!(!outcomes.is_empty());
+    for outcome in outcomes {
+        match outcome {
+            Err(Error::Backend { kind, .. }) if kinds.contains(kind) => {}
+            other => panic!("expected a backend error of kind {kinds:?}, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn faults_client_pause_returns_typed_errors() {
+    let runtime = runtime();
+    let mut server = RedisServer::new();
+    let limiter = limiter(
+        &runtime,
+        &server.url(),
+        "pause",
+        FailurePolicy::ReturnError,
+        TIMEOUT,
+    );
+    let run = under_load(&runtime, &limiter, &mut server, |server| {
+        // A pause holds every client's commands, `CLIENT UNPAUSE` included, until it ends by
+        // itself; this PING is answered when it does.
+        let ms = FAULT.as_millis().to_string();
+        assert!(server.command(&["CLIENT", "PAUSE", &ms]).contains("OK"));
+        assert_eq!(server.command(&["PING"]), "+PONG\r\n");
+    });
+    run.check_common("CLIENT PAUSE");
+    assert_typed_errors(
+        &run,
+        &[BackendErrorKind::Timeout, BackendErrorKind::Unavailable],
+    );
+    run.check_counts(&server, "pause", 0);
+    assert_every_key_expires(&server, "pause");
+}
+
+#[test]
+fn faults_debug_sleep_falls_back_to_local_limits() {
+    let runtime = runtime();
+    let mut server = RedisServer::new();
+    let limiter = limiter(
+        &runtime,
+        &server.url(),
+        "sleep",
+        FailurePolicy::Fallback { instances: 2 },
+        TIMEOUT,
+    );
+    let run = under_load(&runtime, &limiter, &mut server, |server| {
+        // Blocks this thread (and the server) for the whole second.
+        assert!(server.command(&["DEBUG", "SLEEP", "1"]).contains("OK"));
+    });
+    run.check_common("DEBUG SLEEP");
+    let outcomes = policy_outcomes(&run);
+    assert!(!outcomes.is_empty());
+    for outcome in outcomes {
+        assert!(
+            matches!(outcome, Ok((DecidedBy::Fallback, true))),
+            "{outcome:?}"
+        );
+    }
+    run.check_counts(&server, "sleep", 0);
+    assert_every_key_expires(&server, "sleep");
+}
+
+/// `NOSCRIPT` after a flush is the client's to handle: the caller never sees it, and counts stay
+/// exact.
+#[test]
+fn faults_script_flush_under_load_is_invisible() {
+    let runtime = runtime();
+    let mut server = RedisServer::new();
+    // A generous timeout: any call not decided by Redis here is a failure, not a slow machine.
+    let limiter = limiter(
+        &runtime,
+        &server.url(),
+        "flush",
+        FailurePolicy::ReturnError,
+        Duration::from_secs(2),
+    );
+    let run = under_load(&runtime, &limiter, &mut server, |server| {
+        for _ in 0..5 {
+            assert!(server.command(&["SCRIPT", "FLUSH"]).contains("OK"));
+            thread::sleep(Duration::from_millis(100));
+        }
+    });
+    let failed: Vec<_> = policy_outcomes(&run);
+    assert!(failed.is_empty(), "{failed:?}");
+    println!(
+        "fault SCRIPT FLUSH: {} calls, all decided by Redis, max call latency {:?}",
+        run.calls.len(),
+        run.max_latency()
+    );
+    assert!(run.max_latency() <= Duration::from_secs(2) + MARGIN);
+    run.check_counts(&server, "flush", 0);
+    assert_every_key_expires(&server, "flush");
+}
+
+/// Used memory in bytes, from `INFO memory`.
+fn used_memory(server: &RedisServer) -> u64 {
+    server
+        .command(&["INFO", "memory"])
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory in INFO")
+}
+
+/// Out of memory under `noeviction`, writes fail with `-OOM`: the script must fail before its
+/// first write (never half-charged), the caller gets a typed error, and counting resumes once
+/// memory is freed.
+#[test]
+fn faults_maxmemory_noeviction_returns_typed_errors() {
+    let runtime = runtime();
+    let mut server = RedisServer::new();
+    let limiter = limiter(
+        &runtime,
+        &server.url(),
+        "oom",
+        FailurePolicy::ReturnError,
+        TIMEOUT,
+    );
+    let big = "x".repeat(4 << 20);
+    let run = under_load(&runtime, &limiter, &mut server, |server| {
+        assert_eq!(server.command(&["SET", "ballast", &big]), "+OK\r\n");
+        assert!(
+            server
+                .command(&["CONFIG", "SET", "maxmemory-policy", "noeviction"])
+                .contains("OK")
+        );
+        let limit = (used_memory(server) - (1 << 20)).to_string();
+        assert!(
+            server
+                .command(&["CONFIG", "SET", "maxmemory", &limit])
+                .contains("OK")
+        );
+        thread::sleep(FAULT);
+        // DEL is allowed when out of memory; then there is room again.
+        assert_eq!(server.command(&["DEL", "ballast"]), ":1\r\n");
+    });
+    run.check_common("maxmemory");
+    let outcomes = policy_outcomes(&run);
+    assert!(
+        outcomes.iter().any(|o| matches!(
+            o,
+            Err(Error::Backend { kind: BackendErrorKind::Protocol, detail }) if detail.contains("OOM")
+        )),
+        "no OOM error reached the caller"
+    );
+    assert_typed_errors(
+        &run,
+        &[
+            BackendErrorKind::Protocol,
+            BackendErrorKind::Timeout,
+            BackendErrorKind::Unavailable,
+        ],
+    );
+    run.check_counts(&server, "oom", 0);
+    assert_every_key_expires(&server, "oom");
+}
+
+/// The index of the master that serves `key` (the others answer `-MOVED`).
+fn owner(cluster: &RedisCluster, key: &str) -> usize {
+    let owners: Vec<usize> = (0..cluster.nodes().len())
+        .filter(|&i| {
+            !cluster.nodes()[i]
+                .command(&["EXISTS", key])
+                .starts_with("-MOVED")
+        })
+        .collect();
+    assert_eq!(owners.len(), 1, "{key} is served by {owners:?}");
+    owners[0]
+}
+
+/// `calls` concurrent checks of `key`: the outcomes and the longest call.
+fn burst(
+    runtime: &Runtime,
+    limiter: &RedisLimiter<Elapsed>,
+    key: &str,
+    calls: usize,
+) -> (Vec<(DecidedBy, bool)>, Duration) {
+    let tasks: Vec<_> = (0..calls)
+        .map(|_| {
+            let (limiter, key) = (limiter.clone(), key.to_owned());
+            runtime.spawn(async move {
+                let started = Instant::now();
+                let decision = limiter.check(&key).await.expect("a policy answers");
+                (
+                    (decision.decided_by(), decision.is_allowed()),
+                    started.elapsed(),
+                )
+            })
+        })
+        .collect();
+    let results: Vec<_> = tasks
+        .into_iter()
+        .map(|task| runtime.block_on(task).expect("no task panicked"))
+        .collect();
+    let max = results.iter().map(|r| r.1).max().unwrap_or_default();
+    (results.into_iter().map(|r| r.0).collect(), max)
+}
+
+/// One master of three frozen (SIGSTOP: its connections stay open, nothing comes back): keys on
+/// the other two are still counted exactly by Redis, under bursts and under mixed load, and
+/// only keys on the frozen one get the failure policy, before and after the others mark it as
+/// failed; once it is back, its keys go back to Redis.
+///
+/// Regression test: the failure breaker was one for the whole limiter, so a failed call for a
+/// key on the stopped master sent every key, on every master, to the failure policy for the
+/// next 250 ms.
+#[test]
+fn faults_cluster_master_frozen_only_its_keys_follow_the_policy() {
+    cluster_master_down(true, true);
+}
+
+/// One master of three killed: every call still returns within the timeout, keys on the
+/// killed master get the failure policy, and nothing is admitted beyond the limit or lost from
+/// Redis's counts. Whether the live masters' keys are still decided by Redis is measured and
+/// printed, not asserted: see the ignored test below.
+#[test]
+fn faults_cluster_master_killed_policy_answers_within_the_timeout() {
+    cluster_master_down(false, false);
+}
+
+/// What the frozen-master test asserts, with the master killed. It fails with redis-rs 1.2's
+/// async cluster client: after the kill, under concurrent calls, the client stops answering
+/// the commands for the live masters too (each one times out) and does not recover, even once
+/// the master is back, so the limiter answers by its failure policy. Run it with `--ignored`.
+#[test]
+#[ignore = "redis-rs 1.2's async cluster client stops serving the live masters after one is killed"]
+fn faults_cluster_master_killed_live_masters_keep_being_decided_by_redis() {
+    cluster_master_down(false, true);
+}
+
+/// Stops (kills, or freezes with SIGSTOP) one master of three, checks bursts of calls for keys
+/// on every master and a mixed load, then starts the master again (restart, or SIGCONT) and
+/// waits for its keys to be decided by Redis. With `strict`, the live masters' keys must be
+/// decided by Redis throughout, exactly; without, only the guarantees that hold whatever the
+/// client does are asserted.
+fn cluster_master_down(freeze: bool, strict: bool) {
+    let fault = if freeze { "frozen" } else { "killed" };
+    const LIMIT: u64 = 20;
+    const ROUNDS: usize = 3;
+    // The default (`yes`) makes the live masters refuse every key (CLUSTERDOWN) once they have
+    // marked the stopped one as failed: then every key follows the policy, by design of Redis.
+    let mut cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
+    let runtime = runtime();
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let connection = runtime
+        .block_on(RedisConnection::connect_cluster(&urls))
+        .expect("connect to the cluster");
+    let limiter = RedisLimiter::builder(Quota::per_hour(LIMIT).unwrap())
+        .prefix("cl")
+        .timeout(TIMEOUT)
+        .failure_policy(FailurePolicy::FailClosed)
+        .clock(Elapsed::new())
+        .build(connection.clone())
+        .unwrap();
+    let redis_key = |name: &str| format!("cl:{{{name}}}:{HOUR_MS}");
+    // Two fresh keys per master and round, and one probe per master.
+    let mut names: [Vec<String>; 3] = Default::default();
+    for i in 0.. {
+        if names.iter().all(|n| n.len() > 2 * ROUNDS) {
+            break;
+        }
+        let name = format!("tenant-{i}");
+        let node = owner(&cluster, &redis_key(&name));
+        names[node].push(name);
+    }
+    for node in &names {
+        let (outcomes, _) = burst(&runtime, &limiter, &node[2 * ROUNDS], 1);
+        assert_eq!(outcomes, [(DecidedBy::Backend, true)]);
+    }
+    let live_keys: Vec<bool> = (0..KEYS)
+        .map(|k| owner(&cluster, &format!("mix:{{{}}}:{HOUR_MS}", key_name((k, 0)))) != 2)
+        .collect();
+
+    // Until the live masters' probes are decided by Redis again (the cluster client rediscovers
+    // the cluster after a change, and may hold commands meanwhile): the time it took, if it
+    // did within the bound.
+    // Without `strict` the waits only measure: they are kept short.
+    let wait = if strict {
+        RECOVERY_BOUND
+    } else {
+        Duration::from_millis(500)
+    };
+    let settle = |when: &str| -> Option<Duration> {
+        let started = Instant::now();
+        loop {
+            let live: Vec<_> = (0..2)
+                .map(|node| burst(&runtime, &limiter, &names[node][2 * ROUNDS], 1).0[0])
+                .collect();
+            if live.iter().all(|o| o.0 == DecidedBy::Backend) {
+                let took = started.elapsed();
+                println!("fault cluster master {fault}: live masters used again {took:?} {when}");
+                return Some(took);
+            }
+            if started.elapsed() > wait {
+                println!("fault cluster master {fault}: live masters not used again {when}");
+                assert!(!strict, "live masters not used again {when}: {live:?}");
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    };
+    if freeze {
+        signal(&cluster.nodes()[2], "-STOP");
+    } else {
+        signal(&cluster.nodes()[2], "-KILL");
+        cluster.nodes_mut()[2].stop();
+    }
+    settle("after the fault");
+    let (mut max_live, mut max_dead) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..ROUNDS {
+        if round == ROUNDS - 1 {
+            // The last round runs after the live masters have marked the stopped one as failed.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !cluster.nodes()[0]
+                .command(&["CLUSTER", "NODES"])
+                .contains("fail")
+            {
+                assert!(Instant::now() < deadline, "never marked as failed");
+                thread::sleep(Duration::from_millis(50));
+            }
+            settle("after it was marked as failed");
+        }
+        // A failed call for a key of the stopped master trips its slot's breaker, and must not
+        // send the live masters' keys to the policy.
+        let dead = &names[2][2 * round..2 * round + 2];
+        let (outcomes, max) = burst(&runtime, &limiter, &dead[0], 1);
+        assert_eq!(outcomes, [(DecidedBy::FailClosed, false)], "round {round}");
+        max_dead = max_dead.max(max);
+        for (node, names) in names[..2].iter().enumerate() {
+            for name in &names[2 * round..2 * round + 2] {
+                let (outcomes, max) = burst(&runtime, &limiter, name, 25);
+                max_live = max_live.max(max);
+                let admitted = outcomes.iter().filter(|o| o.1).count() as u64;
+                let by_policy = outcomes
+                    .iter()
+                    .filter(|o| o.0 == DecidedBy::FailClosed)
+                    .count() as u64;
+                // Only Redis admits, never beyond the limit; a call that timed out may still
+                // have been counted, nothing else is.
+                assert!(
+                    outcomes.iter().all(|o| matches!(
+                        o,
+                        (DecidedBy::Backend, _)
+                            | (DecidedBy::OverLimitCache | DecidedBy::FailClosed, false)
+                    )),
+                    "round {round}, {name}: {outcomes:?}"
+                );
+                assert!(admitted <= LIMIT, "round {round}, {name}: {outcomes:?}");
+                let counted = redis_count(&cluster.nodes()[node], &redis_key(name));
+                assert!(
+                    admitted <= counted && counted <= admitted + by_policy,
+                    "round {round}, {name}: counted {counted}, {outcomes:?}"
+                );
+                if strict {
+                    assert_eq!(
+                        (admitted, by_policy, counted),
+                        (LIMIT, 0, LIMIT),
+                        "round {round}, {name}: {outcomes:?}"
+                    );
+                }
+            }
+        }
+        // Many concurrent calls for the stopped master: all answered by the policy, quickly.
+        for name in dead {
+            let (outcomes, max) = burst(&runtime, &limiter, name, 25);
+            max_dead = max_dead.max(max);
+            assert!(
+                outcomes
+                    .iter()
+                    .all(|o| *o == (DecidedBy::FailClosed, false)),
+                "round {round}, {name}: {outcomes:?}"
+            );
+        }
+        settle("after 50 calls for the stopped master");
+        // Past the breaker's interval: the stopped master's slots are tried again.
+        thread::sleep(Duration::from_millis(300));
+    }
+    for node in &cluster.nodes()[..2] {
+        assert_every_key_expires(node, "cl");
+    }
+
+    // 64 tasks over keys of every master, for a second.
+    let mixed = RedisLimiter::builder(Quota::per_hour(1_000_000).unwrap())
+        .prefix("mix")
+        .timeout(TIMEOUT)
+        .failure_policy(FailurePolicy::FailClosed)
+        .clock(Elapsed::new())
+        .build(connection)
+        .unwrap();
+    let load = Load::start(&runtime, &mixed);
+    thread::sleep(Duration::from_secs(1));
+    let calls = load.finish(&runtime);
+    let live: Vec<&Call> = calls.iter().filter(|c| live_keys[c.key.0]).collect();
+    let by_redis = live.iter().filter(|c| c.by_redis()).count();
+    let max_mixed = calls.iter().map(|c| c.took).max().unwrap_or_default();
+    println!(
+        "fault cluster master {fault}: under mixed load, {by_redis} of {} calls for the live \
+         masters' keys decided by Redis; max call latency {max_mixed:?}",
+        live.len(),
+    );
+    assert!(max_mixed <= TIMEOUT + MARGIN, "a call took {max_mixed:?}");
+    if strict {
+        // A call may miss its timeout on a busy machine; the client must not.
+        assert!(
+            by_redis * 100 >= live.len() * 95,
+            "{by_redis} of {}",
+            live.len()
+        );
+    }
+
+    if freeze {
+        signal(&cluster.nodes()[2], "-CONT");
+    } else {
+        cluster.nodes_mut()[2].restart();
+    }
+    let restarted = Instant::now();
+    let name = &names[2][2 * ROUNDS];
+    let back = loop {
+        let (outcomes, _) = burst(&runtime, &limiter, name, 1);
+        if outcomes[0].0 == DecidedBy::Backend {
+            break Some(restarted.elapsed());
+        }
+        if restarted.elapsed() > wait.max(Duration::from_secs(2)) {
+            assert!(!strict, "the master's keys did not go back to Redis");
+            break None;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    println!(
+        "fault cluster master {fault}: max call latency {max_live:?} on live masters, {max_dead:?} \
+         on the stopped one (timeout {TIMEOUT:?}); its keys back on Redis {back:?} after it came \
+         back"
+    );
+    assert!(max_live <= TIMEOUT + MARGIN && max_dead <= TIMEOUT + MARGIN);
+}
+
+// Security, on the Redis side: credentials through the URL, and TLS.
+
+/// A limiter that reports every failure (no policy hides it), on `connection` and `prefix`.
+fn strict(connection: RedisConnection, prefix: &str) -> RedisLimiter<Elapsed> {
+    RedisLimiter::builder(Quota::per_hour(10).unwrap())
+        .prefix(prefix)
+        .timeout(Duration::from_secs(2))
+        .failure_policy(FailurePolicy::ReturnError)
+        .clock(Elapsed::new())
+        .build(connection)
+        .unwrap()
+}
+
+/// Connecting must fail with a typed error, soon, and without repeating `secret`.
+fn assert_refused(runtime: &Runtime, url: &str, secret: &str) -> Error {
+    let started = Instant::now();
+    let error = runtime
+        .block_on(RedisConnection::connect(url))
+        .expect_err("connecting must fail");
+    let took = started.elapsed();
+    println!("security: {url:?} refused in {took:?}: {error}");
+    assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+    assert!(!error.to_string().contains(secret), "{error}");
+    // redis-rs's connection manager tries a few times with backoff before it gives up.
+    assert!(
+        took < Duration::from_secs(15),
+        "{url}: refused after {took:?}"
+    );
+    error
+}
+
+#[test]
+fn security_password_and_acl_user_through_the_url() {
+    let runtime = runtime();
+    let server = RedisServer::with_args(&["--requirepass", "pw-s3cret"]);
+    // A user that may touch only its own prefix's keys.
+    let acl = [
+        "ACL", "SETUSER", "limiter", "on", ">us3r-pw", "~acl:*", "+@all",
+    ];
+    assert!(server.command(&acl).contains("OK"));
+    let port = server.port();
+
+    let url = format!("redis://:pw-s3cret@127.0.0.1:{port}/");
+    let connection = runtime.block_on(RedisConnection::connect(&url)).unwrap();
+    let d = runtime
+        .block_on(strict(connection, "pw").check("k"))
+        .unwrap();
+    assert_eq!((d.decided_by(), d.remaining()), (DecidedBy::Backend, 9));
+
+    let url = format!("redis://limiter:us3r-pw@127.0.0.1:{port}/");
+    let connection = runtime.block_on(RedisConnection::connect(&url)).unwrap();
+    let d = runtime
+        .block_on(strict(connection.clone(), "acl").check("k"))
+        .unwrap();
+    assert_eq!((d.decided_by(), d.remaining()), (DecidedBy::Backend, 9));
+    // Outside its key pattern the user is refused by Redis: a typed error, not a count.
+    let error = runtime
+        .block_on(strict(connection, "other").check("k"))
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Backend { kind: BackendErrorKind::Protocol, detail } if detail.to_lowercase().contains("noperm")),
+        "{error:?}"
+    );
+    assert_eq!(server.command(&["EXISTS", "other:{k}:3600000"]), ":0\r\n");
+}
+
+#[test]
+fn security_wrong_or_missing_password_is_a_typed_error() {
+    let runtime = runtime();
+    let server = RedisServer::with_args(&["--requirepass", "pw-s3cret"]);
+    let port = server.port();
+    assert_refused(
+        &runtime,
+        &format!("redis://:wr0ng-pw@127.0.0.1:{port}/"),
+        "wr0ng-pw",
+    );
+    assert_refused(
+        &runtime,
+        &format!("redis://nobody:wr0ng-pw@127.0.0.1:{port}/"),
+        "wr0ng-pw",
+    );
+    // Without a password redis-rs connects (nothing is asked until the first command), and
+    // Redis refuses every decision (NOAUTH, or a protocol error for an unauthenticated
+    // command this long): a typed error, or the policy's answer.
+    let url = format!("redis://127.0.0.1:{port}/");
+    match runtime.block_on(RedisConnection::connect(&url)) {
+        Err(error) => assert!(matches!(error, Error::Backend { .. }), "{error:?}"),
+        Ok(connection) => {
+            let error = runtime
+                .block_on(strict(connection.clone(), "noauth").check("k"))
+                .unwrap_err();
+            assert!(
+                matches!(
+                    error,
+                    Error::Backend {
+                        kind: BackendErrorKind::Protocol,
+                        ..
+                    }
+                ),
+                "{error:?}"
+            );
+            let closed = RedisLimiter::builder(Quota::per_hour(10).unwrap())
+                .failure_policy(FailurePolicy::FailClosed)
+                .clock(Elapsed::new())
+                .build(connection)
+                .unwrap();
+            let d = runtime.block_on(closed.check("k")).unwrap();
+            assert_eq!(d.decided_by(), DecidedBy::FailClosed);
+        }
+    }
+}
+
+/// The demo server names its Redis in its start-up log and errors, with the password masked.
+#[cfg(feature = "tower")]
+#[test]
+fn security_the_demo_server_never_logs_the_password() {
+    use crate::server_redis::Example;
+
+    let server = RedisServer::with_args(&["--requirepass", "pw-s3cret"]);
+    let port = server.port();
+    for url in [
+        format!("redis://:pw-s3cret@127.0.0.1:{port}/"),
+        format!("redis://default:pw-s3cret@127.0.0.1:{port}/"),
+    ] {
+        let mut example = Example::spawn(&[("BIND", "127.0.0.1:0"), ("REDIS_URL", &url)]);
+        example.wait_until_listening(Duration::from_secs(30));
+        let log = example.stderr();
+        assert!(!log.contains("pw-s3cret"), "{log}");
+        assert!(log.contains(":***@127.0.0.1"), "{log}");
+    }
+    let url = format!("redis://:wr0ng-pw@127.0.0.1:{port}/");
+    let mut example = Example::spawn(&[("BIND", "127.0.0.1:0"), ("REDIS_URL", &url)]);
+    let status = example.wait_for_exit(Duration::from_secs(30));
+    let log = example.stderr();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{log}");
+    assert!(!log.contains("wr0ng-pw"), "{log}");
+    assert!(log.contains(":***@127.0.0.1"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
+}
+
+/// Runs the `openssl` CLI in `dir`; it must succeed.
+#[cfg(feature = "tls")]
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let output = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|err| {
+            panic!(
+                "cannot run `openssl` ({err}): the TLS test needs it (`apt-get install openssl`)"
+            )
+        });
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A private CA (`ca.crt`) and a certificate for 127.0.0.1 it signed (`server.crt`,
+/// `server.key`), valid for a day, in a new temp dir.
+#[cfg(feature = "tls")]
+fn certificates() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "ratewindow-tls-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+            ^ u128::from(crate::support::redis_server::free_port(false))
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    openssl(
+        &dir,
+        &[
+            &[
+                "req",
+                "-x509",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=ratewindow test CA",
+            ][..],
+            &ec[..],
+            &[
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ],
+        ]
+        .concat(),
+    );
+    openssl(
+        &dir,
+        &[
+            &["req", "-subj", "/CN=127.0.0.1"][..],
+            &ec[..],
+            &["-keyout", "server.key", "-out", "server.csr"],
+        ]
+        .concat(),
+    );
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "1",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-extfile",
+            "server.ext",
+        ],
+    );
+    dir
+}
+
+/// `rediss://` to a real TLS redis-server, trusting the test's private CA; without it the
+/// server's certificate is refused with a typed error.
+#[cfg(feature = "tls")]
+#[test]
+fn security_tls_with_a_private_ca() {
+    let runtime = runtime();
+    let dir = certificates();
+    let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    let tls_port = crate::support::redis_server::free_port(false).to_string();
+    let server = RedisServer::with_args(&[
+        "--tls-port",
+        &tls_port,
+        "--tls-cert-file",
+        &file("server.crt"),
+        "--tls-key-file",
+        &file("server.key"),
+        "--tls-ca-cert-file",
+        &file("ca.crt"),
+        // No client certificates: the client authenticates with a password, if any.
+        "--tls-auth-clients",
+        "no",
+    ]);
+    let ca = std::fs::read(dir.join("ca.crt")).unwrap();
+    let url = format!("rediss://127.0.0.1:{tls_port}/");
+
+    let connection = runtime
+        .block_on(RedisConnection::connect_with_ca(&url, &ca))
+        .expect("a TLS connection trusting the private CA");
+    let limiter = strict(connection, "tls");
+    for remaining in [9, 8] {
+        let d = runtime.block_on(limiter.check("k")).unwrap();
+        assert_eq!(
+            (d.decided_by(), d.remaining()),
+            (DecidedBy::Backend, remaining)
+        );
+    }
+    // The counts are this server's, reached through its TLS port.
+    assert_eq!(redis_count(&server, &format!("tls:{{k}}:{HOUR_MS}")), 2);
+    let clients = server.command(&["INFO", "stats"]);
+    assert!(
+        !clients.contains("total_connections_received:0"),
+        "{clients}"
+    );
+
+    // The system's roots do not know the private CA.
+    let started = Instant::now();
+    let error = runtime
+        .block_on(RedisConnection::connect(&url))
+        .expect_err("an untrusted certificate");
+    let took = started.elapsed();
+    println!("security: TLS without the CA refused in {took:?}: {error}");
+    assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+    // Regression: an untrusted certificate, like a wrong password, was retried by the
+    // connection manager with backoff for about ten seconds before connecting failed.
+    assert!(took < Duration::from_secs(2), "refused after {took:?}");
+    // A CA that is not PEM is refused before any connection.
+    let error = runtime
+        .block_on(RedisConnection::connect_with_ca(&url, b"not a certificate"))
+        .expect_err("no certificate");
+    assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// Tenant isolation: user keys are input, and must never reach another tenant's counters.
+
+/// User keys built to collide with, or address, other keys: braces (the hash tag), the
+/// escape character, the window suffix, glob characters, control bytes, and other tenants'
+/// whole Redis keys.
+const HOSTILE_KEYS: &[&str] = &[
+    "a",
+    "{a}",
+    "a}",
+    "{a",
+    "}a{",
+    "a}:x",
+    "a}:3600000",
+    "a:3600000",
+    ":3600000",
+    "{}",
+    "}{",
+    "%",
+    "%7Ba%7D",
+    "%7Ba%7D%",
+    "%257Ba%257D",
+    "*",
+    "a*",
+    "?",
+    "[a-z]",
+    "\\*",
+    "\x01",
+    "a\x01",
+    "\t",
+    "\r\n",
+    "a\r\nb",
+    "\x1b[0m",
+    "\x7f",
+    " ",
+    "é{",
+];
+
+/// For every pair of distinct user keys and prefixes the Redis keys differ, and counting one
+/// never charges, resets or addresses another.
+#[test]
+fn isolation_hostile_keys_and_prefixes_never_share_counters() {
+    let runtime = runtime();
+    let server = RedisServer::new();
+    let connection = runtime
+        .block_on(RedisConnection::connect(&server.url()))
+        .unwrap();
+    // Prefixes sharing a server, one a prefix of another.
+    let prefixes = ["iso", "iso:", "iso:a", "isoa", "iso%7B"];
+    let limiters: Vec<_> = prefixes
+        .iter()
+        .map(|prefix| {
+            RedisLimiter::builder(Quota::per_hour(1_000).unwrap())
+                .prefix(*prefix)
+                .timeout(Duration::from_secs(2))
+                .failure_policy(FailurePolicy::ReturnError)
+                .clock(Elapsed::new())
+                .build(connection.clone())
+                .unwrap()
+        })
+        .collect();
+    let mut keys: Vec<String> = HOSTILE_KEYS.iter().map(|k| k.to_string()).collect();
+    // Every tenant's own Redis key names, given as user keys.
+    for prefix in prefixes {
+        for key in ["a", "{a}", "*"] {
+            keys.push(format!("{prefix}:{{{key}}}:{HOUR_MS}"));
+        }
+    }
+    let cost = |p: usize, k: usize| ((p * keys.len() + k) % 40 + 1) as u64;
+    runtime.block_on(async {
+        for (p, limiter) in limiters.iter().enumerate() {
+            for (k, key) in keys.iter().enumerate() {
+                let d = limiter.check_n(key, cost(p, k)).await.unwrap();
+                assert_eq!(
+                    d.quotas()[0].used(),
+                    cost(p, k),
+                    "{:?} {key:?}",
+                    prefixes[p]
+                );
+            }
+        }
+        // One Redis key per prefix and user key: none shared.
+        let stored = server.command(&["DBSIZE"]);
+        let expected = prefixes.len() * keys.len();
+        assert_eq!(stored, format!(":{expected}\r\n"));
+        // Each still holds exactly its own charge: one more unit shows it.
+        for (p, limiter) in limiters.iter().enumerate() {
+            for (k, key) in keys.iter().enumerate() {
+                let d = limiter.check(key).await.unwrap();
+                assert_eq!(
+                    d.quotas()[0].used(),
+                    cost(p, k) + 1,
+                    "{:?} {key:?}",
+                    prefixes[p]
+                );
+            }
+        }
+        // Resetting one key resets no other.
+        limiters[0].reset("a").await.unwrap();
+        for (p, limiter) in limiters.iter().enumerate() {
+            for (k, key) in keys.iter().enumerate() {
+                let expected = if (p, key.as_str()) == (0, "a") {
+                    0
+                } else {
+                    cost(p, k) + 1
+                };
+                let d = limiter.peek(key).await.unwrap();
+                assert_eq!(
+                    d.quotas()[0].used(),
+                    expected + 1,
+                    "{:?} {key:?}",
+                    prefixes[p]
+                );
+            }
+        }
+    });
+    assert_every_key_expires(&server, "iso");
+}

@@ -265,15 +265,7 @@ async fn exchange(s: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> Resul
         if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             break at + 4;
         }
-        let mut chunk = [0u8; 4096];
-        let n = s
-            .read(&mut chunk)
-            .await
-            .map_err(|err| format!("read: {err}"))?;
-        if n == 0 {
-            return Err("the server closed the connection".to_owned());
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(s, buf).await?;
     };
     let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| "head not UTF-8".to_owned())?;
     let mut lines = head.split("\r\n");
@@ -296,21 +288,27 @@ async fn exchange(s: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> Resul
         }
     }
     while buf.len() < head_end + length {
-        let mut chunk = [0u8; 4096];
-        let n = s
-            .read(&mut chunk)
-            .await
-            .map_err(|err| format!("read: {err}"))?;
-        if n == 0 {
-            return Err("the server closed the connection mid-body".to_owned());
-        }
-        buf.extend_from_slice(&chunk[..n]);
+        read_more(s, buf).await?;
     }
     Ok(Reply {
         status,
         limit,
         reset,
     })
+}
+
+/// Appends what the connection has next to `buf`.
+async fn read_more(s: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), String> {
+    let mut chunk = [0u8; 4096];
+    let n = s
+        .read(&mut chunk)
+        .await
+        .map_err(|err| format!("read: {err}"))?;
+    if n == 0 {
+        return Err("the server closed the connection".to_owned());
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
 }
 
 fn percentile(sorted: &[u32], q: f64) -> u32 {

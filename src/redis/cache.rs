@@ -5,6 +5,11 @@
 //! window, so once a quota is used up, every request of the key is denied until the window ends
 //! (unless a refund or reset comes, which through this limiter clears the entry). Under abuse,
 //! one key hammering far over its limit costs Redis about one call per window.
+//!
+//! "Until the window ends" is by this process's clock. Where that clock and the one that
+//! decides windows differ (local clocks skewed between processes, or Redis's `TIME` against a
+//! local clock up to one coarse tick behind), a cached denial can outlast the window by that
+//! difference: the cache only ever denies longer, never admits more.
 
 use std::collections::HashMap;
 

@@ -662,7 +662,10 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
         self
     }
 
-    /// How many keys the local over-limit cache remembers (default 10 000; 0 turns it off).
+    /// How many keys the local over-limit cache remembers (default 10 000; 0 turns it off). A
+    /// key Redis has found over a quota is denied here, without a round trip, until the window
+    /// ends by this process's clock; with skewed clocks that can outlast the window by the skew
+    /// (denying longer, never admitting more).
     pub fn over_limit_cache(mut self, capacity: usize) -> Self {
         self.over_limit_capacity = capacity;
         self

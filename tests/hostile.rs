@@ -319,7 +319,9 @@ fn a_clock_at_the_epoch_and_stepping_back_from_the_end_of_time() {
 mod redis {
     //! The same cases, cheaply, against one real `redis-server`.
 
-    use ratewindow::{Error, ManualClock, Quota, RateLimiter, RedisConnection, RedisLimiter};
+    use ratewindow::{
+        DecidedBy, Error, ManualClock, Quota, RateLimiter, RedisConnection, RedisLimiter,
+    };
 
     use super::{MAX_TIME_MS, T0_MS, YEAR_9999_MS, hostile_keys};
     use crate::support::block_on;
@@ -381,46 +383,55 @@ mod redis {
         assert_eq!(size.trim(), format!(":{}", hostile_keys().len() + 1));
     }
 
-    /// Regression: the script counts in Lua numbers, which are doubles, and limits above 2^53
+    /// Regression: the script counts in Lua numbers, which are doubles, and limits from 2^53 up
     /// were accepted. With a limit of 2^53 + 1, a count of 2^53 plus one stayed 2^53, so every
-    /// later request of cost 1 was admitted and none was counted; near 2^57 a count was stored
-    /// rounded up, denying units that were left. Such limits are now refused when building.
+    /// later request of cost 1 was admitted and none was counted; at exactly 2^53 a full window
+    /// admitted every further request the same way (2^53 + 1 > 2^53 is false in doubles); near
+    /// 2^57 a count was stored rounded up, denying units that were left. Such limits are now
+    /// refused when building. The over-limit cache is off so that every check reaches Redis.
     #[test]
-    fn redis_limits_above_two_to_the_53_are_refused_and_two_to_the_53_counts_exactly() {
+    fn redis_limits_from_two_to_the_53_are_refused_and_the_largest_counts_exactly() {
         let server = RedisServer::new();
         let connection = block_on(RedisConnection::connect(&server.url())).expect("connect");
         let clock = ManualClock::at_millis(T0_MS);
-        for limit in [(1 << 53) + 1, (1 << 57) - 1, u64::MAX] {
+        for limit in [1 << 53, (1 << 53) + 1, (1 << 57) - 1, u64::MAX] {
             let quota = Quota::per_minute(limit).unwrap();
             assert_eq!(
                 limiter(&connection, "big", quota, &clock).unwrap_err(),
                 Error::LimitTooLarge {
                     limit,
-                    max: 1 << 53
+                    max: (1 << 53) - 1
                 }
             );
         }
         let small = limiter(&connection, "big", Quota::per_minute(1).unwrap(), &clock).unwrap();
         assert_eq!(
             small
-                .with_quotas([Quota::per_minute((1 << 53) + 1).unwrap()])
+                .with_quotas([Quota::per_minute(1 << 53).unwrap()])
                 .unwrap_err(),
             Error::LimitTooLarge {
-                limit: (1 << 53) + 1,
-                max: 1 << 53
+                limit: 1 << 53,
+                max: (1 << 53) - 1
             }
         );
 
-        let max = 1u64 << 53;
-        let limiter = limiter(&connection, "big", Quota::per_minute(max).unwrap(), &clock).unwrap();
+        let max = (1u64 << 53) - 1;
+        let limiter = RedisLimiter::builder(Quota::per_minute(max).unwrap())
+            .prefix("big")
+            .timeout(std::time::Duration::from_secs(5))
+            .over_limit_cache(0)
+            .clock(clock.clone())
+            .build(connection.clone())
+            .unwrap();
         block_on(async {
             let most = limiter.check_n("k", max - 1).await.unwrap();
             assert!(most.is_allowed() && most.remaining() == 1, "{most:?}");
             let last = limiter.check("k").await.unwrap();
             assert!(last.is_allowed() && last.remaining() == 0, "{last:?}");
-            for _ in 0..3 {
-                let over = limiter.check("k").await.unwrap();
+            for cost in [1, 1, 2, 3] {
+                let over = limiter.check_n("k", cost).await.unwrap();
                 assert!(!over.is_allowed(), "{over:?}");
+                assert_eq!(over.decided_by(), DecidedBy::Backend);
                 assert_eq!(over.quotas()[0].used(), max);
             }
         });

@@ -713,7 +713,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
     ///
     /// [`Error::TooManyQuotas`] past [`MAX_QUOTAS`]; [`Error::InvalidConfig`] for a prefix that
     /// is empty or contains a brace, or a clock skew allowance above a day;
-    /// [`Error::LimitTooLarge`] for a limit above 2^53, the largest the server-side script
+    /// [`Error::LimitTooLarge`] for a limit above 2^53 − 1, the largest the server-side script
     /// counts exactly; for [`FailurePolicy::Fallback`], what building its [`MemoryLimiter`]
     /// returns.
     pub fn build(self, connection: RedisConnection) -> Result<RedisLimiter<C>, Error> {
@@ -766,8 +766,11 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
 }
 
 /// The largest limit the script counts exactly: Lua's numbers are doubles, which hold every
-/// integer up to 2^53 and no longer count one by one above it (2^53 + 1 == 2^53).
-const MAX_LIMIT: u64 = 1 << 53;
+/// integer up to 2^53 and no longer count one by one above it (2^53 + 1 == 2^53). Not 2^53
+/// itself: a full count of 2^53 plus one is 2^53 again, which is not above a limit of 2^53, so
+/// the request would be admitted and not counted. With limits below 2^53 any sum above the
+/// limit is exact or rounds to at least 2^53, still above it.
+const MAX_LIMIT: u64 = (1 << 53) - 1;
 
 /// Refuses limits the script could not count exactly.
 fn check_limits(quotas: &[Quota]) -> Result<(), Error> {

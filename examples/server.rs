@@ -711,7 +711,7 @@ async fn redis_backend(
             RedisTarget::Single(url) => RedisConnection::connect(url).await,
             RedisTarget::Cluster(urls) => {
                 let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-                RedisConnection::connect_cluster(&urls).await
+                RedisConnection::connect_cluster_with_timeout(&urls, settings.timeout).await
             }
         }
     };
@@ -898,24 +898,28 @@ pub fn redacted(url: &str) -> String {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, url),
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
+    // Everything up to the last `@` is user information, whatever it contains: a password with
+    // an unescaped `/`, `?` or `#` (why such a URL fails to parse) must not end the user part
+    // early and be shown as a host or path.
+    let (userinfo, after) = match rest.rsplit_once('@') {
+        Some((userinfo, after)) => (Some(userinfo), after),
+        None => (None, rest),
+    };
+    let host_end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let (host, tail) = after.split_at(host_end);
     let mut out = String::with_capacity(url.len());
     if let Some(scheme) = scheme {
         out.push_str(scheme);
         out.push_str("://");
     }
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            match userinfo.split_once(':') {
-                Some((user, _password)) => out.push_str(&format!("{user}:***")),
-                None => out.push_str("***"),
-            }
-            out.push('@');
-            out.push_str(host);
+    if let Some(userinfo) = userinfo {
+        match userinfo.split_once(':') {
+            Some((user, _password)) => out.push_str(&format!("{user}:***")),
+            None => out.push_str("***"),
         }
-        None => out.push_str(authority),
+        out.push('@');
     }
+    out.push_str(host);
     let tail = tail.split('#').next().unwrap_or_default();
     match tail.split_once('?') {
         Some((path, query)) => {

@@ -592,6 +592,14 @@ fn redis_urls_are_shown_without_passwords() {
             "redis+unix:///tmp/redis.sock?db=1&pass=***",
         ),
         ("u:s3cret@host:6379", "u:***@host:6379"),
+        // Unescaped `/`, `?` and `#` in a password: the user part still ends at the last `@`.
+        ("redis://:s3cret/x@host:6379", "redis://:***@host:6379"),
+        ("redis://:s3cret?x@host", "redis://:***@host"),
+        (
+            "redis://user:s3#cret@host:6379/0",
+            "redis://user:***@host:6379/0",
+        ),
+        ("redis://user:s3cret@x@host", "redis://user:***@host"),
         ("host:6379", "host:6379"),
         ("", ""),
     ];

@@ -43,8 +43,11 @@ pub(crate) fn int(n: u64) -> HeaderValue {
     }
 }
 
-/// Bytes per chunk: room for about 200 values of up to 20 digits.
-const CHUNK: usize = 4096;
+/// Bytes per chunk: room for a dozen to two dozen integers. Small on purpose: a value keeps its
+/// whole chunk alive, and some values outlive their response (HTTP/2's HPACK table keeps a copy
+/// of each header it indexes for the connection's life, and the caches below keep theirs), so
+/// the chunk size bounds what each such copy can hold on to.
+const CHUNK: usize = 256;
 
 thread_local! {
     /// The unused rest of this thread's current chunk.
@@ -59,8 +62,8 @@ fn formatted(n: u64) -> HeaderValue {
 
 /// `bytes` as a header value written into this thread's current chunk, which many values
 /// share: a value costs an atomic increment (and its drop a decrement) instead of an
-/// allocation and a free. A chunk is freed when its last value is; headers live no longer than
-/// their response, so a thread keeps few chunks alive. `None` if `bytes` is not a valid header
+/// allocation and a free. A chunk is freed when its last value is; a value that outlives its
+/// response keeps at most [`CHUNK`] bytes alive. `None` if `bytes` is not a valid header
 /// value.
 pub(crate) fn chunked(bytes: &[u8]) -> Option<HeaderValue> {
     CHUNK_REST
@@ -171,7 +174,7 @@ mod tests {
         // Enough values to fill several chunks while the first ones are alive, then again
         // after they are dropped (the chunk is reused in place).
         for _ in 0..2 {
-            let values: Vec<(u64, HeaderValue)> = (0..3 * CHUNK as u64 / 10)
+            let values: Vec<(u64, HeaderValue)> = (0..30 * CHUNK as u64 / 10)
                 .map(|i| {
                     let n = u64::MAX - i * 7_919;
                     (n, formatted(n))

@@ -18,8 +18,9 @@ use crate::Decision;
 /// In order: the X-RateLimit headers, GitHub's extras, the IETF fields, then `retry-after`
 /// when the request was denied (whatever the style). Names are constants and integer values
 /// are formatted without `format!`; integers below 1024 are static values, a quota's limit and
-/// reset time are shared copies of the ones the thread made last, and any other value costs
-/// one small allocation for its `HeaderValue`.
+/// reset time are shared copies of the ones the thread made last, and any other value is
+/// written into a small per-thread chunk of bytes that several values share (no allocation of
+/// its own).
 /// Without a partition key the IETF fields carry no `pk`; see
 /// [`write_headers_partitioned`].
 ///

@@ -1157,11 +1157,22 @@ fn security_tls_with_a_private_ca() {
     // Regression: an untrusted certificate, like a wrong password, was retried by the
     // connection manager with backoff for about ten seconds before connecting failed.
     assert!(took < Duration::from_secs(2), "refused after {took:?}");
-    // A CA that is not PEM is refused before any connection.
+    // A CA that is not PEM trusts nothing: the server's certificate is refused.
     let error = runtime
         .block_on(RedisConnection::connect_with_ca(&url, b"not a certificate"))
         .expect_err("no certificate");
     assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+    // A plain URL is the caller's configuration: refused before any connection.
+    let plain = url.replacen("rediss://", "redis://", 1);
+    let error = runtime
+        .block_on(RedisConnection::connect_with_ca(&plain, &ca))
+        .expect_err("not rediss://");
+    assert_eq!(
+        error,
+        Error::InvalidConfig {
+            reason: "a TLS connection with a CA needs a rediss:// URL"
+        }
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -68,9 +68,9 @@ impl RedisConnection {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if the URL does not parse; [`Error::Backend`] if it is not
-    /// `rediss://`, `ca_pem` holds no certificate, or the server cannot be reached or its
-    /// certificate is not trusted.
+    /// [`Error::InvalidConfig`] if the URL does not parse or is not `rediss://`;
+    /// [`Error::Backend`] if the server cannot be reached or its certificate is not trusted
+    /// (e.g. `ca_pem` holds no certificate).
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub async fn connect_with_ca(url: &str, ca_pem: &[u8]) -> Result<RedisConnection, Error> {
@@ -490,32 +490,61 @@ async fn invoke(
 }
 
 /// `error` with every occurrence of `secrets` (the Redis key, the API key) in its text
-/// replaced: whatever Redis or the client put into a message, an error that reaches a log
-/// never carries a key. Longer secrets first, since one may contain another.
+/// replaced by `<key>`: whatever Redis or the client put into a message, an error that reaches
+/// a log never carries a key. One pass, longest secret first at each place, so a short key
+/// never rewrites a replacement already made.
 fn scrubbed(error: Error, secrets: &[&str]) -> Error {
     match error {
-        Error::Backend { kind, mut detail } => {
-            for secret in secrets.iter().filter(|secret| !secret.is_empty()) {
-                if detail.contains(secret) {
-                    detail = detail.replace(secret, "<key>");
-                }
-            }
-            Error::Backend { kind, detail }
-        }
+        Error::Backend { kind, detail } => Error::Backend {
+            kind,
+            detail: without(&detail, secrets),
+        },
         other => other,
     }
 }
 
-/// A URL that does not parse is the caller's configuration, not the backend failing: no retry
-/// can fix it. The reason is static so that no part of the URL (a password) reaches a log.
-fn url_error(error: RedisError) -> Error {
-    if error.kind() == ErrorKind::InvalidClientConfig {
-        Error::InvalidConfig {
-            reason: "the Redis URL does not parse (expected e.g. redis://[user:password@]host[:port][/db])",
-        }
-    } else {
-        backend_error(error)
+fn without(text: &str, secrets: &[&str]) -> String {
+    let mut secrets: Vec<&str> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
+    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
+    if !secrets.iter().any(|secret| text.contains(secret)) {
+        return text.to_owned();
     }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        match secrets.iter().find(|secret| rest.starts_with(**secret)) {
+            Some(secret) => {
+                out.push_str("<key>");
+                rest = &rest[secret.len()..];
+            }
+            None => {
+                out.push(c);
+                rest = &rest[c.len_utf8()..];
+            }
+        }
+    }
+    out
+}
+
+/// A client configuration redis-rs refuses (a URL that does not parse, `rediss://` without
+/// TLS support, ...) is the caller's to fix, not the backend failing. The reasons are static,
+/// chosen from redis-rs's own static descriptions, so that no part of the URL (a password)
+/// reaches a log.
+fn url_error(error: RedisError) -> Error {
+    if error.kind() != ErrorKind::InvalidClientConfig {
+        return backend_error(error);
+    }
+    let text = error.to_string();
+    let reason = if text.contains("rediss://") {
+        "a TLS connection with a CA needs a rediss:// URL"
+    } else if text.contains("TLS") && text.contains("feature") {
+        "a rediss:// URL needs the tls feature"
+    } else if text.contains("TLS") {
+        "the TLS settings (e.g. the CA certificate) are not usable"
+    } else {
+        "the Redis URL does not parse (expected e.g. redis://[user:password@]host[:port][/db])"
+    };
+    Error::InvalidConfig { reason }
 }
 
 /// Whether connecting failed in a way that trying again cannot mend: the credentials were
@@ -582,7 +611,8 @@ impl<C: Clock> RateLimiter for RedisLimiter<C> {
             }
             .map_err(backend_error)
         })
-        .await?;
+        .await
+        .map_err(|error| scrubbed(error, &[&base, key]))?;
         Ok(())
     }
 
@@ -804,11 +834,17 @@ mod tests {
             kind: BackendErrorKind::Protocol,
             detail: "WRONGTYPE at app:{sk_live_1}:60000 for sk_live_1".into(),
         };
-        let scrubbed = scrubbed(error, &["app:{sk_live_1}:", "sk_live_1"]);
+        let scrubbed = scrubbed(error, &["sk_live_1", "app:{sk_live_1}:"]);
         assert_eq!(
             scrubbed.to_string(),
             "backend protocol error: WRONGTYPE at <key>60000 for <key>"
         );
+        // A short key never rewrites a replacement, and text around it stays readable.
+        assert_eq!(
+            without("key e at {e}: e", &["e", "{e}"]),
+            "k<key>y <key> at <key>: <key>"
+        );
+        assert_eq!(without("é{é}é", &["é"]), "<key>{<key>}<key>");
         // Other errors, and empty secrets, are left alone.
         assert_eq!(
             scrubbed_text(Error::EmptyKey, &["k"]),

@@ -40,6 +40,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // The resident keys, then half the cap of new keys after the window, must fit.
+    if max_keys < 2 * RESIDENT {
+        eprintln!("key_spray: MAX_KEYS must be at least {}", 2 * RESIDENT);
+        return ExitCode::FAILURE;
+    }
     match spray(keys, max_keys) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {

@@ -68,8 +68,14 @@ fn setting(name: &str, default: u64) -> Result<u64, String> {
 
 fn run() -> Result<bool, String> {
     let duration = Duration::from_secs(setting("DURATION_SECS", 30)?);
-    let connections = setting("CONNECTIONS", 64)?.max(1) as u32;
-    let keys = setting("KEYS", 1000)?.max(1) as u32;
+    let small = |name: &str, default: u64| -> Result<u32, String> {
+        u32::try_from(setting(name, default)?)
+            .ok()
+            .filter(|&n| (1..=1_000_000).contains(&n))
+            .ok_or_else(|| format!("{name}: expected a whole number from 1 to 1000000"))
+    };
+    let connections = small("CONNECTIONS", 64)?;
+    let keys = small("KEYS", 1000)?;
     let rate_limit = std::env::var("RATE_LIMIT").unwrap_or_else(|_| "100/1m".to_owned());
     let with_redis = std::env::var("REDIS").is_ok_and(|v| v == "1");
 

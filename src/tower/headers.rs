@@ -35,7 +35,8 @@ pub enum PartitionKeys {
     #[default]
     None,
     /// [`PartitionKey::hash_of`] the key: the same in every process and release, but anyone
-    /// can compute it for a guessed key.
+    /// can compute it for a guessed key. Not for keys from a small space, such as client IP
+    /// addresses (a fallback key): all 2^32 IPv4 addresses are quickly tried; use `Keyed`.
     Public,
     /// [`PartitionKey::keyed_hash_of`] the key under this secret: reveals nothing about the key
     /// without the secret; every instance given the same secret gives a key the same `pk`.

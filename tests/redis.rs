@@ -763,3 +763,31 @@ fn a_resharded_slot_is_followed_through_ask_and_moved() {
         .unwrap();
     assert!(ttl > 0, "PTTL {ttl}");
 }
+
+/// The password in the seed URL is used for every master the cluster names, not only the
+/// seed: the router connects to masters by the addresses `CLUSTER SLOTS` gives.
+#[test]
+fn a_password_in_the_seed_url_reaches_every_master() {
+    let cluster = RedisCluster::with_args(&["--requirepass", "s3cret"]);
+    let seed = format!("redis://:s3cret@127.0.0.1:{}/", cluster.nodes()[0].port());
+    let connection = block_on(RedisConnection::connect_cluster_with_timeout(
+        &[&seed],
+        TEST_TIMEOUT,
+    ))
+    .expect("connect to the cluster");
+    let limiter = RedisLimiter::builder(Quota::per_hour(10).unwrap())
+        .prefix("pw")
+        .timeout(TEST_TIMEOUT)
+        .failure_policy(FailurePolicy::ReturnError)
+        .clock(ManualClock::at_millis(T0_MS))
+        .build(connection)
+        .unwrap();
+    for i in 0..30 {
+        let decision = block_on(limiter.check(&format!("tenant-{i}"))).expect("decided");
+        assert_eq!(decision.decided_by(), DecidedBy::Backend);
+    }
+    for node in cluster.nodes() {
+        let keys: u64 = one_value(&node.command(&["DBSIZE"])).parse().unwrap();
+        assert!(keys > 0, "no key on the master at {}", node.port());
+    }
+}

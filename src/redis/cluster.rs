@@ -241,11 +241,10 @@ impl Router {
             return;
         }
         self.refreshed_ms.store(now_ms, Ordering::Relaxed);
-        let router = self.clone();
+        let refreshing = Refreshing(self.clone());
         runtime.spawn(async move {
             // A failed read keeps the map as it was; the next failure or redirect tries again.
-            let _ = router.refresh().await;
-            router.refreshing.store(false, Ordering::Release);
+            let _ = refreshing.0.refresh().await;
         });
     }
 
@@ -337,6 +336,16 @@ impl Router {
     }
 }
 
+/// Marks the background read of the map as over when dropped: when it ends, and also when its
+/// runtime shuts down under it, which would otherwise stop every later read.
+struct Refreshing(Arc<Router>);
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        self.0.refreshing.store(false, Ordering::Release);
+    }
+}
+
 /// One node: its client and its current connection.
 struct Node {
     address: Arc<str>,
@@ -395,6 +404,7 @@ impl ConnectionLike for Asking<'_> {
         })
     }
 
+    /// Pipelines (which the limiter does not send) go as they are.
     fn req_packed_commands<'a>(
         &'a mut self,
         pipeline: &'a ::redis::Pipeline,

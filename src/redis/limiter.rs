@@ -521,10 +521,13 @@ fn refused_for_good(error: &RedisError) -> bool {
         || io.is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
 }
 
+/// A cluster that is down or resharding (`CLUSTERDOWN`, `TRYAGAIN`, a redirect past the one
+/// followed) is unavailable for now, like a server that cannot be reached.
 fn backend_error(error: RedisError) -> Error {
     let kind = if error.is_timeout() {
         BackendErrorKind::Timeout
     } else if error.is_io_error()
+        || error.is_cluster_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || matches!(error.kind(), ErrorKind::Io | ErrorKind::Client)

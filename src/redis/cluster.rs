@@ -64,6 +64,7 @@ struct Router {
 pub(crate) enum Request<'a> {
     /// `EVALSHA`, loading the script after `NOSCRIPT`.
     Script(&'a ScriptInvocation<'a>),
+    /// Any other command: `DEL`, `CLUSTER SLOTS`.
     Command(&'a Cmd),
 }
 

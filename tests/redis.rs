@@ -667,3 +667,127 @@ fn a_process_behind_by_the_allowed_skew_never_counts_a_window_again() {
         "the counter outlived the window on the slow clock"
     );
 }
+
+/// The bulk string or integer of a one-value RESP reply (`$3\r\nabc\r\n`, `:12\r\n`).
+fn one_value(reply: &str) -> &str {
+    match reply.strip_prefix(':') {
+        Some(integer) => integer.trim_end(),
+        None => reply.lines().nth(1).unwrap_or_default(),
+    }
+}
+
+/// A slot resharded while a limiter uses it, by the steps `redis-cli --cluster reshard` takes:
+/// the limiter's warm slot map still names the old master throughout, and every decision is
+/// made by Redis and counted exactly. While the slot migrates, the old master answers `ASK` for
+/// the key it no longer holds, and the call must be sent with `ASKING` to the new one; once the
+/// slot is reassigned, the old master answers `MOVED`, and the call must follow it.
+#[test]
+fn a_resharded_slot_is_followed_through_ask_and_moved() {
+    let cluster = RedisCluster::new();
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let connection = block_on(RedisConnection::connect_cluster_with_timeout(
+        &urls,
+        TEST_TIMEOUT,
+    ))
+    .expect("connect to the cluster");
+    const LIMIT: u64 = 100;
+    let limiter = RedisLimiter::builder(Quota::per_hour(LIMIT).unwrap())
+        .prefix("moved")
+        .timeout(TEST_TIMEOUT)
+        .failure_policy(FailurePolicy::ReturnError)
+        .clock(ManualClock::at_millis(T0_MS))
+        .build(connection)
+        .unwrap();
+    let key = "moving-tenant";
+    let redis_key = format!("moved:{{{key}}}:3600000");
+    let nodes = cluster.nodes();
+    let slot = one_value(&nodes[0].command(&["CLUSTER", "KEYSLOT", &redis_key])).to_owned();
+    let source = (0..3)
+        .find(|&i| {
+            !nodes[i]
+                .command(&["EXISTS", &redis_key])
+                .starts_with("-MOVED")
+        })
+        .expect("an owner");
+    let target = (source + 1) % 3;
+    let id = |i: usize| one_value(&nodes[i].command(&["CLUSTER", "MYID"])).to_owned();
+    let (source_id, target_id) = (id(source), id(target));
+    let mut used = 0;
+    let mut check = |when: &str| {
+        let decision = block_on(limiter.check(key)).unwrap_or_else(|e| panic!("{when}: {e}"));
+        used += 1;
+        assert_eq!(decision.decided_by(), DecidedBy::Backend, "{when}");
+        assert_eq!(decision.remaining(), LIMIT - used, "{when}");
+    };
+    let count = |i: usize| {
+        let value = nodes[i].command(&["GET", &redis_key]);
+        let (_, count) = one_value(&value).split_once(':').expect("<window>:<count>");
+        count.parse::<u64>().unwrap()
+    };
+
+    check("before");
+    check("before");
+    let ok = |reply: String| assert!(reply.starts_with("+OK"), "{reply}");
+    ok(nodes[target].command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]));
+    ok(nodes[source].command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]));
+    // Still on the old master, which serves the keys it holds.
+    check("migrating, the key not moved yet");
+    let target_port = nodes[target].port().to_string();
+    ok(nodes[source].command(&[
+        "MIGRATE",
+        "127.0.0.1",
+        &target_port,
+        &redis_key,
+        "0",
+        "5000",
+    ]));
+    // The old master answers ASK: the call goes to the new one, with ASKING, and counts on
+    // from the migrated count (which `remaining` shows).
+    check("migrating, the key moved");
+    check("migrating, the key moved");
+    // The slot is the new master's: the old one answers MOVED, which the call follows.
+    for i in [target, source, (source + 2) % 3] {
+        ok(nodes[i].command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]));
+    }
+    check("moved");
+    check("moved");
+    assert_eq!(count(target), 7);
+    assert!(
+        nodes[source]
+            .command(&["EXISTS", &redis_key])
+            .starts_with("-MOVED")
+    );
+    let ttl: i64 = one_value(&nodes[target].command(&["PTTL", &redis_key]))
+        .parse()
+        .unwrap();
+    assert!(ttl > 0, "PTTL {ttl}");
+}
+
+/// The password in the seed URL is used for every master the cluster names, not only the
+/// seed: the router connects to masters by the addresses `CLUSTER SLOTS` gives.
+#[test]
+fn a_password_in_the_seed_url_reaches_every_master() {
+    let cluster = RedisCluster::with_args(&["--requirepass", "s3cret"]);
+    let seed = format!("redis://:s3cret@127.0.0.1:{}/", cluster.nodes()[0].port());
+    let connection = block_on(RedisConnection::connect_cluster_with_timeout(
+        &[&seed],
+        TEST_TIMEOUT,
+    ))
+    .expect("connect to the cluster");
+    let limiter = RedisLimiter::builder(Quota::per_hour(10).unwrap())
+        .prefix("pw")
+        .timeout(TEST_TIMEOUT)
+        .failure_policy(FailurePolicy::ReturnError)
+        .clock(ManualClock::at_millis(T0_MS))
+        .build(connection)
+        .unwrap();
+    for i in 0..30 {
+        let decision = block_on(limiter.check(&format!("tenant-{i}"))).expect("decided");
+        assert_eq!(decision.decided_by(), DecidedBy::Backend);
+    }
+    for node in cluster.nodes() {
+        let keys: u64 = one_value(&node.command(&["DBSIZE"])).parse().unwrap();
+        assert!(keys > 0, "no key on the master at {}", node.port());
+    }
+}

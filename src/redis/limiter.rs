@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, ConnectionManager};
-use ::redis::cluster_async::ClusterConnection;
 use ::redis::{ErrorKind, RedisError};
 
 use super::cache::OverLimitCache;
+use super::cluster::{ClusterRouter, Request};
 use super::policy::{Breaker, FailurePolicy};
 use super::{keys, script};
 use crate::decision::QuotaState;
@@ -33,8 +33,6 @@ const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(1);
 /// than a day.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(86_400);
 const DEFAULT_PREFIX: &str = "ratewindow";
-/// How many times the cluster client resends a command (see [`RedisConnection::connect_cluster`]).
-const CLUSTER_RETRIES: u32 = 1;
 
 /// A connection to a single Redis server (reconnecting by itself) or to a Redis Cluster. Both
 /// multiplex every concurrent call over their connections; cloning one is cheap and shares them.
@@ -42,9 +40,9 @@ const CLUSTER_RETRIES: u32 = 1;
 pub enum RedisConnection {
     /// One server, through redis-rs's [`ConnectionManager`].
     Single(ConnectionManager),
-    /// A cluster, through redis-rs's async [`ClusterConnection`]; `MOVED` and `ASK` are
-    /// followed by the client.
-    Cluster(ClusterConnection),
+    /// A cluster, through a [`ClusterRouter`]: each call goes to its key's master only, so a
+    /// master that is down fails its own keys and no others.
+    Cluster(ClusterRouter),
 }
 
 impl RedisConnection {
@@ -100,7 +98,7 @@ impl RedisConnection {
     }
 
     /// Connects to a cluster through any of its nodes, with connection and response timeouts
-    /// of 50 ms (the limiter's default timeout) inside the cluster client; see
+    /// of 50 ms (the limiter's default timeout); see
     /// [`connect_cluster_with_timeout`](Self::connect_cluster_with_timeout).
     ///
     /// # Errors
@@ -111,45 +109,26 @@ impl RedisConnection {
         Self::connect_cluster_with_timeout(urls, DEFAULT_TIMEOUT).await
     }
 
-    /// Connects to a cluster through any of its nodes; `timeout` bounds each connection attempt
-    /// and each response inside the cluster client. Give it the limiter's
-    /// [`timeout`](RedisLimiterBuilder::timeout): when a master fails, the client rediscovers the
-    /// cluster while holding every command, for the masters that are up too, and redis-rs sets
-    /// no response timeout on cluster connections, so a master that stops answering could
-    /// hold them for as long as it stays silent.
+    /// Connects to a cluster through any of its nodes (`redis://` or `rediss://`, credentials
+    /// in the URL), reading its slot map from the first that answers; `timeout` bounds each
+    /// connection attempt and each response. Give it the limiter's
+    /// [`timeout`](RedisLimiterBuilder::timeout) or more. The first URL's credentials and
+    /// scheme are used for every node the cluster names.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if a URL does not parse; [`Error::Backend`] if no node can be
-    /// reached within `timeout`.
+    /// [`Error::InvalidConfig`] if a URL does not parse; [`Error::Backend`] if no node gives
+    /// its slot map within `timeout`.
     pub async fn connect_cluster_with_timeout(
         urls: &[&str],
         timeout: Duration,
     ) -> Result<RedisConnection, Error> {
-        Self::cluster(
-            ::redis::cluster::ClusterClientBuilder::new(urls.to_vec())
-                .connection_timeout(timeout)
-                .response_timeout(timeout),
-        )
-        .await
-    }
-
-    /// The cluster client retries a failed command once (enough to follow a `MOVED` or `ASK`
-    /// redirect, or to resend over a new connection), not redis-rs's default 16 times with
-    /// backoff: the limiter gives up at its own timeout anyway, and a command cycling through
-    /// reconnections to a dead master holds up the commands for the live ones.
-    async fn cluster(
-        builder: ::redis::cluster::ClusterClientBuilder,
-    ) -> Result<RedisConnection, Error> {
         #[cfg(feature = "tls")]
         install_tls_provider();
-        let client = builder
-            .retries(CLUSTER_RETRIES)
-            .build()
+        let router = ClusterRouter::connect(urls, timeout)
+            .await
             .map_err(url_error)?;
-        Ok(RedisConnection::Cluster(
-            client.get_async_connection().await.map_err(backend_error)?,
-        ))
+        Ok(RedisConnection::Cluster(router))
     }
 }
 
@@ -326,7 +305,10 @@ impl<C: Clock> RedisLimiter<C> {
             };
             return self.on_failure(key, op, amount, error);
         }
-        match self.run(key, &base, op, amount, local_ms).await {
+        match self
+            .run(key, &base, slot as u16, op, amount, local_ms)
+            .await
+        {
             Ok(decision) => {
                 self.breaker.close(slot);
                 if let Op::Check = op {
@@ -398,12 +380,13 @@ impl<C: Clock> RedisLimiter<C> {
         }))
     }
 
-    /// Runs the script for `key`, whose counters' names start with `base`, at local time
-    /// `now_ms` unless windows follow Redis's time.
+    /// Runs the script for `key`, whose counters' names start with `base` (on Cluster `slot`),
+    /// at local time `now_ms` unless windows follow Redis's time.
     async fn run(
         &self,
         key: &str,
         base: &str,
+        slot: u16,
         op: Op,
         amount: u64,
         now_ms: u64,
@@ -432,7 +415,10 @@ impl<C: Clock> RedisLimiter<C> {
             .within_timeout(async {
                 match &self.connection {
                     RedisConnection::Single(c) => invoke(&invocation, &mut c.clone()).await,
-                    RedisConnection::Cluster(c) => invoke(&invocation, &mut c.clone()).await,
+                    RedisConnection::Cluster(c) => c
+                        .query(slot, Request::Script(&invocation))
+                        .await
+                        .map_err(backend_error),
                 }
             })
             .await
@@ -478,7 +464,7 @@ impl<C: Clock> RedisLimiter<C> {
     }
 }
 
-/// One script call on either kind of connection.
+/// One script call on a single server's connection.
 async fn invoke(
     invocation: &::redis::ScriptInvocation<'_>,
     connection: &mut impl ConnectionLike,
@@ -564,10 +550,13 @@ fn refused_for_good(error: &RedisError) -> bool {
         || io.is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
 }
 
+/// A cluster that is down or resharding (`CLUSTERDOWN`, `TRYAGAIN`, a redirect past the one
+/// followed) is unavailable for now, like a server that cannot be reached.
 fn backend_error(error: RedisError) -> Error {
     let kind = if error.is_timeout() {
         BackendErrorKind::Timeout
     } else if error.is_io_error()
+        || error.is_cluster_error()
         || error.is_connection_dropped()
         || error.is_connection_refusal()
         || matches!(error.kind(), ErrorKind::Io | ErrorKind::Client)
@@ -607,7 +596,10 @@ impl<C: Clock> RateLimiter for RedisLimiter<C> {
         self.within_timeout(async {
             match &self.connection {
                 RedisConnection::Single(c) => command.query_async::<i64>(&mut c.clone()).await,
-                RedisConnection::Cluster(c) => command.query_async::<i64>(&mut c.clone()).await,
+                RedisConnection::Cluster(c) => {
+                    c.query::<i64>(keys::slot(&base), Request::Command(&command))
+                        .await
+                }
             }
             .map_err(backend_error)
         })

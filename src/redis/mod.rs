@@ -2,10 +2,12 @@
 //! window, Redis Cluster.
 
 mod cache;
+mod cluster;
 mod keys;
 mod limiter;
 mod policy;
 mod script;
 
+pub use cluster::ClusterRouter;
 pub use limiter::{RedisConnection, RedisLimiter, RedisLimiterBuilder};
 pub use policy::FailurePolicy;

@@ -1,0 +1,462 @@
+//! [`ClusterRouter`]: Redis Cluster routing of our own, on redis-rs's per-node connections.
+//!
+//! Each call goes to the master of its key's hash slot and nowhere else, over one multiplexed
+//! connection per master. A master that dies then costs its own slots only: the other masters'
+//! connections are never waited on, and the slot map is only ever refreshed in the background,
+//! behind a lock held for a swap, never across a network call. (redis-rs's cluster client
+//! rediscovers the cluster while holding every command, those for the live masters too, and
+//! that rediscovery waits on the dead master.)
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use ::redis::aio::{ConnectionLike, MultiplexedConnection};
+use ::redis::{
+    AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue,
+    IntoConnectionInfo, RedisError, RedisFuture, RedisResult, ScriptInvocation, ServerErrorKind,
+    Value,
+};
+use parking_lot::{Mutex, RwLock};
+
+use super::keys::SLOTS;
+
+/// The slot map is read again at least this often while calls come.
+const REFRESH_EVERY: Duration = Duration::from_secs(5);
+/// Refreshes prompted by failures or redirects start at least this far apart.
+const REFRESH_GAP: Duration = Duration::from_millis(200);
+
+/// A connection to a Redis Cluster: a map from hash slot to master, read from the cluster
+/// itself (`CLUSTER SLOTS`), and one multiplexed connection per master, made when first
+/// needed and made again after it breaks. Cloning is cheap and shares both.
+///
+/// A call goes to its slot's master only, so a master that stops answering or dies fails the
+/// calls for its own slots and no others. `MOVED` updates the slot and is followed once; `ASK`
+/// is followed once; `CLUSTERDOWN` and `TRYAGAIN` are errors. The map is read again in the
+/// background: after a redirect, after a connection to a master fails (to find a replica
+/// promoted in its place), and every few seconds.
+#[derive(Clone)]
+pub struct ClusterRouter {
+    inner: Arc<Router>,
+}
+
+struct Router {
+    /// The first seed's settings (credentials, TLS), from which every node's are made.
+    template: ConnectionInfo,
+    /// `host:port` of every seed: asked for the map when no known node answers.
+    seeds: Vec<Arc<str>>,
+    config: AsyncConnectionConfig,
+    timeout: Duration,
+    /// The owner of each slot; `None` where no master serves it.
+    slots: RwLock<Box<[Option<Arc<Node>>]>>,
+    /// Every node known by address: the map's masters and the seeds.
+    nodes: Mutex<HashMap<Arc<str>, Arc<Node>>>,
+    refreshing: AtomicBool,
+    /// When the latest refresh started, in ms from `epoch`.
+    refreshed_ms: AtomicU64,
+    epoch: Instant,
+}
+
+/// What a call sends.
+#[derive(Clone, Copy)]
+pub(crate) enum Request<'a> {
+    /// `EVALSHA`, loading the script after `NOSCRIPT`.
+    Script(&'a ScriptInvocation<'a>),
+    /// Any other command: `DEL`, `CLUSTER SLOTS`.
+    Command(&'a Cmd),
+}
+
+impl Request<'_> {
+    async fn send<T: FromRedisValue>(self, connection: &mut impl ConnectionLike) -> RedisResult<T> {
+        match self {
+            Request::Script(invocation) => invocation.invoke_async(connection).await,
+            Request::Command(command) => command.query_async(connection).await,
+        }
+    }
+}
+
+impl ClusterRouter {
+    /// Reads the slot map from the first seed that answers within `timeout`.
+    pub(crate) async fn connect(urls: &[&str], timeout: Duration) -> RedisResult<ClusterRouter> {
+        let mut infos = Vec::with_capacity(urls.len());
+        for url in urls {
+            infos.push(url.into_connection_info()?);
+        }
+        let Some(template) = infos.first().cloned() else {
+            return Err(RedisError::from((
+                ErrorKind::InvalidClientConfig,
+                "no cluster node given",
+            )));
+        };
+        let seeds = infos
+            .iter()
+            .filter_map(|info| host_port(info.addr()))
+            .map(|(host, port)| Arc::<str>::from(address(host, port)))
+            .collect();
+        let router = Arc::new(Router {
+            template,
+            seeds,
+            config: AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout)),
+            timeout,
+            slots: RwLock::new(vec![None; SLOTS].into_boxed_slice()),
+            nodes: Mutex::new(HashMap::new()),
+            refreshing: AtomicBool::new(true),
+            refreshed_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        });
+        for seed in &router.seeds {
+            router.node(seed)?;
+        }
+        let read = router.refresh().await;
+        router.refreshing.store(false, Ordering::Release);
+        read?;
+        Ok(ClusterRouter { inner: router })
+    }
+
+    /// Sends `request` to the master of `slot`, following one redirect.
+    pub(crate) async fn query<T: FromRedisValue>(
+        &self,
+        slot: u16,
+        request: Request<'_>,
+    ) -> RedisResult<T> {
+        let router = &self.inner;
+        router.refresh_after(REFRESH_EVERY);
+        let node = router.owner(slot)?;
+        let error = match router.send(&node, request, false).await {
+            Err(error) => error,
+            done => return done,
+        };
+        let Some((to, _)) = error.redirect_node() else {
+            return Err(error);
+        };
+        let target = router.node(to)?;
+        if error.kind() == ErrorKind::Server(ServerErrorKind::Moved) {
+            // The slot has moved for good: later calls go to its new owner at once, and the
+            // rest of the map is read again in case more moved with it.
+            router.slots.write()[usize::from(slot) % SLOTS] = Some(target.clone());
+            router.refresh_after(REFRESH_GAP);
+            router.send(&target, request, false).await
+        } else {
+            router.send(&target, request, true).await
+        }
+    }
+}
+
+impl Router {
+    fn owner(&self, slot: u16) -> RedisResult<Arc<Node>> {
+        self.slots.read()[usize::from(slot) % SLOTS]
+            .clone()
+            .ok_or_else(|| {
+                RedisError::from((
+                    ErrorKind::Server(ServerErrorKind::ClusterDown),
+                    "no master serves the slot",
+                ))
+            })
+    }
+
+    /// The node at `host:port`, made (without connecting) if it is new.
+    fn node(&self, address: &str) -> RedisResult<Arc<Node>> {
+        if let Some(node) = self.nodes.lock().get(address) {
+            return Ok(node.clone());
+        }
+        let (host, port) = address
+            .rsplit_once(':')
+            .and_then(|(host, port)| Some((host, port.parse::<u16>().ok()?)))
+            .ok_or_else(|| {
+                RedisError::from((
+                    ErrorKind::Parse,
+                    "a cluster node address without a port",
+                    address.to_owned(),
+                ))
+            })?;
+        // The seed's credentials and TLS settings carry over to every node.
+        let addr = match self.template.addr() {
+            ConnectionAddr::TcpTls {
+                insecure,
+                tls_params,
+                ..
+            } => ConnectionAddr::TcpTls {
+                host: host.to_owned(),
+                port,
+                insecure: *insecure,
+                tls_params: tls_params.clone(),
+            },
+            _ => ConnectionAddr::Tcp(host.to_owned(), port),
+        };
+        let client = Client::open(self.template.clone().set_addr(addr))?;
+        let address: Arc<str> = address.into();
+        let node = Arc::new(Node {
+            address: address.clone(),
+            client,
+            connection: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+        });
+        Ok(self.nodes.lock().entry(address).or_insert(node).clone())
+    }
+
+    async fn send<T: FromRedisValue>(
+        self: &Arc<Self>,
+        node: &Node,
+        request: Request<'_>,
+        asking: bool,
+    ) -> RedisResult<T> {
+        let (generation, mut connection) = match node.connection(&self.config).await {
+            Ok(connection) => connection,
+            Err(error) => {
+                self.refresh_after(REFRESH_GAP);
+                return Err(error);
+            }
+        };
+        let result = if asking {
+            request.send(&mut Asking(&mut connection)).await
+        } else {
+            request.send(&mut connection).await
+        };
+        if let Err(error) = &result {
+            // A timeout leaves the connection as it is (the node may only be slow); a broken
+            // one is replaced, and the map read again in case the node is gone for good.
+            if error.is_unrecoverable_error() && !error.is_timeout() {
+                node.forget(generation);
+                self.refresh_after(REFRESH_GAP);
+            }
+        }
+        result
+    }
+
+    /// Starts reading the map in the background unless a read started less than `gap` ago or
+    /// is still running.
+    fn refresh_after(self: &Arc<Self>, gap: Duration) {
+        let now_ms = self.epoch.elapsed().as_millis() as u64;
+        let last_ms = self.refreshed_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last_ms) < gap.as_millis() as u64 {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.refreshing.swap(true, Ordering::Acquire) {
+            return;
+        }
+        self.refreshed_ms.store(now_ms, Ordering::Relaxed);
+        let refreshing = Refreshing(self.clone());
+        runtime.spawn(async move {
+            // A failed read keeps the map as it was; the next failure or redirect tries again.
+            let _ = refreshing.0.refresh().await;
+        });
+    }
+
+    /// Reads `CLUSTER SLOTS` from the first node that answers, the map's masters before the
+    /// seeds, and installs it.
+    async fn refresh(self: &Arc<Self>) -> RedisResult<()> {
+        let mut candidates: Vec<Arc<Node>> = Vec::new();
+        for node in self.slots.read().iter().flatten() {
+            if !candidates.iter().any(|c| Arc::ptr_eq(c, node)) {
+                candidates.push(node.clone());
+            }
+        }
+        for seed in &self.seeds {
+            let node = self.node(seed)?;
+            if !candidates.iter().any(|c| Arc::ptr_eq(c, &node)) {
+                candidates.push(node);
+            }
+        }
+        // Start at a different node each time, so that a dead one is not always asked first.
+        let start = self.refreshed_ms.load(Ordering::Relaxed) as usize;
+        let slots_command = ::redis::cmd("CLUSTER").arg("SLOTS").to_owned();
+        let mut last_error = None;
+        for i in 0..candidates.len() {
+            let node = &candidates[(start + i) % candidates.len()];
+            let reply = tokio::time::timeout(
+                self.timeout,
+                self.send::<Value>(node, Request::Command(&slots_command), false),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(RedisError::from(std::io::Error::from(
+                    std::io::ErrorKind::TimedOut,
+                )))
+            });
+            match reply.and_then(|reply| self.install(&node.address, reply)) {
+                Ok(()) => return Ok(()),
+                Err(error) => last_error = Some(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| {
+            RedisError::from((ErrorKind::InvalidClientConfig, "no cluster node given"))
+        }))
+    }
+
+    /// Replaces the map with the `CLUSTER SLOTS` reply that the node at `asked` gave.
+    fn install(&self, asked: &str, reply: Value) -> RedisResult<()> {
+        let asked_host = asked.rsplit_once(':').map_or(asked, |(host, _)| host);
+        let mut slots = vec![None; SLOTS].into_boxed_slice();
+        let mut covered = 0;
+        for range in array(reply)? {
+            let mut fields = array(range)?.into_iter();
+            let (Some(start), Some(end), Some(master)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
+                return Err(malformed());
+            };
+            let (start, end) = (integer(start)?, integer(end)?);
+            let mut master = array(master)?.into_iter();
+            let (Some(host), Some(port)) = (master.next(), master.next()) else {
+                return Err(malformed());
+            };
+            let host = String::from_redis_value(host)?;
+            // An empty or unknown endpoint means the host the reply came from.
+            let host = if host.is_empty() || host == "?" {
+                asked_host
+            } else {
+                &host
+            };
+            let node = self.node(&address(host, integer(port)? as u16))?;
+            for slot in start..=end.min(SLOTS as i64 - 1) {
+                slots[slot as usize] = Some(node.clone());
+                covered += 1;
+            }
+        }
+        if covered == 0 {
+            return Err(RedisError::from((
+                ErrorKind::Server(ServerErrorKind::ClusterDown),
+                "the node serves no slot",
+            )));
+        }
+        let mut kept: Vec<Arc<str>> = self.seeds.clone();
+        kept.extend(slots.iter().flatten().map(|node| node.address.clone()));
+        *self.slots.write() = slots;
+        // Nodes that left the cluster close their connections.
+        self.nodes
+            .lock()
+            .retain(|address, _| kept.iter().any(|k| k == address));
+        Ok(())
+    }
+}
+
+/// Marks the background read of the map as over when dropped: when it ends, and also when its
+/// runtime shuts down under it, which would otherwise stop every later read.
+struct Refreshing(Arc<Router>);
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        self.0.refreshing.store(false, Ordering::Release);
+    }
+}
+
+/// One node: its client and its current connection.
+struct Node {
+    address: Arc<str>,
+    client: Client,
+    /// The connection in use and its generation, which tells a broken connection from the one
+    /// made after it.
+    connection: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// Held while connecting, so that concurrent calls make one connection, not one each.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl Node {
+    async fn connection(
+        &self,
+        config: &AsyncConnectionConfig,
+    ) -> RedisResult<(u64, MultiplexedConnection)> {
+        if let Some(current) = self.connection.lock().clone() {
+            return Ok(current);
+        }
+        let _connecting = self.connecting.lock().await;
+        if let Some(current) = self.connection.lock().clone() {
+            return Ok(current);
+        }
+        let connection = self
+            .client
+            .get_multiplexed_async_connection_with_config(config)
+            .await?;
+        let mut current = self.connection.lock();
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
+        *current = Some((generation, connection.clone()));
+        Ok((generation, connection))
+    }
+
+    /// Drops the connection of `generation` if it is still the current one.
+    fn forget(&self, generation: u64) {
+        let mut current = self.connection.lock();
+        if current.as_ref().is_some_and(|(g, _)| *g == generation) {
+            *current = None;
+        }
+    }
+}
+
+/// Connection generations, unique in the process.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+
+/// A connection that sends `ASKING` before each command, in one pipeline, as `ASK` requires.
+struct Asking<'c>(&'c mut MultiplexedConnection);
+
+impl ConnectionLike for Asking<'_> {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let mut pipe = ::redis::pipe();
+            pipe.cmd("ASKING").ignore().add_command(cmd.clone());
+            let (value,): (Value,) = pipe.query_async(self.0).await?;
+            Ok(value)
+        })
+    }
+
+    /// Pipelines (which the limiter does not send) go as they are.
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a ::redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        self.0.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.get_db()
+    }
+}
+
+impl fmt::Debug for ClusterRouter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut nodes: Vec<Arc<str>> = self.inner.nodes.lock().keys().cloned().collect();
+        nodes.sort();
+        f.debug_struct("ClusterRouter")
+            .field("nodes", &nodes)
+            .finish_non_exhaustive()
+    }
+}
+
+fn host_port(addr: &ConnectionAddr) -> Option<(&str, u16)> {
+    match addr {
+        ConnectionAddr::Tcp(host, port) | ConnectionAddr::TcpTls { host, port, .. } => {
+            Some((host, *port))
+        }
+        _ => None,
+    }
+}
+
+fn address(host: &str, port: u16) -> String {
+    format!("{host}:{port}")
+}
+
+fn array(value: Value) -> RedisResult<Vec<Value>> {
+    match value {
+        Value::Array(items) => Ok(items),
+        _ => Err(malformed()),
+    }
+}
+
+fn integer(value: Value) -> RedisResult<i64> {
+    match value {
+        Value::Int(n) if (0..=i64::from(u16::MAX)).contains(&n) => Ok(n),
+        _ => Err(malformed()),
+    }
+}
+
+fn malformed() -> RedisError {
+    RedisError::from((ErrorKind::Parse, "unexpected CLUSTER SLOTS reply"))
+}

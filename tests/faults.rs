@@ -831,6 +831,88 @@ fn faults_cluster_master_killed_live_masters_keep_being_decided_by_redis() {
 /// on every master and a mixed load, then starts the master again (restart, or SIGCONT) and
 /// waits for its keys to be decided by Redis. The live masters' keys must be decided by Redis
 /// throughout, exactly.
+/// A frozen master's first failed call opens the breaker for every slot it serves: its other
+/// keys, whatever their slots, get the failure policy at once instead of each waiting for the
+/// timeout, while the live masters' keys are still decided by Redis. The breaker's clock is a
+/// manual one, so the interval never ends by itself here.
+///
+/// Regression test: the breaker was per slot only, so with keys spread over a dead master's
+/// slots nearly every call waited the full timeout.
+#[test]
+fn faults_cluster_one_failure_opens_the_breaker_for_every_slot_of_its_master() {
+    let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
+    let runtime = runtime();
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let connection = runtime
+        .block_on(RedisConnection::connect_cluster_with_timeout(
+            &urls, TIMEOUT,
+        ))
+        .expect("connect to the cluster");
+    let clock = ratewindow::ManualClock::at_millis(T0_MS);
+    let limiter = RedisLimiter::builder(Quota::per_hour(5).unwrap())
+        .prefix("br")
+        .timeout(TIMEOUT)
+        .failure_policy(FailurePolicy::FailClosed)
+        .clock(clock.clone())
+        .build(connection)
+        .unwrap();
+    let redis_key = |name: &str| format!("br:{{{name}}}:{HOUR_MS}");
+    // Keys of master 2, each in a slot of its own, and one key of master 0.
+    let mut frozen: Vec<String> = Vec::new();
+    let mut slots = BTreeSet::new();
+    let mut live = None;
+    for i in 0.. {
+        if frozen.len() >= 20 && live.is_some() {
+            break;
+        }
+        let name = format!("spread-{i}");
+        let slot = cluster.nodes()[0].command(&["CLUSTER", "KEYSLOT", &redis_key(&name)]);
+        match owner(&cluster, &redis_key(&name)) {
+            2 if slots.insert(slot) => frozen.push(name),
+            0 if live.is_none() => live = Some(name),
+            _ => {}
+        }
+    }
+    let live = live.unwrap();
+    let check = |key: &str| {
+        let started = Instant::now();
+        let decision = runtime
+            .block_on(limiter.check(key))
+            .expect("a policy answers");
+        (decision.decided_by(), started.elapsed())
+    };
+    assert_eq!(check(&frozen[0]).0, DecidedBy::Backend);
+
+    signal(&cluster.nodes()[2], "-STOP");
+    let (first, waited) = check(&frozen[0]);
+    assert_eq!(first, DecidedBy::FailClosed);
+    assert!(
+        waited >= TIMEOUT,
+        "the first call waits for the timeout: {waited:?}"
+    );
+    for key in &frozen[1..] {
+        let (by, took) = check(key);
+        assert_eq!(by, DecidedBy::FailClosed, "{key}");
+        assert!(took < TIMEOUT / 2, "{key} waited {took:?}");
+    }
+    assert_eq!(check(&live).0, DecidedBy::Backend);
+
+    signal(&cluster.nodes()[2], "-CONT");
+    clock.advance(Duration::from_millis(300));
+    let back = (0..50)
+        .map(|_| {
+            thread::sleep(Duration::from_millis(20));
+            check(&frozen[1]).0
+        })
+        .find(|by| *by == DecidedBy::Backend);
+    assert_eq!(
+        back,
+        Some(DecidedBy::Backend),
+        "back on Redis after SIGCONT"
+    );
+}
+
 fn cluster_master_down(freeze: bool) {
     let fault = if freeze { "frozen" } else { "killed" };
     const LIMIT: u64 = 20;

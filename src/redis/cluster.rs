@@ -146,6 +146,26 @@ impl ClusterRouter {
     }
 }
 
+impl ClusterRouter {
+    /// Every slot the master of `slot` serves, by the current map (`slot` alone if none does):
+    /// a failed call trips them all, so a dead master costs one timeout per interval, not one
+    /// per slot its keys happen to use.
+    pub(crate) fn slots_of_master(&self, slot: u16) -> Vec<u16> {
+        let slots = self.inner.slots.read();
+        let Some(owner) = &slots[usize::from(slot) % SLOTS] else {
+            return vec![slot];
+        };
+        (0..SLOTS)
+            .filter(|&s| {
+                slots[s]
+                    .as_ref()
+                    .is_some_and(|node| Arc::ptr_eq(node, owner))
+            })
+            .map(|s| s as u16)
+            .collect()
+    }
+}
+
 impl Router {
     fn owner(&self, slot: u16) -> RedisResult<Arc<Node>> {
         self.slots.read()[usize::from(slot) % SLOTS]

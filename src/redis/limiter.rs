@@ -321,7 +321,18 @@ impl<C: Clock> RedisLimiter<C> {
                 Ok(decision)
             }
             Err(error @ Error::Backend { .. }) => {
-                self.breaker.trip(slot, local_ms, self.retry_after_ms);
+                match &self.connection {
+                    RedisConnection::Single(_) => {
+                        self.breaker.trip(slot, local_ms, self.retry_after_ms);
+                    }
+                    // The master failed, not the slot: every key it serves waits for the retry.
+                    RedisConnection::Cluster(router) => {
+                        for s in router.slots_of_master(slot as u16) {
+                            self.breaker
+                                .trip(usize::from(s), local_ms, self.retry_after_ms);
+                        }
+                    }
+                }
                 self.on_failure(key, op, amount, error)
             }
             Err(error) => Err(error),
@@ -677,8 +688,9 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
 
     /// After a failure, how long calls go straight to the failure policy before one tries Redis
     /// again (default 250 ms): a dead server costs one timeout per interval, not one per call.
-    /// On a Cluster each hash slot has its own interval, so a failed master sends only its own
-    /// keys to the policy.
+    /// On a Cluster each hash slot has its own interval, and a failure opens it for every slot
+    /// of the same master: a failed master costs one timeout per interval and sends only its
+    /// own keys to the policy.
     pub fn retry_after(mut self, retry_after: Duration) -> Self {
         self.retry_after = retry_after;
         self

@@ -29,7 +29,9 @@ pub enum FailurePolicy {
 /// next call tries Redis again, and a success closes the breaker.
 ///
 /// A single server has one breaker; a Cluster has one per hash slot, since its masters fail
-/// one at a time and each serves only its own slots.
+/// one at a time and each serves only its own slots. A failure trips every slot of the failed
+/// master (by the router's map), so the master costs one timeout per interval whatever the
+/// number of its slots the keys use.
 #[derive(Debug)]
 pub(crate) struct Breaker {
     /// Per slot, the unix ms before which Redis is not tried; 0 when closed.

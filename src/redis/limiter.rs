@@ -54,7 +54,9 @@ impl RedisConnection {
     /// cannot be reached.
     pub async fn connect(url: &str) -> Result<RedisConnection, Error> {
         #[cfg(feature = "tls")]
-        install_tls_provider();
+        if is_tls(url) {
+            install_tls_provider();
+        }
         let client = ::redis::Client::open(url).map_err(url_error)?;
         Self::single(client).await
     }
@@ -124,7 +126,9 @@ impl RedisConnection {
         timeout: Duration,
     ) -> Result<RedisConnection, Error> {
         #[cfg(feature = "tls")]
-        install_tls_provider();
+        if urls.iter().any(|url| is_tls(url)) {
+            install_tls_provider();
+        }
         let router = ClusterRouter::connect(urls, timeout)
             .await
             .map_err(url_error)?;
@@ -134,7 +138,15 @@ impl RedisConnection {
 
 /// redis-rs builds its TLS configuration on the process's default rustls provider, which rustls
 /// picks by itself only when exactly one provider is compiled in. An application that also
-/// pulls in `aws-lc-rs` would have none, so ring is installed unless one already is.
+/// pulls in `aws-lc-rs` would have none, so ring is installed unless one already is; only when
+/// a `rediss://` connection is made, so that plain connections leave the process default alone.
+#[cfg(feature = "tls")]
+fn is_tls(url: &str) -> bool {
+    url.trim_start()
+        .get(..9)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
+}
+
 #[cfg(feature = "tls")]
 fn install_tls_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {

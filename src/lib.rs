@@ -94,7 +94,8 @@
 //!   spawning and async mutex.
 //! - `tls` (implies `redis`): `rediss://` URLs, trusting the system's root certificates, and
 //!   `RedisConnection::connect_with_ca` for a private CA. redis-rs's rustls support, with
-//!   rustls on its `ring` provider, installed as the process default at the first `rediss://` connection unless one already is.
+//!   rustls on its `ring` provider, installed as the process default at the first `rediss://`
+//!   connection unless one already is.
 //! - `http`: the `http` module, which writes a [`Decision`] into an `http::HeaderMap` in the
 //!   X-RateLimit, IETF `RateLimit`/`RateLimit-Policy` (draft 10) and GitHub styles, and builds
 //!   429 response parts. Adds the `http` crate.

@@ -913,6 +913,57 @@ fn faults_cluster_one_failure_opens_the_breaker_for_every_slot_of_its_master() {
     );
 }
 
+/// An error about one key's own value (here its counter is a list: `WRONGTYPE`) is not its
+/// master failing: the breaker opens for that slot alone, and the master's other keys are still
+/// decided by Redis.
+///
+/// Regression test: every backend error opened the breaker for all of the master's slots, so
+/// one bad key sent every tenant on its master to the failure policy.
+#[test]
+fn faults_cluster_an_error_about_one_key_keeps_its_master_in_use() {
+    let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
+    let runtime = runtime();
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let connection = runtime
+        .block_on(RedisConnection::connect_cluster_with_timeout(
+            &urls, TIMEOUT,
+        ))
+        .expect("connect to the cluster");
+    let limiter = RedisLimiter::builder(Quota::per_hour(5).unwrap())
+        .prefix("wt")
+        .timeout(TIMEOUT)
+        .failure_policy(FailurePolicy::FailClosed)
+        .clock(ratewindow::ManualClock::at_millis(T0_MS))
+        .build(connection)
+        .unwrap();
+    let redis_key = |name: &str| format!("wt:{{{name}}}:{HOUR_MS}");
+    // Keys of master 1, each in a slot of its own.
+    let mut on_master_1: Vec<String> = Vec::new();
+    let mut slots = BTreeSet::new();
+    for i in 0.. {
+        if on_master_1.len() >= 6 {
+            break;
+        }
+        let name = format!("tenant-{i}");
+        let slot = cluster.nodes()[0].command(&["CLUSTER", "KEYSLOT", &redis_key(&name)]);
+        if owner(&cluster, &redis_key(&name)) == 1 && slots.insert(slot) {
+            on_master_1.push(name);
+        }
+    }
+    let (bad, others) = on_master_1.split_first().unwrap();
+    assert!(
+        cluster.nodes()[1]
+            .command(&["RPUSH", &redis_key(bad), "x"])
+            .starts_with(':')
+    );
+    let decided = |key: &str| runtime.block_on(limiter.check(key)).unwrap().decided_by();
+    assert_eq!(decided(bad), DecidedBy::FailClosed);
+    for key in others {
+        assert_eq!(decided(key), DecidedBy::Backend, "{key}");
+    }
+}
+
 fn cluster_master_down(freeze: bool) {
     let fault = if freeze { "frozen" } else { "killed" };
     const LIMIT: u64 = 20;

@@ -27,6 +27,9 @@ use super::keys::SLOTS;
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// Refreshes prompted by failures or redirects start at least this far apart.
 const REFRESH_GAP: Duration = Duration::from_millis(200);
+/// The least time a connection attempt is given: a TLS handshake and `AUTH` across a network
+/// take several round trips, more than a call's timeout may allow.
+const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A connection to a Redis Cluster: a map from hash slot to master, read from the cluster
 /// itself (`CLUSTER SLOTS`), and one multiplexed connection per master, made when first
@@ -98,8 +101,10 @@ impl ClusterRouter {
         let router = Arc::new(Router {
             template,
             seeds,
+            // Connecting runs in a task of its own (see `Node::connection`), which no call
+            // waits for beyond its own timeout: it may take as long as a handshake needs.
             config: AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(timeout))
+                .set_connection_timeout(Some(timeout.max(MIN_CONNECT_TIMEOUT)))
                 .set_response_timeout(Some(timeout)),
             timeout,
             slots: RwLock::new(vec![None; SLOTS].into_boxed_slice()),
@@ -125,7 +130,14 @@ impl ClusterRouter {
     ) -> RedisResult<T> {
         let router = &self.inner;
         router.refresh_after(REFRESH_EVERY);
-        let node = router.owner(slot)?;
+        let node = match router.owner(slot) {
+            Ok(node) => node,
+            Err(error) => {
+                // No master serves the slot by this map: it may be out of date.
+                router.refresh_after(REFRESH_GAP);
+                return Err(error);
+            }
+        };
         let error = match router.send(&node, request, false).await {
             Err(error) => error,
             done => return done,
@@ -133,13 +145,22 @@ impl ClusterRouter {
         let Some((to, _)) = error.redirect_node() else {
             return Err(error);
         };
-        let target = router.node(to)?;
+        // An empty host (`cluster-preferred-endpoint-type unknown-endpoint`) is the host of the
+        // node that answered.
+        let to = match to.strip_prefix(':') {
+            Some(port) => format!("{}:{port}", host_of(&node.address)),
+            None => to.to_owned(),
+        };
+        let target = router.node(&to)?;
         if error.kind() == ErrorKind::Server(ServerErrorKind::Moved) {
-            // The slot has moved for good: later calls go to its new owner at once, and the
-            // rest of the map is read again in case more moved with it.
-            router.slots.write()[usize::from(slot) % SLOTS] = Some(target.clone());
+            // The slot has moved for good: once its new owner has answered, later calls go
+            // there at once, and the rest of the map is read again in case more moved with it.
+            let result = router.send(&target, request, false).await;
+            if result.is_ok() {
+                router.slots.write()[usize::from(slot) % SLOTS] = Some(target.clone());
+            }
             router.refresh_after(REFRESH_GAP);
-            router.send(&target, request, false).await
+            result
         } else {
             router.send(&target, request, true).await
         }
@@ -220,7 +241,7 @@ impl Router {
 
     async fn send<T: FromRedisValue>(
         self: &Arc<Self>,
-        node: &Node,
+        node: &Arc<Node>,
         request: Request<'_>,
         asking: bool,
     ) -> RedisResult<T> {
@@ -312,7 +333,7 @@ impl Router {
 
     /// Replaces the map with the `CLUSTER SLOTS` reply that the node at `asked` gave.
     fn install(&self, asked: &str, reply: Value) -> RedisResult<()> {
-        let asked_host = asked.rsplit_once(':').map_or(asked, |(host, _)| host);
+        let asked_host = host_of(asked);
         let mut slots = vec![None; SLOTS].into_boxed_slice();
         let mut covered = 0;
         for range in array(reply)? {
@@ -327,8 +348,12 @@ impl Router {
             let (Some(host), Some(port)) = (master.next(), master.next()) else {
                 return Err(malformed());
             };
-            let host = String::from_redis_value(host)?;
-            // An empty or unknown endpoint means the host the reply came from.
+            // No endpoint (`cluster-preferred-endpoint-type unknown-endpoint`), an empty or an
+            // unknown one means the host the reply came from.
+            let host = match host {
+                Value::Nil => String::new(),
+                host => String::from_redis_value(host)?,
+            };
             let host = if host.is_empty() || host == "?" {
                 asked_host
             } else {
@@ -380,19 +405,37 @@ struct Node {
 
 impl Node {
     async fn connection(
-        &self,
+        self: &Arc<Self>,
         config: &AsyncConnectionConfig,
     ) -> RedisResult<(u64, MultiplexedConnection)> {
         if let Some(current) = self.connection.lock().clone() {
             return Ok(current);
         }
+        // The attempt runs as a task of its own: a call that gives up at its timeout does not
+        // cancel it, so a handshake (TLS, AUTH) slower than one call's budget still completes
+        // for the calls after it, instead of starting over with each.
+        let attempt = Arc::clone(self).connect(config.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => runtime.spawn(attempt).await.unwrap_or_else(|_| {
+                Err(RedisError::from(std::io::Error::other(
+                    "the connection attempt was cancelled",
+                )))
+            }),
+            Err(_) => attempt.await,
+        }
+    }
+
+    async fn connect(
+        self: Arc<Self>,
+        config: AsyncConnectionConfig,
+    ) -> RedisResult<(u64, MultiplexedConnection)> {
         let _connecting = self.connecting.lock().await;
         if let Some(current) = self.connection.lock().clone() {
             return Ok(current);
         }
         let connection = self
             .client
-            .get_multiplexed_async_connection_with_config(config)
+            .get_multiplexed_async_connection_with_config(&config)
             .await?;
         let mut current = self.connection.lock();
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
@@ -457,6 +500,11 @@ fn host_port(addr: &ConnectionAddr) -> Option<(&str, u16)> {
         }
         _ => None,
     }
+}
+
+/// The host part of a `host:port` address.
+fn host_of(address: &str) -> &str {
+    address.rsplit_once(':').map_or(address, |(host, _)| host)
 }
 
 fn address(host: &str, port: u16) -> String {

@@ -4,10 +4,11 @@
 use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, ConnectionManager};
-use ::redis::{ErrorKind, RedisError};
+use ::redis::{ErrorKind, RedisError, ServerErrorKind};
 
 use super::cache::OverLimitCache;
 use super::cluster::{ClusterRouter, Request};
@@ -317,8 +318,9 @@ impl<C: Clock> RedisLimiter<C> {
             };
             return self.on_failure(key, op, amount, error);
         }
+        let whole_master = AtomicBool::new(true);
         match self
-            .run(key, &base, slot as u16, op, amount, local_ms)
+            .run(key, &base, slot as u16, op, amount, local_ms, &whole_master)
             .await
         {
             Ok(decision) => {
@@ -334,16 +336,19 @@ impl<C: Clock> RedisLimiter<C> {
             }
             Err(error @ Error::Backend { .. }) => {
                 match &self.connection {
-                    RedisConnection::Single(_) => {
-                        self.breaker.trip(slot, local_ms, self.retry_after_ms);
-                    }
-                    // The master failed, not the slot: every key it serves waits for the retry.
-                    RedisConnection::Cluster(router) => {
+                    RedisConnection::Cluster(router)
+                        if whole_master.load(Ordering::Relaxed)
+                            && !self.breaker.is_open(slot, local_ms) =>
+                    {
+                        // The master failed, not the slot: every key it serves waits for the
+                        // retry. (Once per failure: a call that finds the slot already open
+                        // found the others open too.)
                         for s in router.slots_of_master(slot as u16) {
                             self.breaker
                                 .trip(usize::from(s), local_ms, self.retry_after_ms);
                         }
                     }
+                    _ => self.breaker.trip(slot, local_ms, self.retry_after_ms),
                 }
                 self.on_failure(key, op, amount, error)
             }
@@ -404,7 +409,11 @@ impl<C: Clock> RedisLimiter<C> {
     }
 
     /// Runs the script for `key`, whose counters' names start with `base` (on Cluster `slot`),
-    /// at local time `now_ms` unless windows follow Redis's time.
+    /// at local time `now_ms` unless windows follow Redis's time. On a Cluster failure,
+    /// `whole_master` says whether the master failed (no answer, a broken connection, the
+    /// cluster down) or only this slot or key (`TRYAGAIN` while it migrates, a redirect not
+    /// followed, an error about the key's own value).
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         &self,
         key: &str,
@@ -413,6 +422,7 @@ impl<C: Clock> RedisLimiter<C> {
         op: Op,
         amount: u64,
         now_ms: u64,
+        whole_master: &AtomicBool,
     ) -> Result<Decision, Error> {
         let phases = self.alignment.phases(key);
         let mut invocation = script::DECIDE.prepare_invoke();
@@ -441,7 +451,10 @@ impl<C: Clock> RedisLimiter<C> {
                     RedisConnection::Cluster(c) => c
                         .query(slot, Request::Script(&invocation))
                         .await
-                        .map_err(backend_error),
+                        .map_err(|error| {
+                            whole_master.store(master_failed(&error), Ordering::Relaxed);
+                            backend_error(error)
+                        }),
                 }
             })
             .await
@@ -575,6 +588,19 @@ fn refused_for_good(error: &RedisError) -> bool {
 
 /// A cluster that is down or resharding (`CLUSTERDOWN`, `TRYAGAIN`, a redirect past the one
 /// followed) is unavailable for now, like a server that cannot be reached.
+/// Whether a Cluster call failed because its master did (so every slot of it will), rather than
+/// for its slot or key alone.
+fn master_failed(error: &RedisError) -> bool {
+    error.is_timeout()
+        || error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || matches!(
+            error.kind(),
+            ErrorKind::Io | ErrorKind::Server(ServerErrorKind::ClusterDown)
+        )
+}
+
 fn backend_error(error: RedisError) -> Error {
     let kind = if error.is_timeout() {
         BackendErrorKind::Timeout

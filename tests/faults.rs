@@ -964,6 +964,73 @@ fn faults_cluster_an_error_about_one_key_keeps_its_master_in_use() {
     }
 }
 
+/// Client ids of the connections `node` has open now, but the one asking.
+fn client_ids(node: &RedisServer) -> BTreeSet<String> {
+    node.command(&["CLIENT", "LIST"])
+        .lines()
+        .filter(|line| !line.contains("cmd=client|list"))
+        .filter_map(|line| {
+            line.split_whitespace()
+                .find_map(|field| field.strip_prefix("id="))
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// A master connection that answers nothing for a while (here: `CLIENT PAUSE` for longer than
+/// the allowance; in production a half-open connection after a partition) is replaced, not
+/// kept until the operating system gives up on it: once the master answers again, the calls
+/// go over a new connection.
+#[test]
+fn faults_cluster_a_connection_unanswered_for_seconds_is_made_again() {
+    let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
+    let runtime = runtime();
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let connection = runtime
+        .block_on(RedisConnection::connect_cluster_with_timeout(
+            &urls, TIMEOUT,
+        ))
+        .expect("connect to the cluster");
+    let limiter = RedisLimiter::builder(Quota::per_hour(1_000).unwrap())
+        .prefix("ho")
+        .timeout(TIMEOUT)
+        .failure_policy(FailurePolicy::FailClosed)
+        .retry_after(Duration::from_millis(1))
+        .clock(Elapsed::new())
+        .build(connection)
+        .unwrap();
+    let key = (0..)
+        .map(|i| format!("tenant-{i}"))
+        .find(|name| owner(&cluster, &format!("ho:{{{name}}}:{HOUR_MS}")) == 0)
+        .unwrap();
+    let decided = || runtime.block_on(limiter.check(&key)).unwrap().decided_by();
+    assert_eq!(decided(), DecidedBy::Backend);
+    let before = client_ids(&cluster.nodes()[0]);
+
+    // Longer than the 5 s allowance; calls keep coming and time out.
+    assert!(
+        cluster.nodes()[0]
+            .command(&["CLIENT", "PAUSE", "6500", "ALL"])
+            .contains("OK")
+    );
+    let paused = Instant::now();
+    while paused.elapsed() < Duration::from_millis(6_500) {
+        assert_ne!(decided(), DecidedBy::Backend);
+        thread::sleep(Duration::from_millis(200));
+    }
+    let back = Instant::now();
+    while decided() != DecidedBy::Backend {
+        assert!(back.elapsed() < RECOVERY_BOUND, "not back on Redis");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let after = client_ids(&cluster.nodes()[0]);
+    assert!(
+        after.difference(&before).count() >= 1,
+        "a new connection: before {before:?}, after {after:?}"
+    );
+}
+
 fn cluster_master_down(freeze: bool) {
     let fault = if freeze { "frozen" } else { "killed" };
     const LIMIT: u64 = 20;

@@ -30,6 +30,10 @@ const REFRESH_GAP: Duration = Duration::from_millis(200);
 /// The least time a connection attempt is given: a TLS handshake and `AUTH` across a network
 /// take several round trips, more than a call's timeout may allow.
 const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// A connection that has answered nothing for this long while calls were sent on it is made
+/// again: it may be half-open (a NAT or firewall entry dropped, a partition), and would
+/// otherwise time out every call until the operating system gives up on it, many minutes later.
+const UNANSWERED_FOR: Duration = Duration::from_secs(5);
 
 /// A connection to a Redis Cluster: a map from hash slot to master, read from the cluster
 /// itself (`CLUSTER SLOTS`), and one multiplexed connection per master, made when first
@@ -235,6 +239,7 @@ impl Router {
             client,
             connection: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
+            unanswered_since_ms: AtomicU64::new(0),
         });
         Ok(self.nodes.lock().entry(address).or_insert(node).clone())
     }
@@ -245,6 +250,11 @@ impl Router {
         request: Request<'_>,
         asking: bool,
     ) -> RedisResult<T> {
+        let now_ms = (self.epoch.elapsed().as_millis() as u64).max(1);
+        if node.unanswered_for(now_ms) > UNANSWERED_FOR.as_millis() as u64 {
+            node.drop_connection();
+            self.refresh_after(REFRESH_GAP);
+        }
         let (generation, mut connection) = match node.connection(&self.config).await {
             Ok(connection) => connection,
             Err(error) => {
@@ -252,11 +262,24 @@ impl Router {
                 return Err(error);
             }
         };
+        let _ = node.unanswered_since_ms.compare_exchange(
+            0,
+            now_ms,
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
         let result = if asking {
             request.send(&mut Asking(&mut connection)).await
         } else {
             request.send(&mut connection).await
         };
+        // Any reply, an error reply too, shows the connection works.
+        if result.as_ref().map_or_else(
+            |error| matches!(error.kind(), ErrorKind::Server(_)),
+            |_| true,
+        ) {
+            node.unanswered_since_ms.store(0, Ordering::Relaxed);
+        }
         if let Err(error) = &result {
             // A timeout leaves the connection as it is (the node may only be slow); a broken
             // one is replaced, and the map read again in case the node is gone for good.
@@ -401,6 +424,9 @@ struct Node {
     connection: Mutex<Option<(u64, MultiplexedConnection)>>,
     /// Held while connecting, so that concurrent calls make one connection, not one each.
     connecting: tokio::sync::Mutex<()>,
+    /// When (ms from the router's epoch) a call was first sent on the connection without an
+    /// answer since; 0 once something answered.
+    unanswered_since_ms: AtomicU64,
 }
 
 impl Node {
@@ -441,6 +467,20 @@ impl Node {
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         *current = Some((generation, connection.clone()));
         Ok((generation, connection))
+    }
+
+    /// How long calls have gone unanswered on the connection, at `now_ms`.
+    fn unanswered_for(&self, now_ms: u64) -> u64 {
+        match self.unanswered_since_ms.load(Ordering::Relaxed) {
+            0 => 0,
+            since => now_ms.saturating_sub(since),
+        }
+    }
+
+    /// Drops the connection, whatever its generation, and starts the unanswered time afresh.
+    fn drop_connection(&self) {
+        *self.connection.lock() = None;
+        self.unanswered_since_ms.store(0, Ordering::Relaxed);
     }
 
     /// Drops the connection of `generation` if it is still the current one.

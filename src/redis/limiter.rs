@@ -100,8 +100,8 @@ impl RedisConnection {
         ))
     }
 
-    /// Connects to a cluster through any of its nodes, with connection and response timeouts
-    /// of 50 ms (the limiter's default timeout); see
+    /// Connects to a cluster through any of its nodes, with a response timeout of 50 ms (the
+    /// limiter's default timeout); see
     /// [`connect_cluster_with_timeout`](Self::connect_cluster_with_timeout).
     ///
     /// # Errors
@@ -114,7 +114,8 @@ impl RedisConnection {
 
     /// Connects to a cluster through any of its nodes (`redis://` or `rediss://`, credentials
     /// in the URL), reading its slot map from the first that answers; `timeout` bounds each
-    /// connection attempt and each response. Give it the limiter's
+    /// response, and each connection attempt is given at least a second (it runs on its own,
+    /// so no call waits for it beyond the call's own timeout). Give it the limiter's
     /// [`timeout`](RedisLimiterBuilder::timeout) or more. The first URL's credentials and
     /// scheme are used for every node the cluster names.
     ///

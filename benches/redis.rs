@@ -12,6 +12,10 @@
 //! - `redis_over_limit`: 64 tasks hammering one key far over its limit (10/min), the limiter
 //!   with its local over-limit cache off (`over_limit_cache(0)`) and on (10 000 keys).
 //!
+//! - `redis_cluster_decisions/concurrency/64`: the same on a 3-master Redis Cluster (the
+//!   harness's, `cluster-require-full-coverage no`): ratewindow's own slot routing against a raw
+//!   `INCR` through redis-rs's async cluster client, 64 tasks on keys spread over the masters.
+//!
 //! Besides criterion's figures, each case prints its per-call latency percentiles and the Redis
 //! commands it cost per request (`INFO commandstats` before and after, summed over every call
 //! criterion made), e.g. `latency redis_decisions c=64 ratewindow p50=... p99=...`.
@@ -34,7 +38,7 @@ use tokio::task::JoinSet;
 #[path = "../tests/support/redis_server.rs"]
 mod redis_server;
 
-use redis_server::RedisServer;
+use redis_server::{RedisCluster, RedisServer};
 
 const CONCURRENCY: [usize; 4] = [1, 16, 64, 256];
 const OVER_LIMIT_CONCURRENCY: usize = 64;
@@ -59,6 +63,7 @@ enum Subject {
     Ratewindow(Box<RedisLimiter>),
     Incr(ConnectionManager),
     IncrPexpireat(ConnectionManager),
+    ClusterIncr(::redis::cluster_async::ClusterConnection),
 }
 
 impl Subject {
@@ -84,6 +89,15 @@ impl Subject {
                     .query_async(&mut connection.clone())
                     .await
                     .expect("INCR");
+                black_box(count);
+                false
+            }
+            Subject::ClusterIncr(connection) => {
+                let count: i64 = ::redis::cmd("INCR")
+                    .arg(key)
+                    .query_async(&mut connection.clone())
+                    .await
+                    .expect("INCR on the cluster");
                 black_box(count);
                 false
             }
@@ -466,6 +480,56 @@ fn decisions(
     }
 }
 
+/// `redis_cluster_decisions`: ratewindow's routing against redis-rs's cluster client, 64 tasks.
+fn cluster_decisions(c: &mut Criterion, runtime: &Runtime) {
+    const TASKS: usize = 64;
+    let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let connection = runtime
+        .block_on(RedisConnection::connect_cluster_with_timeout(
+            &urls,
+            CALL_TIMEOUT,
+        ))
+        .expect("connect to the cluster");
+    let ratewindow = Subject::Ratewindow(Box::new(
+        limiter(HUGE_LIMIT, "rw")
+            .build(connection)
+            .expect("valid limiter"),
+    ));
+    let client = ::redis::cluster::ClusterClientBuilder::new(urls.clone())
+        .build()
+        .expect("cluster client");
+    let incr = Subject::ClusterIncr(
+        runtime
+            .block_on(client.get_async_connection())
+            .expect("redis-rs cluster connection"),
+    );
+    let label = format!("redis_cluster_decisions c={TASKS}");
+    let mut group = c.benchmark_group(format!("redis_cluster_decisions/concurrency/{TASKS}"));
+    group
+        .warm_up_time(WARM_UP)
+        .measurement_time(MEASUREMENT)
+        .sample_size(SAMPLES)
+        .throughput(Throughput::Elements(TASKS as u64));
+    for (name, subject, prefix) in [("ratewindow", &ratewindow, ""), ("incr", &incr, "incr:")] {
+        // Hash-tagged as ratewindow's keys are, so both spread over the masters alike.
+        let keys: Arc<[String]> = (0..TASKS)
+            .map(|t| format!("{prefix}{{user:{t}}}"))
+            .collect();
+        let record = Record::new();
+        group.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.to_async(runtime).iter_custom(|iters| {
+                let (subject, keys, record) =
+                    (subject.clone(), Arc::clone(&keys), Arc::clone(&record));
+                async move { batch(&subject, &keys, iters, true, &record).await }
+            })
+        });
+        print_latency(&label, name, &record);
+    }
+    group.finish();
+}
+
 fn over_limit(
     c: &mut Criterion,
     runtime: &Runtime,
@@ -536,4 +600,5 @@ pub(crate) fn bench_all(c: &mut Criterion) {
     };
     decisions(c, &runtime, &server, &connection, &manager);
     over_limit(c, &runtime, &server, &connection, &manager);
+    cluster_decisions(c, &runtime);
 }

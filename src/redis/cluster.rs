@@ -394,6 +394,21 @@ impl Router {
                 "the node serves no slot",
             )));
         }
+        // A node still joining, or one with a stale view, may know fewer slots than the map
+        // already does: its answer would send calls nowhere. Another node is asked instead;
+        // a slot that really lost its master answers `MOVED` or `CLUSTERDOWN` at the old owner.
+        let known = self
+            .slots
+            .read()
+            .iter()
+            .filter(|node| node.is_some())
+            .count();
+        if covered < known {
+            return Err(RedisError::from((
+                ErrorKind::Server(ServerErrorKind::ClusterDown),
+                "the node knows fewer slots than the map",
+            )));
+        }
         let mut kept: Vec<Arc<str>> = self.seeds.clone();
         kept.extend(slots.iter().flatten().map(|node| node.address.clone()));
         *self.slots.write() = slots;
@@ -567,4 +582,86 @@ fn integer(value: Value) -> RedisResult<i64> {
 
 fn malformed() -> RedisError {
     RedisError::from((ErrorKind::Parse, "unexpected CLUSTER SLOTS reply"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn router() -> Router {
+        Router {
+            template: "redis://127.0.0.1:1".into_connection_info().unwrap(),
+            seeds: Vec::new(),
+            config: AsyncConnectionConfig::new(),
+            timeout: Duration::from_millis(50),
+            slots: RwLock::new(vec![None; SLOTS].into_boxed_slice()),
+            nodes: Mutex::new(HashMap::new()),
+            refreshing: AtomicBool::new(false),
+            refreshed_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// A `CLUSTER SLOTS` reply: `(start, end, port)` ranges on 127.0.0.1.
+    fn reply(ranges: &[(i64, i64, i64)]) -> Value {
+        Value::Array(
+            ranges
+                .iter()
+                .map(|&(start, end, port)| {
+                    Value::Array(vec![
+                        Value::Int(start),
+                        Value::Int(end),
+                        Value::Array(vec![
+                            Value::BulkString(b"127.0.0.1".to_vec()),
+                            Value::Int(port),
+                        ]),
+                    ])
+                })
+                .collect(),
+        )
+    }
+
+    fn owner_port(router: &Router, slot: usize) -> Option<String> {
+        router.slots.read()[slot]
+            .as_ref()
+            .map(|node| node.address.to_string())
+    }
+
+    #[test]
+    fn a_map_that_knows_fewer_slots_never_replaces_a_fuller_one() {
+        let router = router();
+        let full = [(0, 5460, 7000), (5461, 10922, 7001), (10923, 16383, 7002)];
+        router.install("127.0.0.1:7000", reply(&full)).unwrap();
+        assert_eq!(
+            owner_port(&router, 16383).as_deref(),
+            Some("127.0.0.1:7002")
+        );
+        // A node that knows only its own slots is refused; the map stays whole.
+        let partial = [(0, 5460, 7000)];
+        assert!(router.install("127.0.0.1:7000", reply(&partial)).is_err());
+        assert_eq!(
+            owner_port(&router, 16383).as_deref(),
+            Some("127.0.0.1:7002")
+        );
+        // A whole map with a slot moved replaces it.
+        let moved = [
+            (0, 5460, 7000),
+            (5461, 10922, 7001),
+            (10923, 16382, 7002),
+            (16383, 16383, 7000),
+        ];
+        router.install("127.0.0.1:7001", reply(&moved)).unwrap();
+        assert_eq!(
+            owner_port(&router, 16383).as_deref(),
+            Some("127.0.0.1:7000")
+        );
+        // A reply without hosts (`unknown-endpoint`) means the host that was asked.
+        let no_host = Value::Array(vec![Value::Array(vec![
+            Value::Int(0),
+            Value::Int(16383),
+            Value::Array(vec![Value::Nil, Value::Int(7005)]),
+        ])]);
+        router.install("127.0.0.9:7005", no_host).unwrap();
+        assert_eq!(owner_port(&router, 0).as_deref(), Some("127.0.0.9:7005"));
+    }
 }

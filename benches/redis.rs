@@ -362,11 +362,7 @@ fn interleaved(c: &mut Criterion, runtime: &Runtime, subjects: &[(&str, Subject,
         .iter()
         .map(|(name, subject, key)| (name.to_string(), subject.clone(), key.clone()))
         .collect();
-    let mut group = c.benchmark_group("redis_latency");
-    group
-        .warm_up_time(WARM_UP)
-        .measurement_time(MEASUREMENT)
-        .sample_size(SAMPLES);
+    let mut group = bounded_group(c, "redis_latency".into());
     group.bench_function(BenchmarkId::from_parameter("interleaved_c1"), |b| {
         b.to_async(runtime).iter_custom(|iters| {
             let (subjects, records) = (Arc::clone(&subjects), records.clone());
@@ -406,6 +402,19 @@ fn interleaved(c: &mut Criterion, runtime: &Runtime, subjects: &[(&str, Subject,
 
 /// A limiter with a timeout of [`CALL_TIMEOUT`] that returns Redis's errors instead of
 /// answering for it.
+/// A group with the short, bounded timing every Redis case uses.
+fn bounded_group(
+    c: &mut Criterion,
+    name: String,
+) -> criterion::BenchmarkGroup<'_, criterion::measurement::WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .warm_up_time(WARM_UP)
+        .measurement_time(MEASUREMENT)
+        .sample_size(SAMPLES);
+    group
+}
+
 fn limiter(limit: u64, prefix: &str) -> ratewindow::RedisLimiterBuilder {
     RedisLimiter::builder(Quota::per_minute(limit).expect("valid quota"))
         .prefix(prefix)
@@ -460,12 +469,8 @@ fn decisions(
         let keys = |prefix: &str| -> Arc<[String]> {
             (0..n).map(|t| format!("{prefix}user:{t}")).collect()
         };
-        let mut group = c.benchmark_group(format!("redis_decisions/concurrency/{n}"));
-        group
-            .warm_up_time(WARM_UP)
-            .measurement_time(MEASUREMENT)
-            .sample_size(SAMPLES)
-            .throughput(Throughput::Elements(n as u64));
+        let mut group = bounded_group(c, format!("redis_decisions/concurrency/{n}"));
+        group.throughput(Throughput::Elements(n as u64));
         let cases = [
             ("ratewindow", &ratewindow, keys("")),
             ("incr", &incr, keys("incr:")),
@@ -506,12 +511,8 @@ fn cluster_decisions(c: &mut Criterion, runtime: &Runtime) {
             .expect("redis-rs cluster connection"),
     );
     let label = format!("redis_cluster_decisions c={TASKS}");
-    let mut group = c.benchmark_group(format!("redis_cluster_decisions/concurrency/{TASKS}"));
-    group
-        .warm_up_time(WARM_UP)
-        .measurement_time(MEASUREMENT)
-        .sample_size(SAMPLES)
-        .throughput(Throughput::Elements(TASKS as u64));
+    let mut group = bounded_group(c, format!("redis_cluster_decisions/concurrency/{TASKS}"));
+    group.throughput(Throughput::Elements(TASKS as u64));
     for (name, subject, prefix) in [("ratewindow", &ratewindow, ""), ("incr", &incr, "incr:")] {
         // Hash-tagged as ratewindow's keys are, so both spread over the masters alike.
         let keys: Arc<[String]> = (0..TASKS)
@@ -555,12 +556,8 @@ fn over_limit(
     let hot = |key: &str| -> Arc<[String]> {
         std::iter::repeat_n(key.to_string(), OVER_LIMIT_CONCURRENCY).collect()
     };
-    let mut group = c.benchmark_group("redis_over_limit");
-    group
-        .warm_up_time(WARM_UP)
-        .measurement_time(MEASUREMENT)
-        .sample_size(SAMPLES)
-        .throughput(Throughput::Elements(OVER_LIMIT_CONCURRENCY as u64));
+    let mut group = bounded_group(c, "redis_over_limit".into());
+    group.throughput(Throughput::Elements(OVER_LIMIT_CONCURRENCY as u64));
     let cases = [
         ("no_cache", &no_cache, hot("hot")),
         ("cache", &cache, hot("hot")),

@@ -972,15 +972,28 @@ impl std::fmt::Display for Policy {
     }
 }
 
+/// Every environment variable the server reads: the first [`GENERAL_VARIABLES`] for every
+/// backend, then the Redis settings.
+pub const VARIABLES: [&str; 11] = [
+    "BIND",
+    "RATE_LIMIT",
+    "HEADERS",
+    "REDIS_URL",
+    "REDIS_CLUSTER_URLS",
+    "FAILURE_POLICY",
+    "FALLBACK_INSTANCES",
+    "REDIS_PREFIX",
+    "REDIS_TIMEOUT_MS",
+    "REDIS_TIME",
+    "REDIS_MAX_CLOCK_SKEW_MS",
+];
+
+/// How many of [`VARIABLES`] apply to every backend.
+const GENERAL_VARIABLES: usize = 5;
+
 impl RedisSettings {
-    const VARIABLES: [&'static str; 6] = [
-        "FAILURE_POLICY",
-        "FALLBACK_INSTANCES",
-        "REDIS_PREFIX",
-        "REDIS_TIMEOUT_MS",
-        "REDIS_TIME",
-        "REDIS_MAX_CLOCK_SKEW_MS",
-    ];
+    /// The variables that only tune the Redis backend (ignored without it).
+    const VARIABLES: &'static [&'static str] = VARIABLES.split_at(GENERAL_VARIABLES).1;
 
     fn from_env() -> Result<RedisSettings, String> {
         let policy = env_or("FAILURE_POLICY", "open")?;
@@ -1039,7 +1052,8 @@ impl RedisSettings {
             }
         };
         let set = Self::VARIABLES
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|name| std::env::var_os(name).is_some())
             .collect();
         Ok(RedisSettings {

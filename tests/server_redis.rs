@@ -17,7 +17,7 @@ use ratewindow::{
     DynRateLimiter, FailurePolicy, ManualClock, Quota, RedisConnection, RedisLimiter,
 };
 
-use crate::demo_server::{app, unreported_policy_decisions};
+use crate::demo_server::{VARIABLES, app, unreported_policy_decisions};
 use crate::server::{Reply, call};
 use crate::support::example_binary;
 use crate::support::redis_server::RedisServer;
@@ -245,21 +245,6 @@ async fn failure_policies_answer_over_http_while_redis_is_down() {
 
 // The example binary itself.
 
-/// Variables the example reads: cleared so that the test's own environment never leaks in.
-const EXAMPLE_VARIABLES: [&str; 11] = [
-    "BIND",
-    "RATE_LIMIT",
-    "HEADERS",
-    "REDIS_URL",
-    "REDIS_CLUSTER_URLS",
-    "FAILURE_POLICY",
-    "FALLBACK_INSTANCES",
-    "REDIS_PREFIX",
-    "REDIS_TIMEOUT_MS",
-    "REDIS_TIME",
-    "REDIS_MAX_CLOCK_SKEW_MS",
-];
-
 /// The example running as a child process; killed and reaped on drop.
 pub(crate) struct Example {
     child: Child,
@@ -273,7 +258,8 @@ impl Example {
     pub(crate) fn spawn(vars: &[(&str, &str)]) -> Example {
         let binary = example_binary("server", "--features redis,tower");
         let mut command = Command::new(&binary);
-        for name in EXAMPLE_VARIABLES {
+        // None of the outer environment's example variables leak in.
+        for name in VARIABLES {
             command.env_remove(name);
         }
         command

@@ -133,16 +133,18 @@ impl ClusterRouter {
         request: Request<'_>,
     ) -> RedisResult<T> {
         let router = &self.inner;
-        router.refresh_after(REFRESH_EVERY);
+        // One clock read per call serves the refresh schedule and the connection's health.
+        let now_ms = router.now_ms();
+        router.refresh_after(REFRESH_EVERY, now_ms);
         let node = match router.owner(slot) {
             Ok(node) => node,
             Err(error) => {
                 // No master serves the slot by this map: it may be out of date.
-                router.refresh_after(REFRESH_GAP);
+                router.refresh_after(REFRESH_GAP, now_ms);
                 return Err(error);
             }
         };
-        let error = match router.send(&node, request, false).await {
+        let error = match router.send(&node, request, false, now_ms).await {
             Err(error) => error,
             done => return done,
         };
@@ -159,14 +161,14 @@ impl ClusterRouter {
         if error.kind() == ErrorKind::Server(ServerErrorKind::Moved) {
             // The slot has moved for good: once its new owner has answered, later calls go
             // there at once, and the rest of the map is read again in case more moved with it.
-            let result = router.send(&target, request, false).await;
+            let result = router.send(&target, request, false, now_ms).await;
             if result.is_ok() {
                 router.slots.write()[usize::from(slot) % SLOTS] = Some(target.clone());
             }
-            router.refresh_after(REFRESH_GAP);
+            router.refresh_after(REFRESH_GAP, now_ms);
             result
         } else {
-            router.send(&target, request, true).await
+            router.send(&target, request, true, now_ms).await
         }
     }
 }
@@ -249,16 +251,16 @@ impl Router {
         node: &Arc<Node>,
         request: Request<'_>,
         asking: bool,
+        now_ms: u64,
     ) -> RedisResult<T> {
-        let now_ms = (self.epoch.elapsed().as_millis() as u64).max(1);
         if node.unanswered_for(now_ms) > UNANSWERED_FOR.as_millis() as u64 {
             node.drop_connection();
-            self.refresh_after(REFRESH_GAP);
+            self.refresh_after(REFRESH_GAP, now_ms);
         }
         let (generation, mut connection) = match node.connection(&self.config).await {
             Ok(connection) => connection,
             Err(error) => {
-                self.refresh_after(REFRESH_GAP);
+                self.refresh_after(REFRESH_GAP, now_ms);
                 return Err(error);
             }
         };
@@ -277,7 +279,9 @@ impl Router {
         if result.as_ref().map_or_else(
             |error| matches!(error.kind(), ErrorKind::Server(_)),
             |_| true,
-        ) {
+        ) && node.unanswered_since_ms.load(Ordering::Relaxed) != 0
+        {
+            // Written only when set: the common case reads a shared line and leaves it shared.
             node.unanswered_since_ms.store(0, Ordering::Relaxed);
         }
         if let Err(error) = &result {
@@ -285,16 +289,20 @@ impl Router {
             // one is replaced, and the map read again in case the node is gone for good.
             if error.is_unrecoverable_error() && !error.is_timeout() {
                 node.forget(generation);
-                self.refresh_after(REFRESH_GAP);
+                self.refresh_after(REFRESH_GAP, now_ms);
             }
         }
         result
     }
 
-    /// Starts reading the map in the background unless a read started less than `gap` ago or
-    /// is still running.
-    fn refresh_after(self: &Arc<Self>, gap: Duration) {
-        let now_ms = self.epoch.elapsed().as_millis() as u64;
+    /// Milliseconds since the router was made (at least 1, so that 0 can mean "never").
+    fn now_ms(&self) -> u64 {
+        (self.epoch.elapsed().as_millis() as u64).max(1)
+    }
+
+    /// Starts reading the map in the background unless a read started less than `gap` before
+    /// `now_ms` or is still running.
+    fn refresh_after(self: &Arc<Self>, gap: Duration, now_ms: u64) {
         let last_ms = self.refreshed_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(last_ms) < gap.as_millis() as u64 {
             return;
@@ -336,7 +344,7 @@ impl Router {
             let node = &candidates[(start + i) % candidates.len()];
             let reply = tokio::time::timeout(
                 self.timeout,
-                self.send::<Value>(node, Request::Command(&slots_command), false),
+                self.send::<Value>(node, Request::Command(&slots_command), false, self.now_ms()),
             )
             .await
             .unwrap_or_else(|_| {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use ratewindow::{Alignment, Error, MAX_KEY_LEN, ManualClock, Quota, RateLimiter};
 
-use crate::support::{Backend, Memory, block_on};
+use crate::support::{Backend, Memory, StepBack, block_on};
 
 const T0_MS: u64 = 1_800_000_000_000;
 const T0_S: u64 = T0_MS / 1000;
@@ -40,6 +40,12 @@ enum Step {
     Refund(String, u64),
     /// New limits for the same windows, sharing counters.
     Requota(Vec<Quota>),
+    /// Steps that depend on what a clock stepping back meets: the latest window's count, or the
+    /// earlier window's own counter.
+    ByStepBack {
+        latest: Vec<Step>,
+        own: Vec<Step>,
+    },
 }
 
 struct Scenario {
@@ -264,7 +270,16 @@ fn scenarios() -> Vec<Scenario> {
                 check("k", allowed(2, 1, 120)),
                 check("k", allowed(2, 0, 120)),
                 SetClock(T0_MS + 30_000),
-                check("k", denied(2, 0, 120, 90)),
+                ByStepBack {
+                    // The later window keeps its count and is charged.
+                    latest: vec![check("k", denied(2, 0, 120, 90))],
+                    // The earlier window is counted in its own counter, up to its own limit.
+                    own: vec![
+                        check("k", allowed(2, 1, 60)),
+                        check("k", allowed(2, 0, 60)),
+                        check("k", denied(2, 0, 60, 30)),
+                    ],
+                },
                 // A key first seen while the clock is behind uses the clock's window.
                 check("fresh", allowed(2, 1, 60)),
                 SetClock(T0_MS + 119_999),
@@ -334,8 +349,15 @@ pub(crate) fn run<B: Backend>(backend: &B) {
     for scenario in scenarios() {
         let clock = ManualClock::at_millis(T0_MS + scenario.start_ms);
         let mut limiter = backend.limiter(&scenario.quotas, scenario.alignment, clock.clone());
+        let steps = scenario.steps.iter().flat_map(|step| match step {
+            Step::ByStepBack { latest, own } => match B::STEP_BACK {
+                StepBack::LatestWindow => latest.iter().collect::<Vec<_>>(),
+                StepBack::OwnWindow => own.iter().collect(),
+            },
+            step => vec![step],
+        });
         block_on(async {
-            for (i, step) in scenario.steps.iter().enumerate() {
+            for (i, step) in steps.enumerate() {
                 let at = format!("scenario {:?}, step {i} ({step:?})", scenario.name);
                 match step {
                     Step::Check(key, cost, expect) => {
@@ -358,6 +380,7 @@ pub(crate) fn run<B: Backend>(backend: &B) {
                     Step::Reset(key) => limiter.reset(key).await.expect(&at),
                     Step::Refund(key, amount) => limiter.refund(key, *amount).await.expect(&at),
                     Step::Requota(quotas) => limiter = backend.requota(&limiter, quotas),
+                    Step::ByStepBack { .. } => unreachable!("flattened above"),
                 }
             }
         });

@@ -109,7 +109,7 @@ fn play<B: Backend>(
 ) -> Result<(), TestCaseError> {
     let clock = ManualClock::at_millis(case.start_ms);
     let mut limiter = backend.limiter(&case.quotas, case.alignment, clock.clone());
-    let mut model = Model::new(case.quotas.clone(), case.alignment);
+    let mut model = Model::new(case.quotas.clone(), case.alignment, B::STEP_BACK);
     let mut quotas = case.quotas.clone();
     let mut now = case.start_ms;
     let mut sprayed = 0;
@@ -148,7 +148,7 @@ fn play<B: Backend>(
                         now,
                         KEYS[*k],
                         &got,
-                        model.reset(KEYS[*k]).map(|()| None),
+                        model.reset(KEYS[*k], now).map(|()| None),
                     )?;
                 }
                 Op::Refund(k, n) => {

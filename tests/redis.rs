@@ -12,7 +12,7 @@ use ratewindow::{
 };
 
 use crate::support::redis_server::{RedisCluster, RedisServer};
-use crate::support::{Backend, block_on};
+use crate::support::{Backend, StepBack, block_on};
 
 const T0_MS: u64 = 1_800_000_000_000;
 /// Generous: tests run unoptimised on a shared two-core machine.
@@ -49,6 +49,8 @@ impl Redis {
 
 impl Backend for Redis {
     type Limiter = RedisLimiter<ManualClock>;
+
+    const STEP_BACK: StepBack = StepBack::OwnWindow;
 
     fn limiter(&self, quotas: &[Quota], alignment: Alignment, clock: ManualClock) -> Self::Limiter {
         let mut builder = RedisLimiter::builder(quotas[0])
@@ -199,6 +201,28 @@ async fn futures_join_all<F: std::future::Future>(
         .collect()
 }
 
+/// Every counter whose name starts with `window` (`<prefix>:{<key>}:<window_ms>:`, one per
+/// window), with its count.
+pub(crate) fn counters(server: &RedisServer, window: &str) -> Vec<(String, u64)> {
+    let keys = server.command(&["KEYS", &format!("{window}*")]);
+    keys.lines()
+        .filter(|line| line.starts_with(window))
+        .map(|key| {
+            let value = server.command(&["GET", key]);
+            let count = one_value(&value)
+                .parse()
+                .unwrap_or_else(|_| panic!("{key} holds {value:?}"));
+            (key.to_string(), count)
+        })
+        .collect()
+}
+
+/// The name of `key`'s counter (a plain key, epoch-aligned windows) for the window of
+/// `window_ms` that holds `now_ms`.
+pub(crate) fn counter(prefix: &str, key: &str, window_ms: u64, now_ms: u64) -> String {
+    format!("{prefix}:{{{key}}}:{window_ms}:{}", now_ms / window_ms + 1)
+}
+
 /// Every key under `prefix` with its remaining time to live in ms (-1: none, -2: gone).
 pub(crate) fn ttls(server: &RedisServer, prefix: &str) -> Vec<(String, i64)> {
     let keys = server.command(&["KEYS", &format!("{prefix}:*")]);
@@ -240,18 +264,19 @@ fn every_key_has_a_ttl_after_every_operation() {
         }
         assert_eq!(steps, 6);
         assert!(!ttls(&server, prefix).is_empty());
-        // A key that lost its expiry (restored from a dump, written by hand) is repaired at the
-        // next decision, even a denied one or a peek.
-        let key = format!("{prefix}:{{k}}:60000");
+        // A counter that lost its expiry (restored from a dump, written by hand) keeps its
+        // window's count, but cannot block the key for longer: the next window has a counter
+        // of its own, created with its expiry.
+        let now = clock.now_ms();
+        let key = counter(prefix, "k", 60_000, now);
         assert_eq!(server.command(&["PERSIST", &key]).trim(), ":1");
-        limiter.peek("k").await.unwrap();
-        let ttl: i64 = server
-            .command(&["PTTL", &key])
-            .trim()
-            .trim_start_matches(':')
+        clock.set_millis((now / 60_000 + 1) * 60_000);
+        assert!(limiter.check("k").await.unwrap().is_allowed());
+        let next = counter(prefix, "k", 60_000, clock.now_ms());
+        let ttl: i64 = one_value(&server.command(&["PTTL", &next]))
             .parse()
             .unwrap();
-        assert!(ttl > 0, "PTTL {ttl} after a peek");
+        assert!(ttl > 0, "PTTL {ttl} of the next window's counter");
     });
 }
 
@@ -541,7 +566,7 @@ fn backend_errors_never_show_the_key() {
         FailurePolicy::ReturnError,
     );
     let key = "tenant-secret-7f3a";
-    server.command(&["RPUSH", &format!("policy:{{{key}}}:60000"), "x"]);
+    server.command(&["RPUSH", &counter("policy", key, 60_000, T0_MS), "x"]);
     let error = block_on(limiter.check(key)).expect_err("the script fails on a list");
     let text = format!("{error} {error:?}");
     assert!(matches!(error, Error::Backend { .. }), "{text}");
@@ -631,7 +656,7 @@ fn a_process_behind_by_the_allowed_skew_never_counts_a_window_again() {
             .unwrap()
     };
     let (fast, slow) = (make(&fast_clock), make(&slow_clock));
-    let key = "shared:{k}:10000";
+    let key = &counter("shared", "k", 10_000, fast_ms);
     let mut admitted = std::collections::BTreeMap::<u64, u64>::new();
     block_on(async {
         let started = std::time::Instant::now();
@@ -700,7 +725,7 @@ fn a_resharded_slot_is_followed_through_ask_and_moved() {
         .build(connection)
         .unwrap();
     let key = "moving-tenant";
-    let redis_key = format!("moved:{{{key}}}:3600000");
+    let redis_key = counter("moved", key, 3_600_000, T0_MS);
     let nodes = cluster.nodes();
     let slot = one_value(&nodes[0].command(&["CLUSTER", "KEYSLOT", &redis_key])).to_owned();
     let source = (0..3)
@@ -722,8 +747,7 @@ fn a_resharded_slot_is_followed_through_ask_and_moved() {
     };
     let count = |i: usize| {
         let value = nodes[i].command(&["GET", &redis_key]);
-        let (_, count) = one_value(&value).split_once(':').expect("<window>:<count>");
-        count.parse::<u64>().unwrap()
+        one_value(&value).parse::<u64>().unwrap()
     };
 
     check("before");
@@ -790,4 +814,38 @@ fn a_password_in_the_seed_url_reaches_every_master() {
         let keys: u64 = one_value(&node.command(&["DBSIZE"])).parse().unwrap();
         assert!(keys > 0, "no key on the master at {}", node.port());
     }
+}
+
+/// A rolling deploy from the earlier layout (`<prefix>:{<key>}:<window_ms>` holding
+/// `"<window index>:<count>"`): counters of the two layouts never share a name, so the new
+/// script neither reads an old counter as its own nor fails on its string value, and leaves it
+/// to expire by itself.
+#[test]
+fn counters_of_the_earlier_layout_are_never_read_or_written() {
+    let server = RedisServer::new();
+    let redis = Redis::single(&server);
+    let clock = ManualClock::at_millis(T0_MS + 5_000);
+    let old = "up:{k}:60000";
+    let index = (T0_MS + 5_000) / 60_000 + 1;
+    let full = format!("{index}:3");
+    server.command(&["SET", old, &full, "PX", "56000"]);
+    let limiter = RedisLimiter::builder(Quota::per_minute(3).unwrap())
+        .prefix("up")
+        .timeout(TEST_TIMEOUT)
+        .failure_policy(FailurePolicy::ReturnError)
+        .clock(clock.clone())
+        .build(redis.connection.clone())
+        .unwrap();
+    block_on(async {
+        let decision = limiter.peek("k").await.unwrap();
+        assert_eq!((decision.is_allowed(), decision.remaining()), (true, 2));
+        let decision = limiter.check("k").await.unwrap();
+        assert_eq!((decision.is_allowed(), decision.remaining()), (true, 2));
+        limiter.refund("k", 1).await.unwrap();
+        limiter.reset("k").await.unwrap();
+        assert!(limiter.check("k").await.unwrap().is_allowed());
+    });
+    assert_eq!(one_value(&server.command(&["GET", old])), full);
+    let counters = counters(&server, "up:{k}:60000:");
+    assert_eq!(counters, [(counter("up", "k", 60_000, T0_MS + 5_000), 1)]);
 }

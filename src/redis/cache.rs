@@ -10,6 +10,11 @@
 //! decides windows differ (local clocks skewed between processes, or Redis's `TIME` against a
 //! local clock up to one coarse tick behind), a cached denial can outlast the window by that
 //! difference: the cache only ever denies longer, never admits more.
+//!
+//! An entry answers only while every quota's window is the one Redis reported: when the
+//! shortest window ends, the next call goes to Redis, since the next window may already have a
+//! count (another process's clock ahead, or this one's before it stepped back). So a key far
+//! over a per-minute quota that also has a per-second one costs one call per second.
 
 use std::collections::HashMap;
 
@@ -19,33 +24,36 @@ use crate::decision::QuotaState;
 use crate::{DecidedBy, Decision};
 
 /// What Redis would answer at `now_ms` for a key it last answered with `last`, as far as this
-/// process can tell: quotas whose window has not ended keep their count (a used-up one stays
-/// used up, since counts only grow within a window); quotas whose window ended are empty in the
-/// window now open. `None` once no quota is used up any more.
+/// process can tell: while every quota's window is still the one `last` saw, each keeps its
+/// count (a used-up one stays used up, since counts only grow within a window). `None` once a
+/// window has ended: the next window's count is Redis's to tell (another process, or this one
+/// before its clock stepped back, may have counted in it already).
 fn replay(last: &Decision, now_ms: u64, cost: u64) -> Option<Decision> {
-    // A clock that stepped back (or is out of range) goes to Redis, which keeps every quota's
-    // latest window; the snapshot cannot tell which of them to use.
+    // A clock that stepped back (or is out of range) goes to Redis, which keeps every window's
+    // counter; the snapshot cannot tell which of them to use.
     if now_ms < last.decided_at_ms() || now_ms > crate::window::MAX_TIME_MS {
         return None;
     }
     let mut decision = Decision::blank(now_ms);
     let (mut used_up, mut violated) = (false, 0u8);
     for (i, state) in last.quotas().iter().enumerate() {
+        if now_ms >= state.window_end_ms() {
+            return None;
+        }
         let window_ms = state.window().as_millis() as u64;
-        let (used, end_ms) = if now_ms < state.window_end_ms() {
-            (state.used(), state.window_end_ms())
-        } else {
-            let ended = now_ms - state.window_end_ms();
-            (
-                0,
-                state.window_end_ms() + (ended / window_ms + 1) * window_ms,
-            )
-        };
-        used_up |= used >= state.limit();
-        if used.saturating_add(cost) > state.limit() {
+        used_up |= state.used() >= state.limit();
+        if state.used().saturating_add(cost) > state.limit() {
             violated |= 1 << i;
         }
-        decision.set_quota(i, QuotaState::new(state.limit(), used, window_ms, end_ms));
+        decision.set_quota(
+            i,
+            QuotaState::new(
+                state.limit(),
+                state.used(),
+                window_ms,
+                state.window_end_ms(),
+            ),
+        );
     }
     // Only a used-up quota makes the denial certain for every cost.
     if !used_up {

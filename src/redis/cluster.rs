@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use ::redis::aio::{ConnectionLike, MultiplexedConnection};
 use ::redis::{
     AsyncConnectionConfig, Client, Cmd, ConnectionAddr, ConnectionInfo, ErrorKind, FromRedisValue,
-    IntoConnectionInfo, RedisError, RedisFuture, RedisResult, ScriptInvocation, ServerErrorKind,
-    Value,
+    IntoConnectionInfo, RedisError, RedisFuture, RedisResult, ServerErrorKind, Value,
 };
 use parking_lot::{Mutex, RwLock};
 
 use super::keys::SLOTS;
+use super::script::Script;
 
 /// The slot map is read again at least this often while calls come.
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
@@ -69,8 +69,8 @@ struct Router {
 /// What a call sends.
 #[derive(Clone, Copy)]
 pub(crate) enum Request<'a> {
-    /// `EVALSHA`, loading the script after `NOSCRIPT`.
-    Script(&'a ScriptInvocation<'a>),
+    /// `EVALSHA` (the command), loading the script after `NOSCRIPT`.
+    Script(&'a Script, &'a Cmd),
     /// Any other command: `DEL`, `CLUSTER SLOTS`.
     Command(&'a Cmd),
 }
@@ -78,7 +78,9 @@ pub(crate) enum Request<'a> {
 impl Request<'_> {
     async fn send<T: FromRedisValue>(self, connection: &mut impl ConnectionLike) -> RedisResult<T> {
         match self {
-            Request::Script(invocation) => invocation.invoke_async(connection).await,
+            Request::Script(script, command) => {
+                Ok(T::from_redis_value(script.run(command, connection).await?)?)
+            }
             Request::Command(command) => command.query_async(connection).await,
         }
     }

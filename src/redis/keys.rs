@@ -1,4 +1,5 @@
-//! The Redis key layout: `<prefix>:{<key>}:<window_ms>`, one key per user key and quota window.
+//! The Redis key layout: `<prefix>:{<key>}:<window_ms>:<window index>`, one integer counter
+//! per user key, quota window length and window.
 //!
 //! The user key becomes the hash tag, so every counter of one decision lives in one Cluster slot
 //! and the script may touch them together. A user key may contain anything, `{` and `}`
@@ -6,11 +7,14 @@
 //! no braces, which makes the first `{`…`}` pair exactly the tag we wrote, and the escaping is
 //! reversible, so two user keys never share a Redis key. The prefix may contain neither brace.
 //!
-//! The window length is in the name and the window's index in the value, next to the count: a
-//! clock that steps back must find the later window's count (as in memory), which per-window
-//! key names would hide.
+//! Each window has a counter of its own, so a counter is a plain integer (`INCRBY`) that lives
+//! until its window ends plus the skew allowance, and a clock that steps back meets the earlier
+//! window's own counter. Counters of the earlier layout (`<prefix>:{<key>}:<window_ms>`, no
+//! window index, holding `"<index>:<count>"`) never share a name with these.
 
-use crate::Error;
+use std::fmt::Write;
+
+use crate::{Error, MAX_QUOTAS, Quota};
 
 /// Checks a prefix: not empty, no braces (they would move the hash tag).
 pub(crate) fn validate_prefix(prefix: &str) -> Result<(), Error> {
@@ -27,21 +31,95 @@ pub(crate) fn validate_prefix(prefix: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// `<prefix>:{<escaped key>}:`, to which each quota appends its window length.
+/// `<prefix>:{<escaped key>}:`, to which each quota appends its window length (see
+/// [`push_window`] and [`push_counter`]).
 pub(crate) fn base(prefix: &str, key: &str) -> String {
-    let mut out = String::with_capacity(prefix.len() + key.len() + 24);
+    // Room for a counter's suffix too: the window length and index.
+    let mut out = String::with_capacity(prefix.len() + key.len() + 40);
     out.push_str(prefix);
     out.push_str(":{");
-    for c in key.chars() {
-        match c {
-            '%' => out.push_str("%25"),
-            '{' => out.push_str("%7B"),
-            '}' => out.push_str("%7D"),
-            c => out.push(c),
-        }
+    let mut rest = key;
+    // Most keys have nothing to escape: copy the runs between escapes whole.
+    while let Some(at) = rest.find(['%', '{', '}']) {
+        out.push_str(&rest[..at]);
+        out.push_str(match rest.as_bytes()[at] {
+            b'%' => "%25",
+            b'{' => "%7B",
+            _ => "%7D",
+        });
+        rest = &rest[at + 1..];
     }
+    out.push_str(rest);
     out.push_str("}:");
     out
+}
+
+/// Appends `<window_ms>:` to a [`base`]: every counter of that quota window starts with it.
+pub(crate) fn push_window(name: &mut String, window_ms: u64) {
+    // Writing into a String cannot fail.
+    let _ = write!(name, "{window_ms}:");
+}
+
+/// Appends `<window_ms>:<index>` to a [`base`]: the name of that window's counter.
+pub(crate) fn push_counter(name: &mut String, window_ms: u64, index: u64) {
+    let _ = write!(name, "{window_ms}:{index}");
+}
+
+/// The counters a limiter's quotas use: one per distinct window length, since quotas of the same
+/// length count the same requests in the same windows (they differ only in their limits).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Counters {
+    len: usize,
+    /// Counter `j`'s window length, and the smallest limit of the quotas that use it.
+    counters: [(u64, u64); MAX_QUOTAS],
+    /// Quota `i` uses counter `of[i]`.
+    of: [u8; MAX_QUOTAS],
+}
+
+impl Counters {
+    /// `quotas` has at most [`MAX_QUOTAS`] entries.
+    pub(crate) fn new(quotas: &[Quota]) -> Counters {
+        let mut counters = Counters {
+            len: 0,
+            counters: [(0, 0); MAX_QUOTAS],
+            of: [0; MAX_QUOTAS],
+        };
+        for (i, quota) in quotas.iter().enumerate().take(MAX_QUOTAS) {
+            let window_ms = quota.window_ms();
+            let known = counters.windows().position(|w| w == window_ms);
+            let j = match known {
+                Some(j) => j,
+                None => {
+                    counters.counters[counters.len] = (window_ms, u64::MAX);
+                    counters.len += 1;
+                    counters.len - 1
+                }
+            };
+            let limit = &mut counters.counters[j].1;
+            *limit = (*limit).min(quota.limit());
+            counters.of[i] = j as u8;
+        }
+        counters
+    }
+
+    /// How many counters there are.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Each counter's (window length, smallest limit).
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.counters[..self.len].iter().copied()
+    }
+
+    fn windows(&self) -> impl Iterator<Item = u64> + '_ {
+        self.iter().map(|(window_ms, _)| window_ms)
+    }
+
+    /// The counter quota `i` uses.
+    pub(crate) fn of(&self, i: usize) -> usize {
+        usize::from(self.of[i])
+    }
 }
 
 /// The number of Redis Cluster hash slots.
@@ -145,12 +223,25 @@ mod tests {
             b in key(),
             window_a in 1..=(1u64 << 40),
             window_b in 1..=(1u64 << 40),
+            index_a in 0..=(1u64 << 46),
+            index_b in 0..=(1u64 << 46),
         ) {
             let (base_a, base_b) = (base(&prefix, &a), base(&prefix, &b));
             proptest::prop_assert_eq!(unescape(&prefix, &base_a), Some(a.clone()));
             proptest::prop_assert_eq!(base_a == base_b, a == b);
-            let (full_a, full_b) = (format!("{base_a}{window_a}"), format!("{base_b}{window_b}"));
-            proptest::prop_assert_eq!(full_a == full_b, a == b && window_a == window_b);
+            let (mut full_a, mut full_b) = (base_a.clone(), base_b.clone());
+            push_counter(&mut full_a, window_a, index_a);
+            push_counter(&mut full_b, window_b, index_b);
+            proptest::prop_assert_eq!(
+                full_a == full_b,
+                a == b && window_a == window_b && index_a == index_b
+            );
+            // A counter of the earlier layout (no window index) never has a counter's name.
+            proptest::prop_assert_ne!(&full_a, &format!("{base_b}{window_b}"));
+            // The script names a counter by appending the index to the window's name.
+            let mut window_name = base_a.clone();
+            push_window(&mut window_name, window_a);
+            proptest::prop_assert_eq!(format!("{window_name}{index_a}"), full_a.clone());
             // The tag Redis would hash: from the first `{` to the first `}` after it.
             let tagged = tag(&full_a);
             let braced = tagged.contains(['{', '}']);
@@ -167,6 +258,18 @@ mod tests {
         assert_eq!(slot("rw:{foo}:"), 12_182);
         assert_eq!(slot(&base("rw", "foo")), 12_182);
         assert_eq!(slot(&base("other", "foo")), 12_182);
+    }
+
+    #[test]
+    fn quotas_of_one_window_length_share_a_counter_at_their_smallest_limit() {
+        let quota = |limit, window_ms| Quota::from_millis(limit, window_ms).unwrap();
+        let counters = Counters::new(&[quota(5, 1000), quota(100, 60_000), quota(3, 1000)]);
+        assert_eq!(counters.len(), 2);
+        assert_eq!(
+            counters.iter().collect::<Vec<_>>(),
+            [(1000, 3), (60_000, 100)]
+        );
+        assert_eq!([counters.of(0), counters.of(1), counters.of(2)], [0, 1, 0]);
     }
 
     #[test]

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionLike, ConnectionManager};
-use ::redis::{ErrorKind, RedisError, ServerErrorKind};
+use ::redis::aio::ConnectionManager;
+use ::redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 
 use super::cache::OverLimitCache;
 use super::cluster::{ClusterRouter, Request};
@@ -169,12 +169,12 @@ impl fmt::Debug for RedisConnection {
 /// An exact fixed-window rate limiter whose counters live in Redis, shared by every process
 /// that uses the same server (or cluster) and key prefix.
 ///
-/// Each decision is one `EVALSHA` of one script that applies the in-memory backend's algorithm
-/// to every quota of the key atomically: all or nothing, a denied request consumes nothing, a
-/// clock that steps back never reopens a counted window. Counters are written with an expiry
-/// at their window's end plus the [skew allowance](RedisLimiterBuilder::max_clock_skew), in the
-/// same command as their value, so none outlives its window by more. See the module docs of
-/// the key layout for how hostile keys are kept apart and on one Cluster slot.
+/// Each decision is one `EVALSHA` of one script that charges every quota of the key atomically
+/// (`INCRBY` on one integer counter per quota window) and gives the charges back if any quota is
+/// over its limit: all or nothing, and a denied request consumes nothing. A counter gets its
+/// expiry (its window's end plus the [skew allowance](RedisLimiterBuilder::max_clock_skew)) in
+/// the script that creates it, so none outlives its window by more. See the module docs of the
+/// key layout for how hostile keys are kept apart and on one Cluster slot.
 ///
 /// # Clocks and exactness across processes
 ///
@@ -182,15 +182,17 @@ impl fmt::Debug for RedisConnection {
 /// clock and the local clocks do not matter: for every key and window, the processes together
 /// admit exactly `min(limit, offered)` units.
 ///
-/// With local clocks (the default), each process places a request in the window its own clock
-/// reads, and a counter holds the latest window any process has counted in it: a process
-/// behind counts in the later window that a process ahead has opened, never in an earlier one.
-/// So, as long as the clocks differ by at most the skew allowance (default 1 s), **every window
-/// admits at most its limit in total** (refunds and resets aside). What skew changes is when:
-/// with the fastest clock ahead of real time by `a` and the slowest behind by `b`, a window
-/// admits from `a` before its start until at most `b` after its end, in real time. Beyond the
-/// allowance, a counter can expire while a process far behind is still in its window, and that
-/// process counts the window again.
+/// With local clocks (the default), each process counts in the window its own clock reads, in
+/// that window's own counter. A counter lives until its window ends, on the clock of the
+/// process that created it, plus the skew allowance. So, as long as the clocks differ by at
+/// most the skew allowance (default 1 s), a process behind still finds the counter of its
+/// window, and **every (key, window) admits at most its limit in total** (refunds and resets
+/// aside). What skew changes is when: with the fastest clock ahead of real time by `a` and the
+/// slowest behind by `b`, a window admits from `a` before its start until at most `b` after its
+/// end, in real time. Beyond the allowance, a counter can expire while a process far behind is
+/// still in its window, and that process counts the window again. A clock that steps back meets
+/// the earlier window's counter as it was left (the in-memory backend, which keeps one count
+/// per key, charges the later window instead); no window admits more than its limit either way.
 ///
 /// # Example
 ///
@@ -208,6 +210,8 @@ impl fmt::Debug for RedisConnection {
 #[derive(Clone)]
 pub struct RedisLimiter<C = DefaultClock> {
     quotas: Vec<Quota>,
+    /// The counters the quotas use in Redis: one per window length.
+    counters: keys::Counters,
     min_limit: u64,
     alignment: Alignment,
     prefix: Arc<str>,
@@ -251,6 +255,7 @@ enum Op {
     Check,
     Peek,
     Refund,
+    Reset,
 }
 
 impl Op {
@@ -259,6 +264,7 @@ impl Op {
             Op::Check => "check",
             Op::Peek => "peek",
             Op::Refund => "refund",
+            Op::Reset => "reset",
         }
     }
 }
@@ -291,6 +297,7 @@ impl<C: Clock> RedisLimiter<C> {
             next.fallback = Some(fallback.with_quotas(scaled(&quotas, instances))?);
         }
         next.min_limit = quota::min_limit(&quotas);
+        next.counters = keys::Counters::new(&quotas);
         next.quotas = quotas;
         // The cached denials were made under the old limits.
         next.over_limit = Arc::new(OverLimitCache::new(self.over_limit.capacity()));
@@ -305,7 +312,7 @@ impl<C: Clock> RedisLimiter<C> {
         } else if let Some(denied) = self.over_limit.get(key, local_ms, amount) {
             return Ok(denied);
         }
-        let base = keys::base(&self.prefix, key);
+        let mut base = keys::base(&self.prefix, key);
         // A Cluster fails by hash slot (a master and its slots): a dead master must not send
         // the keys of the live ones to the failure policy.
         let slot = match self.connection {
@@ -321,7 +328,15 @@ impl<C: Clock> RedisLimiter<C> {
         }
         let whole_master = AtomicBool::new(true);
         match self
-            .run(key, &base, slot as u16, op, amount, local_ms, &whole_master)
+            .run(
+                key,
+                &mut base,
+                slot as u16,
+                op,
+                amount,
+                local_ms,
+                &whole_master,
+            )
             .await
         {
             Ok(decision) => {
@@ -364,7 +379,8 @@ impl<C: Clock> RedisLimiter<C> {
                 let decision = match op {
                     Op::Check => fallback
                         .check_n(key, amount.min(quota::min_limit(fallback.quotas())).max(1)),
-                    Op::Peek => fallback.peek(key),
+                    // A reset never comes here: it has no failure policy.
+                    Op::Peek | Op::Reset => fallback.peek(key),
                     Op::Refund => fallback
                         .refund(key, amount)
                         .and_then(|()| fallback.peek(key)),
@@ -418,39 +434,67 @@ impl<C: Clock> RedisLimiter<C> {
     async fn run(
         &self,
         key: &str,
-        base: &str,
+        base: &mut String,
         slot: u16,
         op: Op,
         amount: u64,
         now_ms: u64,
         whole_master: &AtomicBool,
     ) -> Result<Decision, Error> {
+        if !self.redis_time && now_ms > window::MAX_TIME_MS {
+            return Err(Error::ClockOutOfRange { now_ms });
+        }
         let phases = self.alignment.phases(key);
-        let mut invocation = script::DECIDE.prepare_invoke();
-        invocation.arg(op.name()).arg(amount);
-        if self.redis_time {
-            invocation.arg("");
-        } else {
-            if now_ms > window::MAX_TIME_MS {
-                return Err(Error::ClockOutOfRange { now_ms });
+        let n = self.counters.len();
+        let base_len = base.len();
+        let capacity = n * (base_len + 64) + 64;
+        let local_check = matches!(op, Op::Check) && !self.redis_time;
+        let (script, command) = if local_check {
+            // The hot path: every integer is computed here, so the script only counts.
+            let mut command = script::CHECK.command(n, capacity);
+            let mut ends = [0; MAX_QUOTAS];
+            for ((window_ms, _), end_ms) in self.counters.iter().zip(&mut ends) {
+                let window = window::locate(now_ms, window_ms, phases.of(window_ms))?;
+                keys::push_counter(base, window_ms, window.index);
+                command.arg(base.as_bytes());
+                base.truncate(base_len);
+                *end_ms = window.end_ms;
             }
-            invocation.arg(now_ms);
-        }
-        invocation.arg(self.expiry_margin_ms);
-        for quota in &self.quotas {
-            let window_ms = quota.window_ms();
-            invocation.key(format!("{base}{window_ms}"));
-            invocation
-                .arg(quota.limit())
-                .arg(window_ms)
-                .arg(phases.of(window_ms));
-        }
+            command.arg(amount);
+            for ((_, limit), end_ms) in self.counters.iter().zip(ends) {
+                command
+                    .arg(limit)
+                    .arg(end_ms - now_ms + self.expiry_margin_ms);
+            }
+            (&*script::CHECK, command)
+        } else {
+            let mut command = script::GENERAL.command(n, capacity);
+            for (window_ms, _) in self.counters.iter() {
+                keys::push_window(base, window_ms);
+                command.arg(base.as_bytes());
+                base.truncate(base_len);
+            }
+            command.arg(op.name()).arg(amount);
+            if self.redis_time {
+                command.arg("");
+            } else {
+                command.arg(now_ms);
+            }
+            command.arg(self.expiry_margin_ms);
+            for (window_ms, limit) in self.counters.iter() {
+                command.arg(limit).arg(window_ms).arg(phases.of(window_ms));
+            }
+            (&*script::GENERAL, command)
+        };
         let reply = self
             .within_timeout(async {
                 match &self.connection {
-                    RedisConnection::Single(c) => invoke(&invocation, &mut c.clone()).await,
+                    RedisConnection::Single(c) => script
+                        .run(&command, &mut c.clone())
+                        .await
+                        .map_err(backend_error),
                     RedisConnection::Cluster(c) => c
-                        .query(slot, Request::Script(&invocation))
+                        .query(slot, Request::Script(script, &command))
                         .await
                         .map_err(|error| {
                             whole_master.store(master_failed(&error), Ordering::Relaxed);
@@ -460,7 +504,9 @@ impl<C: Clock> RedisLimiter<C> {
             })
             .await
             .map_err(|error| scrubbed(error, &[base, key]))?;
-        self.decision(&reply)
+        let reply = Reply::parse(&reply, n, local_check.then_some(now_ms))
+            .ok_or_else(|| unexpected_reply(&reply))?;
+        self.decision(&reply, phases, op, amount)
     }
 
     /// Bounds a call by the configured timeout.
@@ -476,40 +522,110 @@ impl<C: Clock> RedisLimiter<C> {
             })?
     }
 
-    /// Reads the script's reply.
-    fn decision(&self, reply: &[i64]) -> Result<Decision, Error> {
-        let protocol = || Error::Backend {
-            kind: BackendErrorKind::Protocol,
-            detail: format!("unexpected script reply of {} integers", reply.len()),
-        };
-        let [now_ms, violated, rest @ ..] = reply else {
-            return Err(protocol());
-        };
-        if rest.len() != 3 * self.quotas.len() {
-            return Err(protocol());
+    /// The decision a script's reply makes: each quota's current window (by the time decided
+    /// at) with its counter's count; a peek reports the counts as if charged, when the request
+    /// would fit.
+    fn decision(
+        &self,
+        reply: &Reply,
+        phases: crate::alignment::Phases,
+        op: Op,
+        amount: u64,
+    ) -> Result<Decision, Error> {
+        let count = |i: usize| reply.counts[self.counters.of(i)];
+        // The script says whether a check was denied (it gave the charge back, so the counts
+        // are those the request met); which quotas deny follows from the counts, for a peek too.
+        let mut violated = 0u8;
+        if reply.denied || matches!(op, Op::Peek) {
+            for (i, quota) in self.quotas.iter().enumerate() {
+                if count(i).saturating_add(amount) > quota.limit() {
+                    violated |= 1 << i;
+                }
+            }
         }
-        let mut decision = Decision::blank(*now_ms as u64);
-        for (i, (quota, state)) in self.quotas.iter().zip(rest.chunks_exact(3)).enumerate() {
-            let (count, end_ms) = (state[1] as u64, state[2] as u64);
+        let charge = matches!(op, Op::Peek) && violated == 0;
+        let mut decision = Decision::blank(reply.now_ms);
+        for (i, quota) in self.quotas.iter().enumerate() {
+            let window_ms = quota.window_ms();
+            let window = window::locate(reply.now_ms, window_ms, phases.of(window_ms))?;
+            let used = if charge { count(i) + amount } else { count(i) };
             decision.set_quota(
                 i,
-                QuotaState::new(quota.limit(), count, quota.window_ms(), end_ms),
+                QuotaState::new(quota.limit(), used, window_ms, window.end_ms),
             );
         }
-        decision.finish(self.quotas.len(), *violated as u8);
+        decision.finish(self.quotas.len(), violated);
         Ok(decision)
     }
 }
 
-/// One script call on a single server's connection.
-async fn invoke(
-    invocation: &::redis::ScriptInvocation<'_>,
-    connection: &mut impl ConnectionLike,
-) -> Result<Vec<i64>, Error> {
-    invocation
-        .invoke_async(connection)
-        .await
-        .map_err(backend_error)
+/// A script's reply, decoded: the time decided at, whether a check was denied, and each
+/// counter's count as it stands after the operation.
+struct Reply {
+    now_ms: u64,
+    denied: bool,
+    counts: [u64; MAX_QUOTAS],
+}
+
+impl Reply {
+    /// Decodes the reply of [`script::CHECK`] (decided at `local_ms`) or, with `local_ms`
+    /// `None`, of [`script::GENERAL`], over `counters` counters; `None` unless it has the shape
+    /// the script returns.
+    fn parse(reply: &Value, counters: usize, local_ms: Option<u64>) -> Option<Reply> {
+        let mut decoded = Reply {
+            now_ms: local_ms.unwrap_or(0),
+            denied: false,
+            counts: [0; MAX_QUOTAS],
+        };
+        // A counter set below zero by hand counts as empty.
+        let count = |value: &Value| match value {
+            Value::Int(n) => Some((*n).max(0) as u64),
+            _ => None,
+        };
+        match (reply, local_ms) {
+            // One quota: the count charged to, or minus one more than the count that denied.
+            (&Value::Int(n), Some(_)) if counters == 1 => {
+                (decoded.denied, decoded.counts[0]) = if n > 0 {
+                    (false, n as u64)
+                } else {
+                    (true, n.unsigned_abs() - 1)
+                };
+            }
+            (Value::Array(items), _) => {
+                let (head, counts) = match local_ms {
+                    Some(_) => items.split_first().map(|(v, c)| ((None, v), c))?,
+                    None => match items.as_slice() {
+                        [now, violated, counts @ ..] => ((Some(now), violated), counts),
+                        _ => return None,
+                    },
+                };
+                if counts.len() != counters {
+                    return None;
+                }
+                if let Some(now) = head.0 {
+                    decoded.now_ms = count(now)?;
+                }
+                decoded.denied = count(head.1)? != 0;
+                for (slot, value) in decoded.counts.iter_mut().zip(counts) {
+                    *slot = count(value)?;
+                }
+            }
+            _ => return None,
+        }
+        Some(decoded)
+    }
+}
+
+fn unexpected_reply(reply: &Value) -> Error {
+    let shape = match reply {
+        Value::Array(items) => format!("an array of {}", items.len()),
+        Value::Int(_) => "an integer".to_string(),
+        _ => "a value of another type".to_string(),
+    };
+    Error::Backend {
+        kind: BackendErrorKind::Protocol,
+        detail: format!("unexpected script reply: {shape}"),
+    }
 }
 
 /// `error` with every occurrence of `secrets` (the Redis key, the API key) in its text
@@ -638,23 +754,13 @@ impl<C: Clock> RateLimiter for RedisLimiter<C> {
         if let Some(fallback) = &self.fallback {
             fallback.reset(key)?;
         }
-        let base = keys::base(&self.prefix, key);
-        let mut command = ::redis::cmd("DEL");
-        for quota in &self.quotas {
-            command.arg(format!("{base}{}", quota.window_ms()));
-        }
-        self.within_timeout(async {
-            match &self.connection {
-                RedisConnection::Single(c) => command.query_async::<i64>(&mut c.clone()).await,
-                RedisConnection::Cluster(c) => {
-                    c.query::<i64>(keys::slot(&base), Request::Command(&command))
-                        .await
-                }
-            }
-            .map_err(backend_error)
-        })
-        .await
-        .map_err(|error| scrubbed(error, &[&base, key]))?;
+        let mut base = keys::base(&self.prefix, key);
+        let slot = keys::slot(&base);
+        let now_ms = self.clock.now_ms();
+        // A reset is no decision: no breaker, no failure policy, so the master is not blamed.
+        let whole_master = AtomicBool::new(false);
+        self.run(key, &mut base, slot, Op::Reset, 0, now_ms, &whole_master)
+            .await?;
         Ok(())
     }
 
@@ -771,7 +877,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
 
     /// How far apart the clocks of the processes sharing these counters may be (default 1 s, at
     /// most a day). Each counter outlives its window's end, on the clock of the process that
-    /// last wrote it, by this much, so that a process behind by up to this much never finds the
+    /// created it, by this much, so that a process behind by up to this much never finds the
     /// counter of its current window gone and counts that window again. The cost is keys kept
     /// this much longer. With [`redis_time`](Self::redis_time) the local clocks do not matter.
     /// See [`RedisLimiter`] for the guarantee.
@@ -821,6 +927,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
         };
         Ok(RedisLimiter {
             min_limit: quota::min_limit(&self.quotas),
+            counters: keys::Counters::new(&self.quotas),
             quotas: self.quotas,
             alignment: self.alignment,
             prefix: self.prefix.into(),

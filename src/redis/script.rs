@@ -1,32 +1,58 @@
-//! The one server-side script every decision runs: the fixed-window algorithm of the in-memory
-//! backend, for every quota of a request, in one atomic round trip.
+//! The server-side scripts: the fixed-window algorithm over plain integer counters, one key per
+//! quota window, for every quota of a request in one atomic round trip.
+//!
+//! [`CHECK`] is the hot path (a check decided by the local clock): the client names each
+//! quota's counter and hands over every integer pre-formatted, so an allowed single-quota
+//! decision on an existing counter is one `INCRBY`. [`GENERAL`] serves everything else (peek,
+//! refund, reset, and every operation decided by Redis's `TIME`, where only the script knows
+//! the window and so the counter's name).
+//!
+//! Both charge first and give back on a denial, inside the script, so a denied request consumes
+//! nothing and no other request ever sees its charge. A counter gets its expiry in the script
+//! that creates it, so none lives without one.
 
 use std::sync::LazyLock;
 
-/// KEYS[i]: quota i's counter, `<base><window_ms>`, holding `"<window index>:<count>"`.
+use ::redis::aio::ConnectionLike;
+use ::redis::{Cmd, ErrorKind, RedisResult, ServerErrorKind, Value};
+
+/// KEYS[i]: quota i's counter for the window the client's clock is in.
+/// ARGV[1]: the cost; then per quota i, ARGV[2i] its limit and ARGV[2i+1] the counter's TTL in
+/// ms (until the window ends, plus the skew allowance), all decimal integers.
 ///
-/// ARGV: op (`check`, `peek` or `refund`), amount (the cost, or the units to give back),
-/// now in unix ms (empty: use the server's `TIME`), the expiry margin in ms (the clock skew
-/// allowed between processes), then per quota its limit, window length in ms and phase in ms.
+/// Returns, for one quota, the count after the charge when allowed, or `-(count + 1)` when
+/// denied (the count as it stands: nothing charged); for several, `{violated, count_1, ...}`
+/// with `violated` a bitmask of the quotas that deny and the counts as they stand after.
+const CHECK_HEAD: &str = r#"
+local call, cost = redis.call, ARGV[1]
+local c = tonumber(cost)
+local n = #KEYS
+if n == 1 then
+  local key = KEYS[1]
+  local v = call('INCRBY', key, cost)
+  if v == c then call('PEXPIRE', key, ARGV[3]) end
+  if v <= tonumber(ARGV[2]) then return v end
+  -- Nothing charged: the count as it stands, from DECRBY's exact reply (see the end).
+  return -1 - call('DECRBY', key, cost)
+end
+local keys, out, first = KEYS, {0}, 1
+local function limit(i) return tonumber(ARGV[2 * i]) end
+local function ttl(i) return ARGV[2 * i + 1] end
+"#;
+
+/// KEYS[i]: quota i's counter name up to its window index, `<base><window_ms>:`.
+/// ARGV[1]: the operation, `check`, `peek`, `refund` or `reset`; ARGV[2]: the cost, or the
+/// units to give back; ARGV[3]: now in unix ms, or empty for Redis's `TIME`; ARGV[4]: the skew
+/// allowance in ms; then per quota i, ARGV[3i+2] its limit, ARGV[3i+3] its window and
+/// ARGV[3i+4] its phase, in ms.
 ///
-/// Returns `{now, violated, index_1, count_1, end_1, ...}`: the time decided at, a bitmask of
-/// the quotas that deny, and per quota the window and count the decision reports (a peek
-/// reports the count as if charged) and the window's end.
-///
-/// Every write is `SET ... PX <until the window's end, plus a margin>`: value and expiry in one
-/// command, so no key exists for a moment without a TTL, whatever happens to a client or the
-/// script. The expiry is relative, so a local clock skewed against the server's neither keeps a
-/// key too long nor drops it early; the margin keeps it for processes whose clocks are behind
-/// the writer's. A key found without a TTL (e.g. written by hand or restored without one) is
-/// given one.
-const SOURCE: &str = r#"
--- Hot-path costs are mostly Redis's own (each redis.call, each number converted for it), so
--- the script keeps calls and conversions few: one table (the reply, filled in place), one read
--- for all quotas, integers handed to redis.call already formatted ('%d', not Lua's '%.14g'),
--- no PTTL on a key that was just written or does not exist.
-local call, fmt, find, tonumber, floor = redis.call, string.format, string.find, tonumber, math.floor
-local op = ARGV[1]
-local amount = tonumber(ARGV[2])
+/// Returns `{now, violated, count_1, ...}`: the time decided at, the quotas that deny (checks
+/// only), and each current window's count as it stands after the operation. Window indexes
+/// are computed as the client computes them (`crate::window::locate`).
+const GENERAL_HEAD: &str = r#"
+local call, fmt, tonumber, floor = redis.call, string.format, tonumber, math.floor
+local op, amount = ARGV[1], ARGV[2]
+local a = tonumber(amount)
 local now = tonumber(ARGV[3])
 if not now then
   local t = call('TIME')
@@ -34,67 +60,104 @@ if not now then
 end
 local margin = tonumber(ARGV[4])
 local n = #KEYS
-local check, refund = op == 'check', op == 'refund'
--- The reply, filled in place: {now, violated, index_i, count_i, end_i, ...}.
-local out = n == 1 and {now, 0, 0, 0, 0} or {now, 0}
--- One read for every quota: the keys share a hash slot (`{key}`).
-local values = n > 1 and call('MGET', unpack(KEYS))
--- violated and present are bitmasks over the quotas; bit is quota i's.
-local violated, present, bit = 0, 0, 1
+local keys, out = {}, {now, 0}
 for i = 1, n do
-  local at = 3 * i
-  local limit, w, phase = tonumber(ARGV[at + 2]), tonumber(ARGV[at + 3]), tonumber(ARGV[at + 4])
-  local key = KEYS[i]
-  local idx = floor((now + w - phase) / w)
-  local c = 0
-  local stored
-  if values then stored = values[i] else stored = call('GET', key) end
-  if stored then
-    present = present + bit
-    local _, _, si, sc = find(stored, '^(%d+):(%d+)$')
-    si = tonumber(si)
-    -- A count from a later window (the clock stepped back) is kept: time never moves a counter back.
-    if si and si >= idx then
-      idx, c = si, tonumber(sc)
+  local w, phase = tonumber(ARGV[3 * i + 3]), tonumber(ARGV[3 * i + 4])
+  keys[i] = KEYS[i] .. fmt('%d', floor((now + w - phase) / w))
+end
+if op == 'reset' then
+  call('DEL', unpack(keys))
+  for i = 1, n do out[i + 2] = 0 end
+  return out
+end
+if op == 'peek' then
+  local values = call('MGET', unpack(keys))
+  for i = 1, n do out[i + 2] = tonumber(values[i]) or 0 end
+  return out
+end
+if op == 'refund' then
+  for i = 1, n do
+    local stored = call('GET', keys[i])
+    local v = tonumber(stored) or 0
+    if v > 0 and a > 0 then
+      if v <= a then
+        call('DECRBY', keys[i], stored)
+        v = 0
+      else
+        call('DECRBY', keys[i], amount)
+        v = v - a
+      end
     end
+    out[i + 2] = v
   end
-  local ends = idx * w + phase
-  if refund then
-    -- Each quota is refunded on its own: lower a current count, else repair a missing TTL.
-    if c > 0 and amount > 0 then
-      c = c - amount
-      if c < 0 then c = 0 end
-      call('SET', key, fmt('%d:%d', idx, c), 'PX', fmt('%d', ends - now + margin))
-    elseif stored and call('PTTL', key) == -1 then
-      call('PEXPIRE', key, fmt('%d', ends - now + margin))
-    end
-  elseif c + amount > limit then
-    violated = violated + bit
-  end
-  out[at], out[at + 1], out[at + 2] = idx, c, ends
+  return out
+end
+local cost, c, first = amount, a, 2
+local function limit(i) return tonumber(ARGV[3 * i + 2]) end
+local function ttl(i)
+  local w, phase = tonumber(ARGV[3 * i + 3]), tonumber(ARGV[3 * i + 4])
+  return fmt('%d', floor((now + w - phase) / w) * w + phase - now + margin)
+end
+"#;
+
+/// A check, the end of both scripts: charges `cost` (`c` as a number) to each of the `n`
+/// counters `keys`, giving a new counter its TTL; if any is over its limit, gives every charge
+/// back. `out[first]` is then the bitmask of the counters over, and `out[first + i]` is counter
+/// i's count as it stands.
+const CHARGE: &str = r#"
+local violated, bit = 0, 1
+for i = 1, n do
+  local key = keys[i]
+  local v = call('INCRBY', key, cost)
+  if v == c then call('PEXPIRE', key, ttl(i)) end
+  if v > limit(i) then violated = violated + bit end
+  out[first + i] = v
   bit = bit * 2
 end
-if not refund then
-  out[2] = violated
-  local write = check and violated == 0
-  bit = 1
-  for i = 1, n do
-    local at = 3 * i
-    if violated == 0 then
-      out[at + 1] = out[at + 1] + amount
-    end
-    if write then
-      call('SET', KEYS[i], fmt('%d:%d', out[at], out[at + 1]), 'PX', fmt('%d', out[at + 2] - now + margin))
-    elseif present % (bit * 2) >= bit and call('PTTL', KEYS[i]) == -1 then
-      call('PEXPIRE', KEYS[i], fmt('%d', out[at + 2] - now + margin))
-    end
-    bit = bit * 2
-  end
+if violated ~= 0 then
+  out[first] = violated
+  -- DECRBY's reply, not v - c: above 2^53 a Lua number no longer counts one by one, while a
+  -- count at or below the limit is always exact.
+  for i = 1, n do out[first + i] = call('DECRBY', keys[i], cost) end
 end
 return out
 "#;
 
-/// The script, with its SHA-1 computed once; `invoke_async` sends `EVALSHA` and reloads the
-/// script transparently after `NOSCRIPT` (a restart, a failover, `SCRIPT FLUSH`).
-pub(crate) static DECIDE: LazyLock<::redis::Script> =
-    LazyLock::new(|| ::redis::Script::new(SOURCE));
+/// A script's source and SHA-1, computed once.
+pub(crate) struct Script(::redis::Script);
+
+/// The hot path: a check decided by the local clock.
+pub(crate) static CHECK: LazyLock<Script> =
+    LazyLock::new(|| Script(::redis::Script::new(&[CHECK_HEAD, CHARGE].concat())));
+
+/// Peek, refund, reset, and every operation decided by Redis's time.
+pub(crate) static GENERAL: LazyLock<Script> =
+    LazyLock::new(|| Script(::redis::Script::new(&[GENERAL_HEAD, CHARGE].concat())));
+
+impl Script {
+    /// `EVALSHA <sha> <keys>`, to which the caller appends the keys, then the arguments.
+    pub(crate) fn command(&self, keys: usize, capacity: usize) -> Cmd {
+        let mut command = Cmd::with_capacity(3 + 2 * keys + 4, capacity + 64);
+        command
+            .arg("EVALSHA")
+            .arg(self.0.get_hash().as_bytes())
+            .arg(keys);
+        command
+    }
+
+    /// Runs `command` (from [`command`](Self::command)); after `NOSCRIPT` (a restart, a
+    /// failover, `SCRIPT FLUSH`) loads the script and runs it again.
+    pub(crate) async fn run(
+        &self,
+        command: &Cmd,
+        connection: &mut impl ConnectionLike,
+    ) -> RedisResult<Value> {
+        match command.query_async(connection).await {
+            Err(error) if error.kind() == ErrorKind::Server(ServerErrorKind::NoScript) => {
+                self.0.load_async(connection).await?;
+                command.query_async(connection).await
+            }
+            reply => reply,
+        }
+    }
+}

@@ -23,10 +23,23 @@ pub(crate) fn block_on<F: Future>(future: F) -> F::Output {
     RUNTIME.with(|runtime| runtime.block_on(future))
 }
 
+/// Which counter a backend charges when its clock steps back into an earlier window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StepBack {
+    /// The latest window the key was counted in keeps its count and is charged (one counter per
+    /// key and quota: memory).
+    LatestWindow,
+    /// The earlier window's own counter, as it was left (one counter per window: Redis).
+    OwnWindow,
+}
+
 /// A backend under test: makes limiters on fresh state, and limiters that share a previous
 /// one's state under new limits.
 pub(crate) trait Backend {
     type Limiter: RateLimiter;
+
+    /// What a clock stepping back meets.
+    const STEP_BACK: StepBack = StepBack::LatestWindow;
 
     /// A limiter on fresh state (no key has been seen).
     fn limiter(&self, quotas: &[Quota], alignment: Alignment, clock: ManualClock) -> Self::Limiter;

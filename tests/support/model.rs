@@ -5,6 +5,8 @@ use std::collections::HashMap;
 
 use ratewindow::{Alignment, Error, MAX_KEY_LEN, Quota};
 
+use super::StepBack;
+
 /// What the model expects a decision to be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Expected {
@@ -36,18 +38,21 @@ impl Expected {
     }
 }
 
-/// Per key, per quota: (end of the window the count belongs to, count).
+/// Per key, per quota and window end: the count. With [`StepBack::LatestWindow`] only the
+/// latest window counted in is kept, and it is charged while the clock reads an earlier one.
 pub(crate) struct Model {
     quotas: Vec<Quota>,
     alignment: Alignment,
-    counts: HashMap<String, Vec<(i128, u64)>>,
+    step_back: StepBack,
+    counts: HashMap<(String, usize, i128), u64>,
 }
 
 impl Model {
-    pub(crate) fn new(quotas: Vec<Quota>, alignment: Alignment) -> Model {
+    pub(crate) fn new(quotas: Vec<Quota>, alignment: Alignment, step_back: StepBack) -> Model {
         Model {
             quotas,
             alignment,
+            step_back,
             counts: HashMap::new(),
         }
     }
@@ -89,21 +94,41 @@ impl Model {
         start + window
     }
 
-    /// The key's counts as they stand at `now`: older windows are empty; a later window (the
-    /// clock went back) keeps its count.
+    /// The key's counts as they stand at `now`: (the window end charged, its count) per quota.
+    /// An earlier window is empty, or with `LatestWindow`, forgotten; a later window (the clock
+    /// went back) keeps its count and is the one charged with `LatestWindow`.
     fn current(&self, key: &str, now: u64) -> Vec<(i128, u64)> {
-        let stored = self.counts.get(key);
-        self.quotas
-            .iter()
-            .enumerate()
-            .map(|(i, quota)| {
-                let end = self.window_end(key, quota, now);
-                match stored.map(|s| s[i]) {
-                    Some((stored_end, count)) if stored_end >= end => (stored_end, count),
-                    _ => (end, 0),
+        (0..self.quotas.len())
+            .map(|i| {
+                let end = self.window_end(key, &self.quotas[i], now);
+                let count = |end| self.counts.get(&(key.to_string(), i, end)).copied();
+                match self.step_back {
+                    StepBack::OwnWindow => (end, count(end).unwrap_or(0)),
+                    StepBack::LatestWindow => self
+                        .latest(key, i)
+                        .filter(|&latest| latest >= end)
+                        .map_or((end, 0), |latest| (latest, count(latest).unwrap_or(0))),
                 }
             })
             .collect()
+    }
+
+    /// The latest window end counted for `key`'s quota `i`.
+    fn latest(&self, key: &str, i: usize) -> Option<i128> {
+        self.counts
+            .keys()
+            .filter(|(k, q, _)| k == key && *q == i)
+            .map(|&(_, _, end)| end)
+            .max()
+    }
+
+    fn store(&mut self, key: &str, counts: &[(i128, u64)]) {
+        for (i, &(end, count)) in counts.iter().enumerate() {
+            if self.step_back == StepBack::LatestWindow {
+                self.counts.retain(|(k, q, _), _| !(k == key && *q == i));
+            }
+            self.counts.insert((key.to_string(), i, end), count);
+        }
     }
 
     fn decide(&mut self, key: &str, now: u64, cost: u64, charge: bool) -> Result<Expected, Error> {
@@ -124,7 +149,7 @@ impl Model {
                 *count += cost;
             }
             if charge {
-                self.counts.insert(key.to_string(), current.clone());
+                self.store(key, &current);
             }
         }
         let quotas: Vec<(u64, u64, u64)> = current
@@ -186,9 +211,19 @@ impl Model {
         self.decide(key, now, 1, false)
     }
 
-    pub(crate) fn reset(&mut self, key: &str) -> Result<(), Error> {
+    /// Forgets the key: with `OwnWindow`, the counters of the windows `now` is in (earlier and
+    /// later windows keep theirs); with `LatestWindow`, everything.
+    pub(crate) fn reset(&mut self, key: &str, now: u64) -> Result<(), Error> {
         Self::validate(key)?;
-        self.counts.remove(key);
+        match self.step_back {
+            StepBack::LatestWindow => self.counts.retain(|(k, _, _), _| k != key),
+            StepBack::OwnWindow => {
+                for (i, quota) in self.quotas.clone().iter().enumerate() {
+                    let end = self.window_end(key, quota, now);
+                    self.counts.remove(&(key.to_string(), i, end));
+                }
+            }
+        }
         Ok(())
     }
 
@@ -197,18 +232,12 @@ impl Model {
         if now > 1 << 46 {
             return Err(Error::ClockOutOfRange { now_ms: now });
         }
-        // Only counts of the current window (or a later one, after the clock stepped back)
-        // are given back; an ended window stays as it was.
-        let ends: Vec<i128> = self
-            .quotas
-            .iter()
-            .map(|q| self.window_end(key, q, now))
-            .collect();
-        if let Some(stored) = self.counts.get_mut(key) {
-            for ((end, count), current_end) in stored.iter_mut().zip(ends) {
-                if *end >= current_end {
-                    *count = count.saturating_sub(amount);
-                }
+        // Only the counts charged at `now` are given back (the current window's, or with
+        // `LatestWindow` a later one, after the clock stepped back); an ended window stays.
+        let current = self.current(key, now);
+        for (i, (end, _)) in current.into_iter().enumerate() {
+            if let Some(count) = self.counts.get_mut(&(key.to_string(), i, end)) {
+                *count = count.saturating_sub(amount);
             }
         }
         Ok(())

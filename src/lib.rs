@@ -89,9 +89,10 @@
 //! # Crate features
 //!
 //! - `redis`: `RedisLimiter`, the Redis and Redis Cluster backend, with its `FailurePolicy` and
-//!   `RedisConnection`, and `ClusterRouter`, which routes each call to its key's Cluster master.
-//!   Adds the `redis` crate (with tokio and its connection manager) and `tokio`'s timer, task
-//!   spawning and async mutex.
+//!   `RedisConnection`, and `ClusterRouter`, which routes each call to its key's Cluster master;
+//!   `RedisWarning` and `EvictionReport` for a server that may evict counters. Adds the `redis`
+//!   crate (with tokio and its connection manager) and `tokio`'s timer, task spawning and async
+//!   mutex.
 //! - `tls` (implies `redis`): `rediss://` URLs, trusting the system's root certificates, and
 //!   `RedisConnection::connect_with_ca` for a private CA. redis-rs's rustls support, with
 //!   rustls on its `ring` provider, installed as the process default at the first `rediss://`
@@ -140,4 +141,7 @@ pub use memory::{MemoryLimiter, MemoryLimiterBuilder};
 pub use quota::Quota;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use redis::{ClusterRouter, FailurePolicy, RedisConnection, RedisLimiter, RedisLimiterBuilder};
+pub use redis::{
+    ClusterRouter, EvictionReport, FailurePolicy, RedisConnection, RedisLimiter,
+    RedisLimiterBuilder, RedisWarning, ServerMemory,
+};

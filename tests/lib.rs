@@ -8,6 +8,8 @@ mod conformance;
 #[allow(dead_code)]
 mod demo_server;
 #[cfg(feature = "redis")]
+mod eviction;
+#[cfg(feature = "redis")]
 mod faults;
 mod fuzz;
 mod hostile;

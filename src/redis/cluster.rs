@@ -193,6 +193,23 @@ impl ClusterRouter {
             .map(|s| s as u16)
             .collect()
     }
+
+    /// Every master of the current map, as its `host:port` and one slot it serves: a command
+    /// sent to that slot reaches that master (for checks that concern each server, not a key).
+    pub(crate) fn masters(&self) -> Vec<(String, u16)> {
+        let slots = self.inner.slots.read();
+        let mut seen: Vec<&Arc<Node>> = Vec::new();
+        let mut masters = Vec::new();
+        for (slot, node) in slots.iter().enumerate() {
+            if let Some(node) = node {
+                if !seen.iter().any(|s| Arc::ptr_eq(s, node)) {
+                    seen.push(node);
+                    masters.push((node.address.to_string(), slot as u16));
+                }
+            }
+        }
+        masters
+    }
 }
 
 impl Router {
@@ -673,5 +690,28 @@ mod tests {
         ])]);
         router.install("127.0.0.9:7005", no_host).unwrap();
         assert_eq!(owner_port(&router, 0).as_deref(), Some("127.0.0.9:7005"));
+    }
+
+    #[test]
+    fn each_master_is_listed_once_with_a_slot_it_serves() {
+        let router = ClusterRouter {
+            inner: Arc::new(router()),
+        };
+        assert!(router.masters().is_empty());
+        let map = [
+            (0, 99, 7000),
+            (100, 5460, 7001),
+            (5461, 10922, 7002),
+            (10923, 16383, 7000),
+        ];
+        router.inner.install("127.0.0.1:7000", reply(&map)).unwrap();
+        assert_eq!(
+            router.masters(),
+            [
+                ("127.0.0.1:7000".to_owned(), 0),
+                ("127.0.0.1:7001".to_owned(), 100),
+                ("127.0.0.1:7002".to_owned(), 5461),
+            ]
+        );
     }
 }

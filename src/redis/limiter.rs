@@ -12,6 +12,7 @@ use ::redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 
 use super::cache::OverLimitCache;
 use super::cluster::{ClusterRouter, Request};
+use super::eviction::{EvictionSettings, EvictionWatch};
 use super::policy::{Breaker, FailurePolicy};
 use super::{keys, script};
 use crate::decision::QuotaState;
@@ -194,6 +195,17 @@ impl fmt::Debug for RedisConnection {
 /// the earlier window's counter as it was left (the in-memory backend, which keeps one count
 /// per key, charges the later window instead); no window admits more than its limit either way.
 ///
+/// # Eviction
+///
+/// A counter that Redis evicts is a window counted from zero again: with any `maxmemory-policy`
+/// but `noeviction`, a server short of memory lets keys over their limits. The limiter reads
+/// the policy and `evicted_keys` on its first call and then every minute, warns of a server that
+/// may evict ([`RedisWarning`](crate::RedisWarning), to
+/// [`on_warning`](RedisLimiterBuilder::on_warning)'s hook or stderr), and can refuse it
+/// ([`refuse_evicting_server`](RedisLimiterBuilder::refuse_evicting_server)); await
+/// [`check_eviction`](Self::check_eviction) to check at startup. Run Redis with
+/// `maxmemory-policy noeviction` and memory for one key per user key and quota window.
+///
 /// # Example
 ///
 /// ```no_run
@@ -229,6 +241,8 @@ pub struct RedisLimiter<C = DefaultClock> {
     breaker: Arc<Breaker>,
     retry_after_ms: u64,
     over_limit: Arc<OverLimitCache>,
+    /// The server's eviction policy, checked periodically.
+    pub(super) eviction: Arc<EvictionWatch>,
 }
 
 impl RedisLimiter {
@@ -245,6 +259,7 @@ impl RedisLimiter {
             policy: FailurePolicy::default(),
             retry_after: DEFAULT_RETRY_AFTER,
             over_limit_capacity: DEFAULT_OVER_LIMIT_CAPACITY,
+            eviction: EvictionSettings::default(),
         }
     }
 }
@@ -311,6 +326,11 @@ impl<C: Clock> RedisLimiter<C> {
             self.over_limit.forget(key);
         } else if let Some(denied) = self.over_limit.get(key, local_ms, amount) {
             return Ok(denied);
+        }
+        // A server found to evict counters is refused if so configured; a due check of it is
+        // started in the background.
+        if let Err(error) = self.eviction.poll(local_ms) {
+            return self.on_failure(key, op, amount, error);
         }
         let mut base = keys::base(&self.prefix, key);
         // A Cluster fails by hash slot (a master and its slots): a dead master must not send
@@ -718,7 +738,7 @@ fn master_failed(error: &RedisError) -> bool {
         )
 }
 
-fn backend_error(error: RedisError) -> Error {
+pub(super) fn backend_error(error: RedisError) -> Error {
     let kind = if error.is_timeout() {
         BackendErrorKind::Timeout
     } else if error.is_io_error()
@@ -796,6 +816,7 @@ pub struct RedisLimiterBuilder<C = DefaultClock> {
     policy: FailurePolicy,
     retry_after: Duration,
     over_limit_capacity: usize,
+    pub(super) eviction: EvictionSettings,
 }
 
 impl<C: Clock + Clone> RedisLimiterBuilder<C> {
@@ -865,6 +886,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             policy: self.policy,
             retry_after: self.retry_after,
             over_limit_capacity: self.over_limit_capacity,
+            eviction: self.eviction,
         }
     }
 
@@ -925,6 +947,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             RedisConnection::Single(_) => 1,
             RedisConnection::Cluster(_) => keys::SLOTS,
         };
+        let eviction = EvictionWatch::new(self.eviction, connection.clone(), self.timeout);
         Ok(RedisLimiter {
             min_limit: quota::min_limit(&self.quotas),
             counters: keys::Counters::new(&self.quotas),
@@ -941,6 +964,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             breaker: Arc::new(Breaker::new(slots)),
             retry_after_ms: u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX),
             over_limit: Arc::new(OverLimitCache::new(self.over_limit_capacity)),
+            eviction: Arc::new(eviction),
         })
     }
 }

@@ -3,11 +3,13 @@
 
 mod cache;
 mod cluster;
+mod eviction;
 mod keys;
 mod limiter;
 mod policy;
 mod script;
 
 pub use cluster::ClusterRouter;
+pub use eviction::{EvictionReport, RedisWarning, ServerMemory};
 pub use limiter::{RedisConnection, RedisLimiter, RedisLimiterBuilder};
 pub use policy::FailurePolicy;

@@ -1,13 +1,14 @@
 //! The Redis backend against a redis-server this bench spawns itself (default config plus
 //! `--save ""` and `--appendonly no`, through the tests' harness): `RedisLimiter::check` against
-//! a raw `INCR` and an `INCR` + `PEXPIREAT` pipeline (one round trip), all three on the same
-//! `ConnectionManager`, in the same run.
+//! a raw `INCR`, an `INCR` + `PEXPIREAT` pipeline (one round trip) and a 3-line `INCRBY` script
+//! (`EVALSHA`, `PEXPIRE` on a window's first hit), all four on the same `ConnectionManager`, in
+//! the same run.
 //!
 //! - `redis_decisions/concurrency/{1,16,64,256}`: N tasks, each on a key of its own under a huge
 //!   per-minute limit (every decision allowed), deciding in a loop over the one shared
 //!   connection; throughput is total decisions over wall time. The limiter has its default
 //!   over-limit cache (which never answers here) and returns errors instead of failing open.
-//! - `redis_latency/interleaved_c1`: one task calling the three in turn, for latencies at
+//! - `redis_latency/interleaved_c1`: one task calling the four in turn, for latencies at
 //!   concurrency 1 that all see the same state of the machine.
 //! - `redis_over_limit`: 64 tasks hammering one key far over its limit (10/min), the limiter
 //!   with its local over-limit cache off (`over_limit_cache(0)`) and on (10 000 keys).
@@ -52,6 +53,12 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(1);
 /// The pipeline's expiry: the end of the current minute plus the limiter's own margin.
 const WINDOW_MS: u64 = 60_000;
 const EXPIRY_MARGIN_MS: u64 = 1_000;
+/// The least a fixed window can be as a script: count, set the expiry on the window's first
+/// hit, return the count. No limit, no reply fields: a floor for any script-based limiter.
+const INCRBY_SCRIPT: &str = "local v = redis.call('INCRBY', KEYS[1], ARGV[1]) \
+    if v == tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return v";
+/// The script's cost argument, pre-formatted as ratewindow's script gets its integers.
+const COST: &str = "1";
 /// Short, bounded runs: the Redis cases take about a minute and a half in all.
 const WARM_UP: Duration = Duration::from_secs(1);
 const MEASUREMENT: Duration = Duration::from_secs(3);
@@ -63,6 +70,7 @@ enum Subject {
     Ratewindow(Box<RedisLimiter>),
     Incr(ConnectionManager),
     IncrPexpireat(ConnectionManager),
+    IncrbyScript(ConnectionManager, Arc<::redis::Script>),
     ClusterIncr(::redis::cluster_async::ClusterConnection),
 }
 
@@ -102,11 +110,7 @@ impl Subject {
                 false
             }
             Subject::IncrPexpireat(connection) => {
-                let now_ms = SystemTime::now()
-                    .duration_since(UNIX_EPOCH)
-                    .expect("after the epoch")
-                    .as_millis() as u64;
-                let expire_at = (now_ms / WINDOW_MS + 1) * WINDOW_MS + EXPIRY_MARGIN_MS;
+                let (_, expire_at) = expiry();
                 let reply: (i64, i64) = ::redis::pipe()
                     .cmd("INCR")
                     .arg(key)
@@ -119,8 +123,33 @@ impl Subject {
                 black_box(reply);
                 false
             }
+            Subject::IncrbyScript(connection, script) => {
+                let (now_ms, expire_at) = expiry();
+                let count: i64 = script
+                    .key(key)
+                    .arg(COST)
+                    .arg((expire_at - now_ms).to_string())
+                    .invoke_async(&mut connection.clone())
+                    .await
+                    .expect("INCRBY script");
+                black_box(count);
+                false
+            }
         }
     }
+}
+
+/// Now, and when the current minute's counter should expire (its end plus the limiter's own
+/// margin), in unix milliseconds.
+fn expiry() -> (u64, u64) {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_millis() as u64;
+    (
+        now_ms,
+        (now_ms / WINDOW_MS + 1) * WINDOW_MS + EXPIRY_MARGIN_MS,
+    )
 }
 
 /// What one case collects over all of criterion's calls: the latency of every call made after
@@ -231,9 +260,12 @@ fn command_stats(server: &RedisServer) -> BTreeMap<String, (u64, u64)> {
         .collect()
 }
 
-/// Commands a script runs inside Redis (counted by `commandstats` too, but never sent by the
-/// client). None of the raw baselines sends any of these.
-const SCRIPT_INTERNAL: [&str; 5] = ["get", "set", "pttl", "pexpire", "time"];
+/// Commands a script may run inside Redis (ratewindow's, or the `incrby_script` peer's): counted
+/// by `commandstats` too, but never sent by the client. The peers send `INCR` and `PEXPIREAT`
+/// themselves, which is why neither is here; nothing a client sends in this bench is.
+const SCRIPT_INTERNAL: [&str; 9] = [
+    "incrby", "decrby", "pexpire", "mget", "get", "set", "pttl", "time", "del",
+];
 
 /// CPU time (user + system, all threads) a process has used so far, from `/proc/<pid>/stat`.
 fn cpu_time(pid: &str) -> Duration {
@@ -455,6 +487,7 @@ fn decisions(
     ));
     let incr = Subject::Incr(manager.clone());
     let pipeline = Subject::IncrPexpireat(manager.clone());
+    let script = incrby_script(runtime, manager);
     interleaved(
         c,
         runtime,
@@ -462,6 +495,7 @@ fn decisions(
             ("ratewindow", ratewindow.clone(), "solo".into()),
             ("incr", incr.clone(), "incr:solo".into()),
             ("incr_pexpireat", pipeline.clone(), "pipe:solo".into()),
+            ("incrby_script", script.clone(), "script:solo".into()),
         ],
     );
     for n in CONCURRENCY {
@@ -475,6 +509,7 @@ fn decisions(
             ("ratewindow", &ratewindow, keys("")),
             ("incr", &incr, keys("incr:")),
             ("incr_pexpireat", &pipeline, keys("pipe:")),
+            ("incrby_script", &script, keys("script:")),
         ];
         for (name, subject, keys) in cases {
             case(
@@ -483,6 +518,15 @@ fn decisions(
         }
         group.finish();
     }
+}
+
+/// The `incrby_script` peer, its script loaded first so that no case pays (or counts) the load.
+fn incrby_script(runtime: &Runtime, manager: &ConnectionManager) -> Subject {
+    let script = ::redis::Script::new(INCRBY_SCRIPT);
+    runtime
+        .block_on(script.load_async(&mut manager.clone()))
+        .expect("SCRIPT LOAD");
+    Subject::IncrbyScript(manager.clone(), Arc::new(script))
 }
 
 /// `redis_cluster_decisions`: ratewindow's routing against redis-rs's cluster client, 64 tasks.
@@ -595,6 +639,15 @@ pub(crate) fn bench_all(c: &mut Criterion) {
     let RedisConnection::Single(manager) = connection.clone() else {
         unreachable!("connect makes a single-server connection")
     };
+    // ratewindow's script loaded too (by a first call), so that no case counts the load.
+    runtime
+        .block_on(
+            limiter(HUGE_LIMIT, "setup")
+                .build(connection.clone())
+                .expect("valid limiter")
+                .check("setup"),
+        )
+        .expect("first decision");
     decisions(c, &runtime, &server, &connection, &manager);
     over_limit(c, &runtime, &server, &connection, &manager);
     cluster_decisions(c, &runtime);

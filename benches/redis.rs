@@ -153,22 +153,30 @@ fn expiry() -> (u64, u64) {
 }
 
 /// What one case collects over all of criterion's calls: the latency of every call made after
-/// the warm-up, and the number of requests (warm-up included, as `INFO commandstats` is).
+/// the warm-up, the number of requests (warm-up included, as `INFO commandstats` is), and the
+/// CPU time used when the last batch ended.
 struct Record {
     first_batch: OnceLock<Instant>,
     latencies_ns: Mutex<Vec<u64>>,
     requests: AtomicU64,
     /// Requests the over-limit cache answered.
     cached: AtomicU64,
+    /// The redis-server processes the case is charged, whose CPU is read after every batch.
+    pids: Vec<u32>,
+    /// CPU time at the end of the latest batch: criterion's analysis after the last one is not
+    /// a decision's cost (at concurrency 1 it would add microseconds per request).
+    cpu_at_end: Mutex<Option<Cpu>>,
 }
 
 impl Record {
-    fn new() -> Arc<Record> {
+    fn new(pids: Vec<u32>) -> Arc<Record> {
         Arc::new(Record {
             first_batch: OnceLock::new(),
             latencies_ns: Mutex::new(Vec::new()),
             requests: AtomicU64::new(0),
             cached: AtomicU64::new(0),
+            pids,
+            cpu_at_end: Mutex::new(None),
         })
     }
 
@@ -230,6 +238,10 @@ async fn batch(
         record.cached.fetch_add(cached, Ordering::Relaxed);
     }
     let elapsed = start.elapsed();
+    *record
+        .cpu_at_end
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner) = Some(Cpu::now(&record.pids));
     record
         .requests
         .fetch_add(iters * keys.len() as u64, Ordering::Relaxed);
@@ -283,29 +295,72 @@ fn cpu_time(pid: &str) -> Duration {
     Duration::from_micros(ticks * 1_000_000 / per_second)
 }
 
-/// Redis's commandstats and both processes' CPU time, taken before and after a case.
+/// CPU time used so far by the redis-server processes (summed) and by this one.
+#[derive(Clone, Copy)]
+struct Cpu {
+    server: Duration,
+    client: Duration,
+}
+
+impl Cpu {
+    fn now(pids: &[u32]) -> Cpu {
+        Cpu {
+            server: pids.iter().map(|pid| cpu_time(&pid.to_string())).sum(),
+            client: cpu_time("self"),
+        }
+    }
+}
+
+/// The commandstats of every server a case is charged (summed by command) and the CPU time,
+/// taken before and after a case.
 struct Snapshot {
     commands: BTreeMap<String, (u64, u64)>,
-    server_cpu: Duration,
-    client_cpu: Duration,
+    cpu: Cpu,
 }
 
 impl Snapshot {
-    fn take(server: &RedisServer) -> Snapshot {
-        let pid = server.pid().expect("redis-server runs").to_string();
+    fn take(servers: &[&RedisServer]) -> Snapshot {
+        let mut commands = BTreeMap::new();
+        for server in servers {
+            for (name, (calls, usec)) in command_stats(server) {
+                let total: &mut (u64, u64) = commands.entry(name).or_default();
+                *total = (total.0 + calls, total.1 + usec);
+            }
+        }
         Snapshot {
-            commands: command_stats(server),
-            server_cpu: cpu_time(&pid),
-            client_cpu: cpu_time("self"),
+            commands,
+            cpu: Cpu::now(&pids(servers)),
         }
     }
+}
+
+fn pids(servers: &[&RedisServer]) -> Vec<u32> {
+    servers
+        .iter()
+        .map(|server| server.pid().expect("redis-server runs"))
+        .collect()
+}
+
+/// What a case cost per request, in redis-server and in this process's CPU time (µs).
+#[derive(Clone, Copy)]
+struct CpuPerRequest {
+    server_us: f64,
+    client_us: f64,
 }
 
 /// Prints what a case cost per request: commands sent by the client, commands executed
 /// (script-internal ones included), the server's time inside the commands sent (a script's
 /// includes its inner commands), both processes' CPU time, and the calls of each command. The
-/// `INFO` calls of the measurement itself are left out.
-fn report_costs(label: &str, before: &Snapshot, after: &Snapshot, requests: u64, cached: u64) {
+/// `INFO` calls of the measurement itself are left out. `end` is the CPU time when the last
+/// batch ended.
+fn report_costs(
+    label: &str,
+    before: &Snapshot,
+    after: &Snapshot,
+    end: Cpu,
+    record: &Record,
+) -> CpuPerRequest {
+    let requests = record.requests.load(Ordering::Relaxed);
     let per_request = |n: u64| n as f64 / requests.max(1) as f64;
     let (mut executed, mut sent, mut usec) = (0, 0, 0);
     let mut breakdown = String::new();
@@ -323,51 +378,87 @@ fn report_costs(label: &str, before: &Snapshot, after: &Snapshot, requests: u64,
         breakdown += &format!(" {name}={calls}");
     }
     let cpu_us = |d: Duration| d.as_secs_f64() * 1e6 / requests.max(1) as f64;
+    let cpu = CpuPerRequest {
+        server_us: cpu_us(end.server.saturating_sub(before.cpu.server)),
+        client_us: cpu_us(end.client.saturating_sub(before.cpu.client)),
+    };
     println!(
-        "commands {label} requests={requests} cache_answered={cached} sent={sent} \
+        "commands {label} requests={requests} cache_answered={} sent={sent} \
          ({:.3e}/request) executed={executed} ({:.3e}/request) [{}] in_command_us/request={:.2} \
          cpu_us/request: redis-server={:.2} client={:.2}",
+        record.cached.load(Ordering::Relaxed),
         per_request(sent),
         per_request(executed),
         breakdown.trim_start(),
         per_request(usec),
-        cpu_us(after.server_cpu.saturating_sub(before.server_cpu)),
-        cpu_us(after.client_cpu.saturating_sub(before.client_cpu)),
+        cpu.server_us,
+        cpu.client_us,
     );
+    cpu
 }
 
-/// One criterion case: `subject` over `keys` (one task per key), with its latency percentiles
-/// and Redis commands per request printed afterwards.
-#[allow(clippy::too_many_arguments)]
-fn case(
-    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-    runtime: &Runtime,
-    server: &RedisServer,
-    label: &str,
-    name: &str,
-    subject: &Subject,
-    keys: &Arc<[String]>,
-    expect_allowed: bool,
-) {
-    let record = Record::new();
-    let before = Snapshot::take(server);
-    group.bench_function(BenchmarkId::from_parameter(name), |b| {
-        b.to_async(runtime).iter_custom(|iters| {
-            let (subject, keys, record) = (subject.clone(), Arc::clone(keys), Arc::clone(&record));
-            async move { batch(&subject, &keys, iters, expect_allowed, &record).await }
-        })
-    });
-    let after = Snapshot::take(server);
-    if !print_latency(label, name, &record) {
-        return;
+/// What the cases run on: the runtime, and the redis-server(s) whose commands and CPU time
+/// they are charged.
+struct Env<'a> {
+    runtime: &'a Runtime,
+    servers: Vec<&'a RedisServer>,
+}
+
+/// A criterion group of cases on `tasks` tasks each, with the short, bounded timing every Redis
+/// case uses. `label` starts the printed `latency` and `commands` lines.
+struct Group<'c> {
+    criterion: criterion::BenchmarkGroup<'c, criterion::measurement::WallTime>,
+    label: String,
+}
+
+impl<'c> Group<'c> {
+    fn new(c: &'c mut Criterion, name: String, label: String, tasks: usize) -> Group<'c> {
+        let mut criterion = bounded_group(c, name);
+        criterion.throughput(Throughput::Elements(tasks as u64));
+        Group { criterion, label }
     }
-    report_costs(
-        &format!("{label} {name}"),
-        &before,
-        &after,
-        record.requests.load(Ordering::Relaxed),
-        record.cached.load(Ordering::Relaxed),
-    );
+
+    /// One case: `subject` over `keys` (one task per key), with its latency percentiles and
+    /// Redis commands per request printed afterwards.
+    fn case(
+        &mut self,
+        env: &Env<'_>,
+        name: &str,
+        subject: &Subject,
+        keys: &Arc<[String]>,
+        expect_allowed: bool,
+    ) {
+        let record = Record::new(pids(&env.servers));
+        let before = Snapshot::take(&env.servers);
+        self.criterion
+            .bench_function(BenchmarkId::from_parameter(name), |b| {
+                b.to_async(env.runtime).iter_custom(|iters| {
+                    let (subject, keys, record) =
+                        (subject.clone(), Arc::clone(keys), Arc::clone(&record));
+                    async move { batch(&subject, &keys, iters, expect_allowed, &record).await }
+                })
+            });
+        let after = Snapshot::take(&env.servers);
+        if !print_latency(&self.label, name, &record) {
+            return;
+        }
+        let end = record
+            .cpu_at_end
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .unwrap_or(after.cpu);
+        report_costs(
+            &format!("{} {name}", self.label),
+            &before,
+            &after,
+            end,
+            &record,
+        );
+    }
+
+    fn finish(self) {
+        self.criterion.finish();
+    }
 }
 
 /// Prints a case's p50 and p99; false when it did not run (filtered out).
@@ -389,7 +480,7 @@ fn print_latency(label: &str, name: &str, record: &Record) -> bool {
 /// two cases measured one after the other; interleaving compares them call by call. One
 /// iteration is one call of each subject; the printed percentiles are per subject.
 fn interleaved(c: &mut Criterion, runtime: &Runtime, subjects: &[(&str, Subject, String)]) {
-    let records: Vec<Arc<Record>> = subjects.iter().map(|_| Record::new()).collect();
+    let records: Vec<Arc<Record>> = subjects.iter().map(|_| Record::new(vec![])).collect();
     let subjects: Arc<[(String, Subject, String)]> = subjects
         .iter()
         .map(|(name, subject, key)| (name.to_string(), subject.clone(), key.clone()))
@@ -432,8 +523,6 @@ fn interleaved(c: &mut Criterion, runtime: &Runtime, subjects: &[(&str, Subject,
     }
 }
 
-/// A limiter with a timeout of [`CALL_TIMEOUT`] that returns Redis's errors instead of
-/// answering for it.
 /// A group with the short, bounded timing every Redis case uses.
 fn bounded_group(
     c: &mut Criterion,
@@ -447,6 +536,8 @@ fn bounded_group(
     group
 }
 
+/// A limiter with a timeout of [`CALL_TIMEOUT`] that returns Redis's errors instead of
+/// answering for it.
 fn limiter(limit: u64, prefix: &str) -> ratewindow::RedisLimiterBuilder {
     RedisLimiter::builder(Quota::per_minute(limit).expect("valid quota"))
         .prefix(prefix)
@@ -473,48 +564,64 @@ fn config_value(server: &RedisServer, name: &str) -> String {
         .map_or_else(|| format!("?{reply:?}"), str::to_string)
 }
 
-fn decisions(
-    c: &mut Criterion,
-    runtime: &Runtime,
-    server: &RedisServer,
-    connection: &RedisConnection,
-    manager: &ConnectionManager,
-) {
+/// The peers every single-server group measures ratewindow against, on one connection manager.
+struct Peers {
+    incr: Subject,
+    pipeline: Subject,
+    script: Subject,
+}
+
+impl Peers {
+    fn new(runtime: &Runtime, manager: &ConnectionManager) -> Peers {
+        Peers {
+            incr: Subject::Incr(manager.clone()),
+            pipeline: Subject::IncrPexpireat(manager.clone()),
+            script: incrby_script(runtime, manager),
+        }
+    }
+
+    /// Each peer's case name and subject, with its keys: `keys(prefix)`.
+    fn cases(
+        &self,
+        keys: impl Fn(&str) -> Arc<[String]>,
+    ) -> [(&'static str, &Subject, Arc<[String]>); 3] {
+        [
+            ("incr", &self.incr, keys("incr:")),
+            ("incr_pexpireat", &self.pipeline, keys("pipe:")),
+            ("incrby_script", &self.script, keys("script:")),
+        ]
+    }
+}
+
+fn decisions(c: &mut Criterion, env: &Env<'_>, connection: &RedisConnection, peers: &Peers) {
     let ratewindow = Subject::Ratewindow(Box::new(
         limiter(HUGE_LIMIT, "rw")
             .build(connection.clone())
             .expect("valid limiter"),
     ));
-    let incr = Subject::Incr(manager.clone());
-    let pipeline = Subject::IncrPexpireat(manager.clone());
-    let script = incrby_script(runtime, manager);
     interleaved(
         c,
-        runtime,
+        env.runtime,
         &[
             ("ratewindow", ratewindow.clone(), "solo".into()),
-            ("incr", incr.clone(), "incr:solo".into()),
-            ("incr_pexpireat", pipeline.clone(), "pipe:solo".into()),
-            ("incrby_script", script.clone(), "script:solo".into()),
+            ("incr", peers.incr.clone(), "incr:solo".into()),
+            ("incr_pexpireat", peers.pipeline.clone(), "pipe:solo".into()),
+            ("incrby_script", peers.script.clone(), "script:solo".into()),
         ],
     );
     for n in CONCURRENCY {
-        let label = format!("redis_decisions c={n}");
         let keys = |prefix: &str| -> Arc<[String]> {
             (0..n).map(|t| format!("{prefix}user:{t}")).collect()
         };
-        let mut group = bounded_group(c, format!("redis_decisions/concurrency/{n}"));
-        group.throughput(Throughput::Elements(n as u64));
-        let cases = [
-            ("ratewindow", &ratewindow, keys("")),
-            ("incr", &incr, keys("incr:")),
-            ("incr_pexpireat", &pipeline, keys("pipe:")),
-            ("incrby_script", &script, keys("script:")),
-        ];
-        for (name, subject, keys) in cases {
-            case(
-                &mut group, runtime, server, &label, name, subject, &keys, true,
-            );
+        let mut group = Group::new(
+            c,
+            format!("redis_decisions/concurrency/{n}"),
+            format!("redis_decisions c={n}"),
+            n,
+        );
+        group.case(env, "ratewindow", &ratewindow, &keys(""), true);
+        for (name, subject, keys) in peers.cases(keys) {
+            group.case(env, name, subject, &keys, true);
         }
         group.finish();
     }
@@ -529,7 +636,8 @@ fn incrby_script(runtime: &Runtime, manager: &ConnectionManager) -> Subject {
     Subject::IncrbyScript(manager.clone(), Arc::new(script))
 }
 
-/// `redis_cluster_decisions`: ratewindow's routing against redis-rs's cluster client, 64 tasks.
+/// `redis_cluster_decisions`: ratewindow's routing against redis-rs's cluster client, 64 tasks,
+/// charged the commands and CPU time of all three masters.
 fn cluster_decisions(c: &mut Criterion, runtime: &Runtime) {
     const TASKS: usize = 64;
     let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
@@ -554,35 +662,34 @@ fn cluster_decisions(c: &mut Criterion, runtime: &Runtime) {
             .block_on(client.get_async_connection())
             .expect("redis-rs cluster connection"),
     );
-    let label = format!("redis_cluster_decisions c={TASKS}");
-    let mut group = bounded_group(c, format!("redis_cluster_decisions/concurrency/{TASKS}"));
-    group.throughput(Throughput::Elements(TASKS as u64));
+    let env = Env {
+        runtime,
+        servers: cluster.nodes().iter().collect(),
+    };
+    let mut group = Group::new(
+        c,
+        format!("redis_cluster_decisions/concurrency/{TASKS}"),
+        format!("redis_cluster_decisions c={TASKS}"),
+        TASKS,
+    );
     for (name, subject, prefix) in [("ratewindow", &ratewindow, ""), ("incr", &incr, "incr:")] {
         // Hash-tagged as ratewindow's keys are, so both spread over the masters alike.
         let keys: Arc<[String]> = (0..TASKS)
             .map(|t| format!("{prefix}{{user:{t}}}"))
             .collect();
-        let record = Record::new();
-        group.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.to_async(runtime).iter_custom(|iters| {
-                let (subject, keys, record) =
-                    (subject.clone(), Arc::clone(&keys), Arc::clone(&record));
-                async move { batch(&subject, &keys, iters, true, &record).await }
-            })
+        // A first call on every key loads ratewindow's script on every master, so that the
+        // case neither pays nor counts the loads.
+        runtime.block_on(async {
+            for key in keys.iter() {
+                subject.decide(key, true).await;
+            }
         });
-        print_latency(&label, name, &record);
+        group.case(&env, name, subject, &keys, true);
     }
     group.finish();
 }
 
-fn over_limit(
-    c: &mut Criterion,
-    runtime: &Runtime,
-    server: &RedisServer,
-    connection: &RedisConnection,
-    manager: &ConnectionManager,
-) {
-    let label = format!("redis_over_limit c={OVER_LIMIT_CONCURRENCY}");
+fn over_limit(c: &mut Criterion, env: &Env<'_>, connection: &RedisConnection, peers: &Peers) {
     let no_cache = Subject::Ratewindow(Box::new(
         limiter(OVER_LIMIT, "nocache")
             .over_limit_cache(0)
@@ -595,23 +702,23 @@ fn over_limit(
             .build(connection.clone())
             .expect("valid limiter"),
     ));
-    let incr = Subject::Incr(manager.clone());
-    let pipeline = Subject::IncrPexpireat(manager.clone());
     let hot = |key: &str| -> Arc<[String]> {
         std::iter::repeat_n(key.to_string(), OVER_LIMIT_CONCURRENCY).collect()
     };
-    let mut group = bounded_group(c, "redis_over_limit".into());
-    group.throughput(Throughput::Elements(OVER_LIMIT_CONCURRENCY as u64));
+    let mut group = Group::new(
+        c,
+        "redis_over_limit".into(),
+        format!("redis_over_limit c={OVER_LIMIT_CONCURRENCY}"),
+        OVER_LIMIT_CONCURRENCY,
+    );
     let cases = [
         ("no_cache", &no_cache, hot("hot")),
         ("cache", &cache, hot("hot")),
-        ("incr", &incr, hot("incr:hot")),
-        ("incr_pexpireat", &pipeline, hot("pipe:hot")),
+        ("incr", &peers.incr, hot("incr:hot")),
+        ("incr_pexpireat", &peers.pipeline, hot("pipe:hot")),
     ];
     for (name, subject, keys) in cases {
-        case(
-            &mut group, runtime, server, &label, name, subject, &keys, false,
-        );
+        group.case(env, name, subject, &keys, false);
     }
     group.finish();
 }
@@ -648,7 +755,12 @@ pub(crate) fn bench_all(c: &mut Criterion) {
                 .check("setup"),
         )
         .expect("first decision");
-    decisions(c, &runtime, &server, &connection, &manager);
-    over_limit(c, &runtime, &server, &connection, &manager);
+    let peers = Peers::new(&runtime, &manager);
+    let env = Env {
+        runtime: &runtime,
+        servers: vec![&server],
+    };
+    decisions(c, &env, &connection, &peers);
+    over_limit(c, &env, &connection, &peers);
     cluster_decisions(c, &runtime);
 }

@@ -45,7 +45,8 @@ const CONCURRENCY: [usize; 4] = [1, 16, 64, 256];
 const OVER_LIMIT_CONCURRENCY: usize = 64;
 /// Far more than a run can spend in a minute: every decision of `redis_decisions` is allowed.
 const HUGE_LIMIT: u64 = 1_000_000_000_000;
-/// `redis_over_limit`'s limit per minute: all but the first 10 decisions of a window are denied.
+/// The limit per minute of `redis_denied` and `redis_over_limit`: all but the first 10
+/// decisions of a key's window are denied.
 const OVER_LIMIT: u64 = 10;
 /// Capacity of the over-limit cache in the `cache` variant (the builder's default).
 const OVER_LIMIT_CACHE_CAPACITY: usize = 10_000;
@@ -75,10 +76,14 @@ enum Subject {
 }
 
 impl Subject {
+    /// Whether the subject decides (the peers only count).
+    fn is_limiter(&self) -> bool {
+        matches!(self, Subject::Ratewindow(_))
+    }
+
     /// One decision (or its raw stand-in) on `key`; panics on any error (the limiter returns
     /// them rather than failing open), so that a failing backend cannot pass for a fast one.
-    /// Returns whether the over-limit cache answered.
-    async fn decide(&self, key: &str, expect_allowed: bool) -> bool {
+    async fn decide(&self, key: &str, expect_allowed: bool) -> Verdict {
         match self {
             Subject::Ratewindow(limiter) => {
                 let decision = limiter.check(key).await.expect("ratewindow decision");
@@ -88,8 +93,9 @@ impl Subject {
                     DecidedBy::OverLimitCache => true,
                     other => panic!("decided by {other:?}"),
                 };
+                let denied = !decision.is_allowed();
                 black_box(decision);
-                cached
+                Verdict { denied, cached }
             }
             Subject::Incr(connection) => {
                 let count: i64 = ::redis::cmd("INCR")
@@ -98,7 +104,7 @@ impl Subject {
                     .await
                     .expect("INCR");
                 black_box(count);
-                false
+                Verdict::COUNTED
             }
             Subject::ClusterIncr(connection) => {
                 let count: i64 = ::redis::cmd("INCR")
@@ -107,7 +113,7 @@ impl Subject {
                     .await
                     .expect("INCR on the cluster");
                 black_box(count);
-                false
+                Verdict::COUNTED
             }
             Subject::IncrPexpireat(connection) => {
                 let (_, expire_at) = expiry();
@@ -121,7 +127,7 @@ impl Subject {
                     .await
                     .expect("INCR + PEXPIREAT pipeline");
                 black_box(reply);
-                false
+                Verdict::COUNTED
             }
             Subject::IncrbyScript(connection, script) => {
                 let (now_ms, expire_at) = expiry();
@@ -133,10 +139,26 @@ impl Subject {
                     .await
                     .expect("INCRBY script");
                 black_box(count);
-                false
+                Verdict::COUNTED
             }
         }
     }
+}
+
+/// How a decision went, as a case counts it.
+#[derive(Clone, Copy)]
+struct Verdict {
+    denied: bool,
+    /// Answered by the over-limit cache, without a call to Redis.
+    cached: bool,
+}
+
+impl Verdict {
+    /// A peer's answer: it only counts, so it never denies.
+    const COUNTED: Verdict = Verdict {
+        denied: false,
+        cached: false,
+    };
 }
 
 /// Now, and when the current minute's counter should expire (its end plus the limiter's own
@@ -161,6 +183,8 @@ struct Record {
     requests: AtomicU64,
     /// Requests the over-limit cache answered.
     cached: AtomicU64,
+    /// Requests denied.
+    denied: AtomicU64,
     /// The redis-server processes the case is charged, whose CPU is read after every batch.
     pids: Vec<u32>,
     /// CPU time at the end of the latest batch: criterion's analysis after the last one is not
@@ -175,6 +199,7 @@ impl Record {
             latencies_ns: Mutex::new(Vec::new()),
             requests: AtomicU64::new(0),
             cached: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
             pids,
             cpu_at_end: Mutex::new(None),
         })
@@ -222,20 +247,23 @@ async fn batch(
         tasks.spawn(async move {
             let key = keys[t].as_str();
             let mut latencies = Vec::with_capacity(iters as usize);
-            let mut cached = 0;
+            let (mut cached, mut denied) = (0, 0);
             for _ in 0..iters {
                 let call = Instant::now();
-                cached += u64::from(subject.decide(key, expect_allowed).await);
+                let verdict = subject.decide(key, expect_allowed).await;
                 latencies.push(call.elapsed().as_nanos() as u64);
+                cached += u64::from(verdict.cached);
+                denied += u64::from(verdict.denied);
             }
-            (latencies, cached)
+            (latencies, cached, denied)
         });
     }
     let mut latencies = Vec::new();
     while let Some(task) = tasks.join_next().await {
-        let (task_latencies, cached) = task.expect("bench task");
+        let (task_latencies, cached, denied) = task.expect("bench task");
         latencies.extend(task_latencies);
         record.cached.fetch_add(cached, Ordering::Relaxed);
+        record.denied.fetch_add(denied, Ordering::Relaxed);
     }
     let elapsed = start.elapsed();
     *record
@@ -359,6 +387,7 @@ fn report_costs(
     after: &Snapshot,
     end: Cpu,
     record: &Record,
+    decides: bool,
 ) -> CpuPerRequest {
     let requests = record.requests.load(Ordering::Relaxed);
     let per_request = |n: u64| n as f64 / requests.max(1) as f64;
@@ -382,8 +411,15 @@ fn report_costs(
         server_us: cpu_us(end.server.saturating_sub(before.cpu.server)),
         client_us: cpu_us(end.client.saturating_sub(before.cpu.client)),
     };
+    // Counted, not asserted, where denials are expected: a minute boundary during the case
+    // admits the new window's first calls.
+    let denied = if decides {
+        format!(" denied={}", record.denied.load(Ordering::Relaxed))
+    } else {
+        String::new()
+    };
     println!(
-        "commands {label} requests={requests} cache_answered={} sent={sent} \
+        "commands {label} requests={requests}{denied} cache_answered={} sent={sent} \
          ({:.3e}/request) executed={executed} ({:.3e}/request) [{}] in_command_us/request={:.2} \
          cpu_us/request: redis-server={:.2} client={:.2}",
         record.cached.load(Ordering::Relaxed),
@@ -453,6 +489,7 @@ impl<'c> Group<'c> {
             &after,
             end,
             &record,
+            subject.is_limiter(),
         );
     }
 
@@ -627,6 +664,43 @@ fn decisions(c: &mut Criterion, env: &Env<'_>, connection: &RedisConnection, pee
     }
 }
 
+/// `redis_denied/concurrency/N`: ratewindow without its over-limit cache on keys already over
+/// their limit (every denial is an `EVALSHA`), against the peers on as many keys, which do the
+/// same as when allowed.
+fn denied(c: &mut Criterion, env: &Env<'_>, connection: &RedisConnection, peers: &Peers) {
+    let ratewindow = Subject::Ratewindow(Box::new(
+        limiter(OVER_LIMIT, "denied")
+            .over_limit_cache(0)
+            .build(connection.clone())
+            .expect("valid limiter"),
+    ));
+    for n in CONCURRENCY {
+        let keys = |prefix: &str| -> Arc<[String]> {
+            (0..n).map(|t| format!("denied:{prefix}user:{t}")).collect()
+        };
+        let mut group = Group::new(
+            c,
+            format!("redis_denied/concurrency/{n}"),
+            format!("redis_denied c={n}"),
+            n,
+        );
+        // Every key's limit spent before the case, so that its counts hold denials only.
+        let over = keys("");
+        env.runtime.block_on(async {
+            for key in over.iter() {
+                for _ in 0..OVER_LIMIT {
+                    ratewindow.decide(key, false).await;
+                }
+            }
+        });
+        group.case(env, "ratewindow", &ratewindow, &over, false);
+        for (name, subject, keys) in peers.cases(keys) {
+            group.case(env, name, subject, &keys, false);
+        }
+        group.finish();
+    }
+}
+
 /// The `incrby_script` peer, its script loaded first so that no case pays (or counts) the load.
 fn incrby_script(runtime: &Runtime, manager: &ConnectionManager) -> Subject {
     let script = ::redis::Script::new(INCRBY_SCRIPT);
@@ -761,6 +835,7 @@ pub(crate) fn bench_all(c: &mut Criterion) {
         servers: vec![&server],
     };
     decisions(c, &env, &connection, &peers);
+    denied(c, &env, &connection, &peers);
     over_limit(c, &env, &connection, &peers);
     cluster_decisions(c, &runtime);
 }

@@ -43,8 +43,11 @@ use redis_server::{RedisCluster, RedisServer};
 
 const CONCURRENCY: [usize; 4] = [1, 16, 64, 256];
 const OVER_LIMIT_CONCURRENCY: usize = 64;
-/// Far more than a run can spend in a minute: every decision of `redis_decisions` is allowed.
+/// Far more than a run can spend in a second: every decision of `redis_decisions` and
+/// `redis_three_quotas` is allowed.
 const HUGE_LIMIT: u64 = 1_000_000_000_000;
+// The Redis limiter refuses limits its script cannot count exactly (above 2^53 - 1).
+const _: () = assert!(HUGE_LIMIT < 1 << 53);
 /// The limit per minute of `redis_denied` and `redis_over_limit`: all but the first 10
 /// decisions of a key's window are denied.
 const OVER_LIMIT: u64 = 10;
@@ -701,6 +704,35 @@ fn denied(c: &mut Criterion, env: &Env<'_>, connection: &RedisConnection, peers:
     }
 }
 
+/// `redis_three_quotas/concurrency/N`: ratewindow with a per-second, a per-minute and a
+/// per-hour quota on every key (one `EVALSHA` reading and writing three counters), all
+/// allowed, against the same one-counter peers.
+fn three_quotas(c: &mut Criterion, env: &Env<'_>, connection: &RedisConnection, peers: &Peers) {
+    let ratewindow = Subject::Ratewindow(Box::new(
+        limiter(HUGE_LIMIT, "three")
+            .quota(Quota::per_second(HUGE_LIMIT).expect("valid quota"))
+            .quota(Quota::per_hour(HUGE_LIMIT).expect("valid quota"))
+            .build(connection.clone())
+            .expect("valid limiter"),
+    ));
+    for n in CONCURRENCY {
+        let keys = |prefix: &str| -> Arc<[String]> {
+            (0..n).map(|t| format!("three:{prefix}user:{t}")).collect()
+        };
+        let mut group = Group::new(
+            c,
+            format!("redis_three_quotas/concurrency/{n}"),
+            format!("redis_three_quotas c={n}"),
+            n,
+        );
+        group.case(env, "ratewindow", &ratewindow, &keys(""), true);
+        for (name, subject, keys) in peers.cases(keys) {
+            group.case(env, name, subject, &keys, true);
+        }
+        group.finish();
+    }
+}
+
 /// The `incrby_script` peer, its script loaded first so that no case pays (or counts) the load.
 fn incrby_script(runtime: &Runtime, manager: &ConnectionManager) -> Subject {
     let script = ::redis::Script::new(INCRBY_SCRIPT);
@@ -836,6 +868,7 @@ pub(crate) fn bench_all(c: &mut Criterion) {
     };
     decisions(c, &env, &connection, &peers);
     denied(c, &env, &connection, &peers);
+    three_quotas(c, &env, &connection, &peers);
     over_limit(c, &env, &connection, &peers);
     cluster_decisions(c, &runtime);
 }

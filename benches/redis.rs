@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
@@ -447,14 +448,21 @@ struct Env<'a> {
 /// case uses. `label` starts the printed `latency` and `commands` lines.
 struct Group<'c> {
     criterion: criterion::BenchmarkGroup<'c, criterion::measurement::WallTime>,
+    name: String,
     label: String,
+    tasks: usize,
 }
 
 impl<'c> Group<'c> {
     fn new(c: &'c mut Criterion, name: String, label: String, tasks: usize) -> Group<'c> {
-        let mut criterion = bounded_group(c, name);
+        let mut criterion = bounded_group(c, name.clone());
         criterion.throughput(Throughput::Elements(tasks as u64));
-        Group { criterion, label }
+        Group {
+            criterion,
+            name,
+            label,
+            tasks,
+        }
     }
 
     /// One case: `subject` over `keys` (one task per key), with its latency percentiles and
@@ -468,6 +476,7 @@ impl<'c> Group<'c> {
         expect_allowed: bool,
     ) {
         let record = Record::new(pids(&env.servers));
+        let started = SystemTime::now();
         let before = Snapshot::take(&env.servers);
         self.criterion
             .bench_function(BenchmarkId::from_parameter(name), |b| {
@@ -478,21 +487,39 @@ impl<'c> Group<'c> {
                 })
             });
         let after = Snapshot::take(&env.servers);
-        if !print_latency(&self.label, name, &record) {
+        let Some((p50, p99)) = print_latency(&self.label, name, &record) else {
             return;
-        }
+        };
         let end = record
             .cpu_at_end
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .unwrap_or(after.cpu);
-        report_costs(
+        let cpu = report_costs(
             &format!("{} {name}", self.label),
             &before,
             &after,
             end,
             &record,
             subject.is_limiter(),
+        );
+        let requests = record.requests.load(Ordering::Relaxed).max(1);
+        keep_figures(
+            &self.name,
+            name,
+            Figures {
+                criterion: Some((
+                    format!("{}/{}", filename_safe(&self.name), filename_safe(name)),
+                    started,
+                )),
+                tasks: self.tasks,
+                p50,
+                p99,
+                cpu: Some(cpu),
+                denied: subject
+                    .is_limiter()
+                    .then(|| record.denied.load(Ordering::Relaxed) as f64 / requests as f64),
+            },
         );
     }
 
@@ -501,17 +528,164 @@ impl<'c> Group<'c> {
     }
 }
 
-/// Prints a case's p50 and p99; false when it did not run (filtered out).
-fn print_latency(label: &str, name: &str, record: &Record) -> bool {
-    let Some((p50, p99, calls)) = record.percentiles() else {
-        return false;
-    };
+/// Prints a case's p50 and p99 and returns them; `None` when it did not run (filtered out).
+fn print_latency(label: &str, name: &str, record: &Record) -> Option<(Duration, Duration)> {
+    let (p50, p99, calls) = record.percentiles()?;
     println!(
         "latency {label} {name} p50={:.1}us p99={:.1}us (calls={calls})",
         p50.as_secs_f64() * 1e6,
         p99.as_secs_f64() * 1e6
     );
-    true
+    Some((p50, p99))
+}
+
+/// What the summary prints for one case that ran.
+struct Figures {
+    /// The case's directory under criterion's output, and when the case started (an
+    /// `estimates.json` older than that is another run's: criterion writes none under
+    /// `--baseline`). `None` where an iteration is not one decision per task.
+    criterion: Option<(String, SystemTime)>,
+    tasks: usize,
+    p50: Duration,
+    p99: Duration,
+    cpu: Option<CpuPerRequest>,
+    /// Share of the decisions denied; `None` for the peers, which only count.
+    denied: Option<f64>,
+}
+
+/// Every case that ran, by (group, subject), with its place in the run, for the summary.
+static FIGURES: Mutex<BTreeMap<(String, String), (usize, Figures)>> = Mutex::new(BTreeMap::new());
+
+fn keep_figures(group: &str, subject: &str, figures: Figures) {
+    let mut all = FIGURES.lock().unwrap_or_else(PoisonError::into_inner);
+    let order = all.len();
+    all.insert((group.to_string(), subject.to_string()), (order, figures));
+}
+
+/// A name as criterion turns it into a directory (`make_filename_safe`): `?"/\*<>:|^` become
+/// `_`, and it is cut to 64 bytes.
+fn filename_safe(name: &str) -> String {
+    let mut safe: String = name
+        .chars()
+        .map(|c| if "?\"/\\*<>:|^".contains(c) { '_' } else { c })
+        .collect();
+    let mut end = safe.len().min(64);
+    while !safe.is_char_boundary(end) {
+        end -= 1;
+    }
+    safe.truncate(end);
+    safe
+}
+
+/// Criterion's output directory, found as criterion finds it: `CRITERION_HOME`, else
+/// `$CARGO_TARGET_DIR/criterion`, else `target/criterion` in this crate.
+fn criterion_home() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return home.into();
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+            PathBuf::from,
+        )
+        .join("criterion")
+}
+
+/// Criterion's median time per iteration (ns) of the case in `dir`, if this run wrote it.
+fn median_ns(home: &Path, dir: &str, started: SystemTime) -> Option<f64> {
+    let path = home.join(dir).join("new").join("estimates.json");
+    if std::fs::metadata(&path).ok()?.modified().ok()? < started {
+        return None;
+    }
+    let estimates: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).ok()?).ok()?;
+    estimates["median"]["point_estimate"]
+        .as_f64()
+        .filter(|&ns| ns > 0.0)
+}
+
+/// The peers every decisions/s is divided by in the summary, as its columns.
+const RATIO_PEERS: [&str; 3] = ["incrby_script", "incr_pexpireat", "incr"];
+
+/// A markdown table per group that ran, in the run's order: each subject's decisions/s (tasks ×
+/// 1e9 ÷ criterion's median ns per iteration, an iteration being one decision per task), its
+/// ratio to each peer's in the same group, its latency percentiles and CPU time per decision.
+fn print_summary() {
+    let all = std::mem::take(&mut *FIGURES.lock().unwrap_or_else(PoisonError::into_inner));
+    let mut cases: Vec<_> = all.iter().collect();
+    cases.sort_by_key(|(_, (order, _))| *order);
+    let mut groups: Vec<(&str, Vec<(&str, &Figures)>)> = Vec::new();
+    for ((group, subject), (_, figures)) in cases {
+        match groups.iter_mut().find(|(name, _)| name == group) {
+            Some((_, rows)) => rows.push((subject, figures)),
+            None => groups.push((group, vec![(subject, figures)])),
+        }
+    }
+    if groups.is_empty() {
+        return;
+    }
+    let home = criterion_home();
+    println!(
+        "\n## Redis summary\n\ndecisions/s from criterion's medians in {}; ratios divide two \
+         decisions/s of the same group and run; p50/p99 over every call after the warm-up; CPU \
+         in µs per decision (warm-up included).",
+        home.display()
+    );
+    let dash = || "–".to_string();
+    for (group, rows) in groups {
+        let rates: Vec<Option<f64>> = rows
+            .iter()
+            .map(|(_, figures)| {
+                let (dir, started) = figures.criterion.as_ref()?;
+                Some(figures.tasks as f64 * 1e9 / median_ns(&home, dir, *started)?)
+            })
+            .collect();
+        let rate_of = |peer: &str| {
+            let at = rows.iter().position(|(subject, _)| *subject == peer)?;
+            rates[at]
+        };
+        println!("\n### {group}\n");
+        println!(
+            "| subject | decisions/s | {} | p50 µs | p99 µs | redis-server CPU µs | client CPU µs \
+             | denied |",
+            RATIO_PEERS.map(|peer| format!("÷ {peer}")).join(" | ")
+        );
+        println!("| --- |{}", " ---: |".repeat(RATIO_PEERS.len() + 6));
+        for ((subject, figures), rate) in rows.iter().zip(&rates) {
+            let ratios = RATIO_PEERS.map(|peer| match (rate, rate_of(peer)) {
+                (Some(rate), Some(peer)) => format!("{:.2}", rate / peer),
+                _ => dash(),
+            });
+            let us = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1e6);
+            let cpu = |us: fn(&CpuPerRequest) -> f64| {
+                figures
+                    .cpu
+                    .as_ref()
+                    .map_or_else(dash, |cpu| format!("{:.2}", us(cpu)))
+            };
+            println!(
+                "| {subject} | {} | {} | {} | {} | {} | {} | {} |",
+                rate.map_or_else(dash, format_rate),
+                ratios.join(" | "),
+                us(figures.p50),
+                us(figures.p99),
+                cpu(|cpu| cpu.server_us),
+                cpu(|cpu| cpu.client_us),
+                figures
+                    .denied
+                    .map_or_else(dash, |share| format!("{:.1}%", share * 100.0)),
+            );
+        }
+    }
+}
+
+/// `97.1k`, `1.25M`.
+fn format_rate(rate: f64) -> String {
+    match rate {
+        r if r >= 1e6 => format!("{:.2}M", r / 1e6),
+        r if r >= 1e3 => format!("{:.1}k", r / 1e3),
+        r => format!("{r:.0}"),
+    }
 }
 
 /// `redis_latency/interleaved_c1`: one task calling each subject in turn, so that all of them
@@ -559,7 +733,20 @@ fn interleaved(c: &mut Criterion, runtime: &Runtime, subjects: &[(&str, Subject,
     });
     group.finish();
     for ((name, _, _), record) in subjects.iter().zip(&records) {
-        print_latency("redis_latency_interleaved c=1", name, record);
+        if let Some((p50, p99)) = print_latency("redis_latency_interleaved c=1", name, record) {
+            keep_figures(
+                "redis_latency/interleaved_c1",
+                name,
+                Figures {
+                    criterion: None,
+                    tasks: 1,
+                    p50,
+                    p99,
+                    cpu: None,
+                    denied: None,
+                },
+            );
+        }
     }
 }
 
@@ -871,4 +1058,5 @@ pub(crate) fn bench_all(c: &mut Criterion) {
     three_quotas(c, &env, &connection, &peers);
     over_limit(c, &env, &connection, &peers);
     cluster_decisions(c, &runtime);
+    print_summary();
 }

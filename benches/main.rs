@@ -1,8 +1,10 @@
 //! Criterion benchmarks: ratewindow's `MemoryLimiter` against governor's keyed limiter, plus the
 //! cost of a clock read. `cargo bench --bench benches`. With `--features redis`, also the Redis
-//! backend against raw `INCR` on a redis-server the bench spawns itself:
-//! `cargo bench --bench benches --features redis -- redis`. With `--features tower`, also the
-//! tower layer's overhead per request: `cargo bench --bench benches --features tower -- layer`.
+//! backend against a raw `INCR`, an `INCR` + `PEXPIREAT` pipeline and a 3-line `INCRBY` script
+//! on a redis-server (and a Redis Cluster) the bench spawns itself, ending with a summary table
+//! per group: `cargo bench --bench benches --features redis -- redis` (about 4 minutes). With
+//! `--features tower`, also the tower layer's overhead per request:
+//! `cargo bench --bench benches --features tower -- layer`.
 
 use std::time::Duration;
 

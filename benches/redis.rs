@@ -1,6 +1,8 @@
 //! The Redis backend against a redis-server this bench spawns itself (default config plus
 //! `--save ""` and `--appendonly no`, through the tests' harness): `RedisLimiter::check` against
-//! three peers, all four on the same `ConnectionManager`, in the same run:
+//! three peers, in the same run, each on one multiplexed redis-rs `ConnectionManager`: the
+//! limiter's from `RedisConnection::connect`, the peers' with redis-rs's defaults (each call
+//! of either bounded by one timer):
 //!
 //! - `incr`: a raw `INCR`, one command, no expiry;
 //! - `incr_pexpireat`: an `INCR` + `PEXPIREAT` pipeline, one round trip, two commands;
@@ -90,7 +92,7 @@ const MEASUREMENT: Duration = Duration::from_secs(3);
 const SHORT_MEASUREMENT: Duration = Duration::from_secs(2);
 const SAMPLES: usize = 15;
 
-/// What one decision is made with; every variant shares one connection manager.
+/// What one decision is made with; the peers share one connection manager.
 #[derive(Clone)]
 enum Subject {
     Ratewindow(Box<RedisLimiter>),
@@ -1064,9 +1066,14 @@ pub(crate) fn bench_all(c: &mut Criterion) {
     let connection = runtime
         .block_on(RedisConnection::connect(&server.url()))
         .expect("connect to redis-server");
-    let RedisConnection::Single(manager) = connection.clone() else {
-        unreachable!("connect makes a single-server connection")
-    };
+    // The peers on redis-rs's `ConnectionManager` as its users get it by default: one timer
+    // per call (its 500 ms response timeout), as ratewindow's calls have one (the limiter's
+    // timeout; its own connection has no second one).
+    let manager = runtime
+        .block_on(ConnectionManager::new(
+            ::redis::Client::open(server.url()).expect("valid url"),
+        ))
+        .expect("connect the peers to redis-server");
     // ratewindow's script loaded too (by a first call), so that no case counts the load.
     runtime
         .block_on(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ::redis::aio::ConnectionManager;
+use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{ErrorKind, RedisError, ServerErrorKind, Value};
 
 use super::cache::OverLimitCache;
@@ -94,8 +94,11 @@ impl RedisConnection {
                 return Err(backend_error(error));
             }
         }
+        // No response timeout of redis-rs's own (500 ms by default): every call is bounded by
+        // its limiter's timeout, and a second timer per call would cost as much again.
+        let config = ConnectionManagerConfig::new().set_response_timeout(None);
         Ok(RedisConnection::Single(
-            ConnectionManager::new(client)
+            ConnectionManager::new_with_config(client, config)
                 .await
                 .map_err(backend_error)?,
         ))
@@ -513,13 +516,16 @@ impl<C: Clock> RedisLimiter<C> {
                         .run(&command, &mut c.clone())
                         .await
                         .map_err(backend_error),
-                    RedisConnection::Cluster(c) => c
-                        .query(slot, Request::Script(script, &command))
-                        .await
-                        .map_err(|error| {
-                            whole_master.store(master_failed(&error), Ordering::Relaxed);
-                            backend_error(error)
-                        }),
+                    // Boxed: the router's future (redirects, retries) is kilobytes, and a
+                    // single server's calls should not carry it.
+                    RedisConnection::Cluster(c) => {
+                        Box::pin(c.query(slot, Request::Script(script, &command)))
+                            .await
+                            .map_err(|error| {
+                                whole_master.store(master_failed(&error), Ordering::Relaxed);
+                                backend_error(error)
+                            })
+                    }
                 }
             })
             .await

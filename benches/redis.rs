@@ -26,6 +26,9 @@
 //! - `redis_over_limit`: 64 tasks hammering one key far over its limit (10/min), the limiter
 //!   with its local over-limit cache off and on (10 000 keys), against `incr` and
 //!   `incr_pexpireat` on one hot key.
+//! - `redis_rounds` (printed, not a criterion group): the concurrency-64 comparisons of the
+//!   three groups above again as 3 interleaved rounds of 3 s per subject, so that each round's
+//!   ratios compare subjects measured in the same state of this shared machine.
 //! - `redis_cluster_decisions/concurrency/64`: on a 3-master Redis Cluster (the harness's,
 //!   `cluster-require-full-coverage no`): ratewindow's own slot routing against a raw `INCR`
 //!   through redis-rs's async cluster client, 64 tasks on keys spread over the masters.
@@ -1045,6 +1048,160 @@ fn over_limit(c: &mut Criterion, env: &Env<'_>, connection: &RedisConnection, pe
     group.finish();
 }
 
+/// `redis_rounds`: the concurrency-64 comparisons again, as interleaved rounds rather than
+/// criterion cases measured one after another, so that every subject of a round sees the same
+/// state of this shared machine: per round, each subject in turn (the order rotating) runs 64
+/// tasks for [`ROUND`], and the round's ratios divide figures of that round. Prints decisions/s
+/// and CPU per decision per subject (median of the rounds) and each round's ratios.
+const ROUND: Duration = Duration::from_secs(3);
+const ROUNDS: usize = 3;
+
+/// One subject for one round: decisions made, wall time, and the CPU time both sides used.
+#[derive(Clone, Copy)]
+struct RoundFigures {
+    rate: f64,
+    server_us: f64,
+    client_us: f64,
+}
+
+async fn round(
+    env: &Env<'_>,
+    subject: &Subject,
+    keys: &Arc<[String]>,
+    allowed: bool,
+) -> RoundFigures {
+    let pids = pids(&env.servers);
+    let before = Cpu::now(&pids);
+    let start = Instant::now();
+    let deadline = start + ROUND;
+    let mut tasks = JoinSet::new();
+    for t in 0..keys.len() {
+        let (subject, keys) = (subject.clone(), Arc::clone(keys));
+        tasks.spawn(async move {
+            let mut decisions = 0u64;
+            while Instant::now() < deadline {
+                subject.decide(&keys[t], allowed).await;
+                decisions += 1;
+            }
+            decisions
+        });
+    }
+    let mut decisions = 0;
+    while let Some(task) = tasks.join_next().await {
+        decisions += task.expect("round task");
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    let after = Cpu::now(&pids);
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / decisions.max(1) as f64;
+    RoundFigures {
+        rate: decisions as f64 / elapsed,
+        server_us: per(after.server.saturating_sub(before.server)),
+        client_us: per(after.client.saturating_sub(before.client)),
+    }
+}
+
+fn rounds(env: &Env<'_>, connection: &RedisConnection, peers: &Peers) {
+    let n = TARGET_CONCURRENCY;
+    let keys = |prefix: &str| -> Arc<[String]> {
+        (0..n).map(|t| format!("rounds:{prefix}user:{t}")).collect()
+    };
+    let build = |builder: ratewindow::RedisLimiterBuilder| {
+        Subject::Ratewindow(Box::new(
+            builder.build(connection.clone()).expect("valid limiter"),
+        ))
+    };
+    let allowed = build(limiter(HUGE_LIMIT, "rounds"));
+    let denied = build(limiter(OVER_LIMIT, "rounds_denied").over_limit_cache(0));
+    let three = build(
+        limiter(HUGE_LIMIT, "rounds_three")
+            .quota(Quota::per_second(HUGE_LIMIT).expect("valid quota"))
+            .quota(Quota::per_hour(HUGE_LIMIT).expect("valid quota")),
+    );
+    let over = keys("denied:");
+    env.runtime.block_on(async {
+        for key in over.iter() {
+            for _ in 0..OVER_LIMIT {
+                denied.decide(key, false).await;
+            }
+        }
+    });
+    let groups: [(&str, &Subject, Arc<[String]>, bool); 3] = [
+        ("allowed", &allowed, keys(""), true),
+        ("denied, cache off", &denied, over, false),
+        ("three quotas", &three, keys("three:"), true),
+    ];
+    let peer_cases = peers.cases(keys);
+    for (group, ratewindow, rw_keys, allowed) in groups {
+        let mut subjects: Vec<(&str, &Subject, &Arc<[String]>)> =
+            vec![("ratewindow", ratewindow, &rw_keys)];
+        subjects.extend(
+            peer_cases
+                .iter()
+                .map(|(name, subject, keys)| (*name, *subject, keys)),
+        );
+        let mut figures: Vec<Vec<RoundFigures>> = vec![Vec::new(); subjects.len()];
+        for r in 0..ROUNDS {
+            for k in 0..subjects.len() {
+                let i = (k + r) % subjects.len();
+                let (_, subject, keys) = subjects[i];
+                let expect_allowed = allowed || !subject.is_limiter();
+                figures[i].push(
+                    env.runtime
+                        .block_on(round(env, subject, keys, expect_allowed)),
+                );
+            }
+        }
+        println!(
+            "\n### redis_rounds: {group}, concurrency {n}, {ROUNDS} interleaved rounds of {ROUND:?}\n"
+        );
+        println!(
+            "| subject | decisions/s (median) | redis-server CPU µs | client CPU µs | rounds: decisions/s |"
+        );
+        println!("| --- | ---: | ---: | ---: | --- |");
+        let median = |values: Vec<f64>| {
+            let mut values = values;
+            values.sort_by(f64::total_cmp);
+            values[values.len() / 2]
+        };
+        for ((name, _, _), rounds) in subjects.iter().zip(&figures) {
+            let each: Vec<String> = rounds.iter().map(|f| format_rate(f.rate)).collect();
+            println!(
+                "| {name} | {} | {:.2} | {:.2} | {} |",
+                format_rate(median(rounds.iter().map(|f| f.rate).collect())),
+                median(rounds.iter().map(|f| f.server_us).collect()),
+                median(rounds.iter().map(|f| f.client_us).collect()),
+                each.join(" / ")
+            );
+        }
+        println!();
+        for (peer, rounds) in subjects.iter().zip(&figures).skip(1) {
+            let ratio = |of: fn(&RoundFigures) -> f64| -> String {
+                figures[0]
+                    .iter()
+                    .zip(rounds)
+                    .map(|(rw, p)| format!("{:.2}", of(rw) / of(p)))
+                    .collect::<Vec<_>>()
+                    .join(" / ")
+            };
+            println!(
+                "ratewindow ÷ {}: decisions/s {}; redis-server CPU {}",
+                peer.0,
+                ratio(|f| f.rate),
+                ratio(|f| f.server_us)
+            );
+        }
+    }
+}
+
+/// Whether the command line asks for `redis_rounds`: criterion's filter (the first argument
+/// that is not a flag) names it or a prefix of it (`redis`), or there is no filter.
+fn rounds_requested() -> bool {
+    match std::env::args().skip(1).find(|arg| !arg.starts_with('-')) {
+        Some(filter) => "redis_rounds".starts_with(&filter) || filter.contains("redis_rounds"),
+        None => true,
+    }
+}
+
 pub(crate) fn bench_all(c: &mut Criterion) {
     let started = Instant::now();
     let server = RedisServer::new();
@@ -1094,6 +1251,9 @@ pub(crate) fn bench_all(c: &mut Criterion) {
     over_limit(c, &env, &connection, &peers);
     cluster_decisions(c, &runtime);
     print_summary();
+    if rounds_requested() {
+        rounds(&env, &connection, &peers);
+    }
     println!(
         "\nRedis benches: {:.0} s in all",
         started.elapsed().as_secs_f64()

@@ -483,7 +483,10 @@ impl<C: Clock> RedisLimiter<C> {
                 base.truncate(base_len);
                 *end_ms = window.end_ms;
             }
-            command.arg(amount);
+            // One counter and a cost of 1 leave the cost out (see the script).
+            if n > 1 || amount != 1 {
+                command.arg(amount);
+            }
             for ((_, limit), end_ms) in self.counters.iter().zip(ends) {
                 command
                     .arg(limit)
@@ -609,7 +612,8 @@ impl Reply {
             _ => None,
         };
         match (reply, local_ms) {
-            // One quota: the count charged to, or minus one more than the count that denied.
+            // One counter, cost 1: the count charged to, or minus one more than the count that
+            // denied.
             (&Value::Int(n), Some(_)) if counters == 1 => {
                 (decoded.denied, decoded.counts[0]) = if n > 0 {
                     (false, n as u64)

@@ -27,8 +27,9 @@
 //!   with its local over-limit cache off and on (10 000 keys), against `incr` and
 //!   `incr_pexpireat` on one hot key.
 //! - `redis_rounds` (printed, not a criterion group): the concurrency-64 comparisons of the
-//!   three groups above again as 3 interleaved rounds of 3 s per subject, so that each round's
-//!   ratios compare subjects measured in the same state of this shared machine.
+//!   three groups above, and the cluster's, again as 3 interleaved rounds of 3 s per subject,
+//!   so that each round's ratios compare subjects measured in the same state of this shared
+//!   machine. The cluster's also run with the filter `redis_cluster`.
 //! - `redis_cluster_decisions/concurrency/64`: on a 3-master Redis Cluster (the harness's,
 //!   `cluster-require-full-coverage no`): ratewindow's own slot routing against a raw `INCR`
 //!   through redis-rs's async cluster client, 64 tasks on keys spread over the masters.
@@ -1001,6 +1002,7 @@ fn cluster_decisions(c: &mut Criterion, runtime: &Runtime) {
         format!("redis_cluster_decisions c={TASKS}"),
         TASKS,
     );
+    let mut cases = Vec::new();
     for (name, subject, prefix) in [("ratewindow", &ratewindow, ""), ("incr", &incr, "incr:")] {
         // Hash-tagged as ratewindow's keys are, so both spread over the masters alike.
         let keys: Arc<[String]> = (0..TASKS)
@@ -1014,8 +1016,21 @@ fn cluster_decisions(c: &mut Criterion, runtime: &Runtime) {
             }
         });
         group.case(&env, name, subject, &keys, true);
+        cases.push((name, subject, keys));
     }
     group.finish();
+    if rounds_requested("redis_cluster") {
+        let subjects: Vec<(&str, &Subject, &Arc<[String]>)> = cases
+            .iter()
+            .map(|(name, subject, keys)| (*name, *subject, keys))
+            .collect();
+        interleaved_rounds(
+            &env,
+            &format!("cluster (3 masters), concurrency {TASKS}"),
+            &subjects,
+            true,
+        );
+    }
 }
 
 fn over_limit(c: &mut Criterion, env: &Env<'_>, connection: &RedisConnection, peers: &Peers) {
@@ -1143,65 +1158,82 @@ fn rounds(env: &Env<'_>, connection: &RedisConnection, peers: &Peers) {
                 .iter()
                 .map(|(name, subject, keys)| (*name, *subject, keys)),
         );
-        let mut figures: Vec<Vec<RoundFigures>> = vec![Vec::new(); subjects.len()];
-        for r in 0..ROUNDS {
-            for k in 0..subjects.len() {
-                let i = (k + r) % subjects.len();
-                let (_, subject, keys) = subjects[i];
-                let expect_allowed = allowed || !subject.is_limiter();
-                figures[i].push(
-                    env.runtime
-                        .block_on(round(env, subject, keys, expect_allowed)),
-                );
-            }
-        }
-        println!(
-            "\n### redis_rounds: {group}, concurrency {n}, {ROUNDS} interleaved rounds of {ROUND:?}\n"
+        interleaved_rounds(
+            env,
+            &format!("{group}, concurrency {n}"),
+            &subjects,
+            allowed,
         );
-        println!(
-            "| subject | decisions/s (median) | redis-server CPU µs | client CPU µs | rounds: decisions/s |"
-        );
-        println!("| --- | ---: | ---: | ---: | --- |");
-        let median = |values: Vec<f64>| {
-            let mut values = values;
-            values.sort_by(f64::total_cmp);
-            values[values.len() / 2]
-        };
-        for ((name, _, _), rounds) in subjects.iter().zip(&figures) {
-            let each: Vec<String> = rounds.iter().map(|f| format_rate(f.rate)).collect();
-            println!(
-                "| {name} | {} | {:.2} | {:.2} | {} |",
-                format_rate(median(rounds.iter().map(|f| f.rate).collect())),
-                median(rounds.iter().map(|f| f.server_us).collect()),
-                median(rounds.iter().map(|f| f.client_us).collect()),
-                each.join(" / ")
-            );
-        }
-        println!();
-        for (peer, rounds) in subjects.iter().zip(&figures).skip(1) {
-            let ratio = |of: fn(&RoundFigures) -> f64| -> String {
-                figures[0]
-                    .iter()
-                    .zip(rounds)
-                    .map(|(rw, p)| format!("{:.2}", of(rw) / of(p)))
-                    .collect::<Vec<_>>()
-                    .join(" / ")
-            };
-            println!(
-                "ratewindow ÷ {}: decisions/s {}; redis-server CPU {}",
-                peer.0,
-                ratio(|f| f.rate),
-                ratio(|f| f.server_us)
-            );
-        }
     }
 }
 
-/// Whether the command line asks for `redis_rounds`: criterion's filter (the first argument
-/// that is not a flag) names it or a prefix of it (`redis`), or there is no filter.
-fn rounds_requested() -> bool {
+/// Runs [`ROUNDS`] interleaved rounds of `subjects` (ratewindow first) and prints their
+/// figures and each round's ratios of ratewindow to every other subject.
+fn interleaved_rounds(
+    env: &Env<'_>,
+    title: &str,
+    subjects: &[(&str, &Subject, &Arc<[String]>)],
+    allowed: bool,
+) {
+    let mut figures: Vec<Vec<RoundFigures>> = vec![Vec::new(); subjects.len()];
+    for r in 0..ROUNDS {
+        for k in 0..subjects.len() {
+            let i = (k + r) % subjects.len();
+            let (_, subject, keys) = subjects[i];
+            let expect_allowed = allowed || !subject.is_limiter();
+            figures[i].push(
+                env.runtime
+                    .block_on(round(env, subject, keys, expect_allowed)),
+            );
+        }
+    }
+    println!("\n### redis_rounds: {title}, {ROUNDS} interleaved rounds of {ROUND:?}\n");
+    println!(
+        "| subject | decisions/s (median) | redis-server CPU µs | client CPU µs | rounds: decisions/s |"
+    );
+    println!("| --- | ---: | ---: | ---: | --- |");
+    let median = |values: Vec<f64>| {
+        let mut values = values;
+        values.sort_by(f64::total_cmp);
+        values[values.len() / 2]
+    };
+    for ((name, _, _), rounds) in subjects.iter().zip(&figures) {
+        let each: Vec<String> = rounds.iter().map(|f| format_rate(f.rate)).collect();
+        println!(
+            "| {name} | {} | {:.2} | {:.2} | {} |",
+            format_rate(median(rounds.iter().map(|f| f.rate).collect())),
+            median(rounds.iter().map(|f| f.server_us).collect()),
+            median(rounds.iter().map(|f| f.client_us).collect()),
+            each.join(" / ")
+        );
+    }
+    println!();
+    for (peer, rounds) in subjects.iter().zip(&figures).skip(1) {
+        let ratio = |of: fn(&RoundFigures) -> f64| -> String {
+            figures[0]
+                .iter()
+                .zip(rounds)
+                .map(|(rw, p)| format!("{:.2}", of(rw) / of(p)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        println!(
+            "ratewindow ÷ {}: decisions/s {}; redis-server CPU {}",
+            peer.0,
+            ratio(|f| f.rate),
+            ratio(|f| f.server_us)
+        );
+    }
+}
+
+/// Whether the command line asks for interleaved rounds of a group named `group`: criterion's
+/// filter (the first argument that is not a flag) names `redis_rounds` or `group`, or a prefix
+/// of either (`redis`), or there is no filter.
+fn rounds_requested(group: &str) -> bool {
     match std::env::args().skip(1).find(|arg| !arg.starts_with('-')) {
-        Some(filter) => "redis_rounds".starts_with(&filter) || filter.contains("redis_rounds"),
+        Some(filter) => ["redis_rounds", group]
+            .iter()
+            .any(|name| name.starts_with(&filter) || filter.contains(name)),
         None => true,
     }
 }
@@ -1255,7 +1287,7 @@ pub(crate) fn bench_all(c: &mut Criterion) {
     over_limit(c, &env, &connection, &peers);
     cluster_decisions(c, &runtime);
     print_summary();
-    if rounds_requested() {
+    if rounds_requested("redis_decisions") {
         rounds(&env, &connection, &peers);
     }
     println!(

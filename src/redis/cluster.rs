@@ -108,10 +108,13 @@ impl ClusterRouter {
             template,
             seeds,
             // Connecting runs in a task of its own (see `Node::connection`), which no call
-            // waits for beyond its own timeout: it may take as long as a handshake needs.
+            // waits for beyond its own timeout: it may take as long as a handshake needs. No
+            // response timeout of redis-rs's: every call is bounded by its caller's (the
+            // limiter's, or the map read's own), and a second timer per call costs as much
+            // again; an unanswered call leaves its mark (`unanswered_since_ms`) all the same.
             config: AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(timeout.max(MIN_CONNECT_TIMEOUT)))
-                .set_response_timeout(Some(timeout)),
+                .set_response_timeout(None),
             timeout,
             slots: RwLock::new(vec![None; SLOTS].into_boxed_slice()),
             nodes: Mutex::new(HashMap::new()),

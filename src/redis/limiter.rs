@@ -104,7 +104,7 @@ impl RedisConnection {
         ))
     }
 
-    /// Connects to a cluster through any of its nodes, with a response timeout of 50 ms (the
+    /// Connects to a cluster through any of its nodes, reading slot maps within 50 ms (the
     /// limiter's default timeout); see
     /// [`connect_cluster_with_timeout`](Self::connect_cluster_with_timeout).
     ///
@@ -118,10 +118,10 @@ impl RedisConnection {
 
     /// Connects to a cluster through any of its nodes (`redis://` or `rediss://`, credentials
     /// in the URL), reading its slot map from the first that answers; `timeout` bounds each
-    /// response, and each connection attempt is given at least a second (it runs on its own,
-    /// so no call waits for it beyond the call's own timeout). Give it the limiter's
-    /// [`timeout`](RedisLimiterBuilder::timeout) or more. The first URL's credentials and
-    /// scheme are used for every node the cluster names.
+    /// read of the slot map, and each connection attempt is given at least a second (it runs
+    /// on its own, so no call waits for it beyond the call's own timeout). A limiter's calls
+    /// are bounded by the limiter's [`timeout`](RedisLimiterBuilder::timeout) alone. The first
+    /// URL's credentials and scheme are used for every node the cluster names.
     ///
     /// # Errors
     ///

@@ -849,3 +849,45 @@ fn counters_of_the_earlier_layout_are_never_read_or_written() {
     let counters = counters(&server, "up:{k}:60000:");
     assert_eq!(counters, [(counter("up", "k", 60_000, T0_MS + 5_000), 1)]);
 }
+
+/// Counters under the prefix that the limiter did not write: one set below zero by hand counts
+/// as empty (and never makes a decision panic), and a quota whose counter holds another type
+/// fails the call with every other quota's charge given back, since Redis keeps a failed
+/// script's writes.
+#[test]
+fn foreign_values_in_counters_neither_panic_nor_leave_a_partial_charge() {
+    let server = RedisServer::new();
+    let redis = Redis::single(&server);
+    let now = T0_MS + 5_000;
+    let clock = ManualClock::at_millis(now);
+    let make = |quotas: &[Quota]| {
+        let mut builder = RedisLimiter::builder(quotas[0])
+            .prefix("foreign")
+            .timeout(TEST_TIMEOUT)
+            .failure_policy(FailurePolicy::ReturnError)
+            .over_limit_cache(0)
+            .clock(clock.clone());
+        for &quota in &quotas[1..] {
+            builder = builder.quota(quota);
+        }
+        builder.build(redis.connection.clone()).unwrap()
+    };
+    let minute = Quota::per_minute(5).unwrap();
+    let below = counter("foreign", "below", 60_000, now);
+    server.command(&["SET", &below, "-1", "PX", "60000"]);
+    let decision = block_on(make(&[minute]).check("below")).unwrap();
+    assert!(decision.is_allowed(), "{decision:?}");
+    assert_eq!(decision.remaining(), 4);
+
+    let hour = Quota::per_hour(5).unwrap();
+    let listed = counter("foreign", "listed", 3_600_000, now);
+    server.command(&["RPUSH", &listed, "x"]);
+    let error = block_on(make(&[minute, hour]).check("listed")).unwrap_err();
+    assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+    let charged = counter("foreign", "listed", 60_000, now);
+    let left = server.command(&["GET", &charged]);
+    assert!(
+        left.starts_with("$-1") || one_value(&left) == "0",
+        "{charged} kept a charge: {left:?}"
+    );
+}

@@ -50,6 +50,11 @@ pub enum RedisConnection {
 impl RedisConnection {
     /// Connects to one server, e.g. `redis://127.0.0.1:6379/`.
     ///
+    /// The connection has no response timeout of redis-rs's own: a limiter bounds each of its
+    /// calls by its [`timeout`](RedisLimiterBuilder::timeout). Commands of your own sent on the
+    /// [`Single`](RedisConnection::Single) connection manager are not bounded; wrap them in a
+    /// timeout of yours.
+    ///
     /// # Errors
     ///
     /// [`Error::InvalidConfig`] if the URL does not parse; [`Error::Backend`] if the server
@@ -173,9 +178,10 @@ impl fmt::Debug for RedisConnection {
 /// An exact fixed-window rate limiter whose counters live in Redis, shared by every process
 /// that uses the same server (or cluster) and key prefix.
 ///
-/// Each decision is one `EVALSHA` of one script that charges every quota of the key atomically
-/// (`INCRBY` on one integer counter per quota window) and gives the charges back if any quota is
-/// over its limit: all or nothing, and a denied request consumes nothing. A counter gets its
+/// Each decision is one `EVALSHA` of a script that charges every quota of the key atomically
+/// (`INCR` or `INCRBY` on one integer counter per window length and window) and gives the
+/// charges back if any quota is over its limit: all or nothing, and a denied request consumes
+/// nothing. A counter gets its
 /// expiry (its window's end plus the [skew allowance](RedisLimiterBuilder::max_clock_skew)) in
 /// the script that creates it, so none outlives its window by more. See the module docs of the
 /// key layout for how hostile keys are kept apart and on one Cluster slot.
@@ -196,7 +202,9 @@ impl fmt::Debug for RedisConnection {
 /// end, in real time. Beyond the allowance, a counter can expire while a process far behind is
 /// still in its window, and that process counts the window again. A clock that steps back meets
 /// the earlier window's counter as it was left (the in-memory backend, which keeps one count
-/// per key, charges the later window instead); no window admits more than its limit either way.
+/// per key, charges the later window instead), for as long as that counter lives: a step back
+/// within the skew allowance admits nothing extra; a longer one can find the counter expired
+/// and count its window again.
 ///
 /// # Eviction
 ///
@@ -495,8 +503,15 @@ impl<C: Clock> RedisLimiter<C> {
             (&*script::CHECK, command)
         } else {
             let mut command = script::GENERAL.command(n, capacity);
+            // The counters' full names where the client knows the window, so that Redis
+            // Cluster can route by them (a migrating slot's keys are found by name).
             for (window_ms, _) in self.counters.iter() {
-                keys::push_window(base, window_ms);
+                if self.redis_time {
+                    keys::push_window(base, window_ms);
+                } else {
+                    let window = window::locate(now_ms, window_ms, phases.of(window_ms))?;
+                    keys::push_counter(base, window_ms, window.index);
+                }
                 command.arg(base.as_bytes());
                 base.truncate(base_len);
             }
@@ -618,7 +633,7 @@ impl Reply {
                 (decoded.denied, decoded.counts[0]) = if n > 0 {
                     (false, n as u64)
                 } else {
-                    (true, n.unsigned_abs() - 1)
+                    (true, (-1 - n).max(0) as u64)
                 };
             }
             (Value::Array(items), _) => {

@@ -34,7 +34,11 @@ if #ARGV == 2 then
   local key = KEYS[1]
   local v = call('INCR', key)
   if v == 1 then call('PEXPIRE', key, ARGV[2]) end
-  if v <= tonumber(ARGV[1]) then return v end
+  -- A counter set below zero by hand counts as empty: the reply stays positive when allowed.
+  if v <= tonumber(ARGV[1]) then
+    if v < 1 then v = 1 end
+    return v
+  end
   -- Nothing charged: the count as it stands, from DECR's exact reply (see the end).
   return -1 - call('DECR', key)
 end
@@ -43,14 +47,18 @@ local c = tonumber(cost)
 local keys, args, out, first = KEYS, ARGV, {0}, 1
 "#;
 
-/// KEYS[i]: quota i's counter name up to its window index, `<base><window_ms>:`.
+/// KEYS[i]: quota i's counter for the window the client's clock is in or, decided by Redis's
+/// `TIME` (ARGV[3] empty), its name up to the window index, `<base><window_ms>:`, which only
+/// the script can complete. (Such a name is no key, so while its Cluster slot migrates, Redis
+/// cannot route by it: the Redis-time path has that limit.)
 /// ARGV[1]: the operation, `check`, `peek`, `refund` or `reset`; ARGV[2]: the cost, or the
 /// units to give back; ARGV[3]: now in unix ms, or empty for Redis's `TIME`; ARGV[4]: the skew
 /// allowance in ms; then per quota i, ARGV[3i+2] its limit, ARGV[3i+3] its window and
 /// ARGV[3i+4] its phase, in ms.
 ///
-/// Returns `{now, violated, count_1, ...}`: the time decided at, the quotas that deny (checks
-/// only), and each current window's count as it stands after the operation. Window indexes
+/// Returns `{now, violated, count_1, ...}`: the time decided at, a bitmask of the counters over
+/// their limits (checks only), and each current window's count as it stands after the
+/// operation. Window indexes
 /// are computed as the client computes them (`crate::window::locate`).
 const GENERAL_HEAD: &str = r#"
 local call, fmt, tonumber, floor = redis.call, string.format, tonumber, math.floor
@@ -63,10 +71,14 @@ if not now then
 end
 local margin = tonumber(ARGV[4])
 local n = #KEYS
-local keys, out = {}, {now, 0}
-for i = 1, n do
-  local w, phase = tonumber(ARGV[3 * i + 3]), tonumber(ARGV[3 * i + 4])
-  keys[i] = KEYS[i] .. fmt('%d', floor((now + w - phase) / w))
+local keys, out = KEYS, {now, 0}
+if ARGV[3] == '' then
+  -- Only here is the window known: the client named each counter up to its index.
+  keys = {}
+  for i = 1, n do
+    local w, phase = tonumber(ARGV[3 * i + 3]), tonumber(ARGV[3 * i + 4])
+    keys[i] = KEYS[i] .. fmt('%d', floor((now + w - phase) / w))
+  end
 end
 if op == 'reset' then
   call('DEL', unpack(keys))
@@ -115,7 +127,12 @@ const CHARGE: &str = r#"
 local violated, bit = 0, 1
 for i = 1, n do
   local key = keys[i]
-  local v = call('INCRBY', key, cost)
+  local v = redis.pcall('INCRBY', key, cost)
+  if type(v) == 'table' then
+    -- Redis keeps a failed script's writes: give back what was charged, then fail.
+    for j = 1, i - 1 do call('DECRBY', keys[j], cost) end
+    return v
+  end
   if v == c then call('PEXPIRE', key, args[2 * i + 1]) end
   if v > tonumber(args[2 * i]) then violated = violated + bit end
   out[first + i] = v
@@ -144,7 +161,7 @@ pub(crate) static GENERAL: LazyLock<Script> =
 impl Script {
     /// `EVALSHA <sha> <keys>`, to which the caller appends the keys, then the arguments.
     pub(crate) fn command(&self, keys: usize, capacity: usize) -> Cmd {
-        let mut command = Cmd::with_capacity(3 + 2 * keys + 4, capacity + 64);
+        let mut command = Cmd::with_capacity(7 + 4 * keys, capacity + 64);
         command
             .arg("EVALSHA")
             .arg(self.0.get_hash().as_bytes())

@@ -76,7 +76,10 @@ pub(crate) enum Request<'a> {
 }
 
 impl Request<'_> {
-    async fn send<T: FromRedisValue>(self, connection: &mut impl ConnectionLike) -> RedisResult<T> {
+    pub(super) async fn send<T: FromRedisValue>(
+        self,
+        connection: &mut impl ConnectionLike,
+    ) -> RedisResult<T> {
         match self {
             Request::Script(script, command) => {
                 Ok(T::from_redis_value(script.run(command, connection).await?)?)

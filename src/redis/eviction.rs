@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use ::redis::{Cmd, ErrorKind, RedisError, RedisResult, ServerErrorKind, Value};
+use ::redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 use parking_lot::Mutex;
 
 use super::cluster::Request;
-use super::limiter::{RedisConnection, RedisLimiter, RedisLimiterBuilder, backend_error};
+use super::limiter::{RedisConnection, RedisLimiter, RedisLimiterBuilder, backend_error, bounded};
 use crate::{BackendErrorKind, Error};
 
 /// How often the server is checked by default.
@@ -548,24 +548,16 @@ impl EvictionWatch {
     /// Sends `command` to the server (the master of `slot`): `None` when the server refuses it
     /// (renamed, disabled, not permitted), an error when it does not answer.
     async fn ask(&self, slot: u16, command: &Cmd) -> Result<Option<Value>, Error> {
-        let reply = tokio::time::timeout(self.timeout, query(&self.connection, slot, command))
-            .await
-            .map_err(|_| Error::Backend {
-                kind: BackendErrorKind::Timeout,
-                detail: format!("no answer from Redis within {:?}", self.timeout),
-            })?;
+        let reply = bounded(
+            self.timeout,
+            self.connection.send(slot, Request::Command(command)),
+        )
+        .await?;
         match reply {
             Ok(value) => Ok(Some(value)),
             Err(error) if refused(&error) => Ok(None),
             Err(error) => Err(backend_error(error)),
         }
-    }
-}
-
-async fn query(connection: &RedisConnection, slot: u16, command: &Cmd) -> RedisResult<Value> {
-    match connection {
-        RedisConnection::Single(c) => command.query_async(&mut c.clone()).await,
-        RedisConnection::Cluster(router) => router.query(slot, Request::Command(command)).await,
     }
 }
 

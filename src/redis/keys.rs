@@ -86,15 +86,12 @@ impl Counters {
         };
         for (i, quota) in quotas.iter().enumerate().take(MAX_QUOTAS) {
             let window_ms = quota.window_ms();
-            let known = counters.windows().position(|w| w == window_ms);
-            let j = match known {
-                Some(j) => j,
-                None => {
-                    counters.counters[counters.len] = (window_ms, u64::MAX);
-                    counters.len += 1;
-                    counters.len - 1
-                }
-            };
+            let known = counters.iter().position(|(w, _)| w == window_ms);
+            let j = known.unwrap_or(counters.len);
+            if known.is_none() {
+                counters.counters[j] = (window_ms, u64::MAX);
+                counters.len += 1;
+            }
             let limit = &mut counters.counters[j].1;
             *limit = (*limit).min(quota.limit());
             counters.of[i] = j as u8;
@@ -110,10 +107,6 @@ impl Counters {
     /// Each counter's (window length, smallest limit).
     pub(crate) fn iter(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
         self.counters[..self.len].iter().copied()
-    }
-
-    fn windows(&self) -> impl Iterator<Item = u64> + '_ {
-        self.iter().map(|(window_ms, _)| window_ms)
     }
 
     /// The counter quota `i` uses.

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{ErrorKind, RedisError, ServerErrorKind, Value};
+use ::redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind, Value};
 
 use super::cache::OverLimitCache;
 use super::cluster::{ClusterRouter, Request};
@@ -144,6 +144,22 @@ impl RedisConnection {
             .await
             .map_err(url_error)?;
         Ok(RedisConnection::Cluster(router))
+    }
+}
+
+impl RedisConnection {
+    /// Sends `request` to the server, or on a Cluster to the master of `slot`.
+    pub(super) async fn send<T: FromRedisValue>(
+        &self,
+        slot: u16,
+        request: Request<'_>,
+    ) -> RedisResult<T> {
+        match self {
+            RedisConnection::Single(c) => request.send(&mut c.clone()).await,
+            // Boxed: the router's future (redirects, retries) is kilobytes, and a single
+            // server's calls should not carry it.
+            RedisConnection::Cluster(c) => Box::pin(c.query(slot, request)).await,
+        }
     }
 }
 
@@ -479,103 +495,95 @@ impl<C: Clock> RedisLimiter<C> {
         let n = self.counters.len();
         let base_len = base.len();
         let capacity = n * (base_len + 64) + 64;
-        let local_check = matches!(op, Op::Check) && !self.redis_time;
-        let (script, command) = if local_check {
-            // The hot path: every integer is computed here, so the script only counts.
-            let mut command = script::CHECK.command(n, capacity);
-            let mut ends = [0; MAX_QUOTAS];
-            for ((window_ms, _), end_ms) in self.counters.iter().zip(&mut ends) {
-                let window = window::locate(now_ms, window_ms, phases.of(window_ms))?;
-                keys::push_counter(base, window_ms, window.index);
-                command.arg(base.as_bytes());
-                base.truncate(base_len);
-                *end_ms = window.end_ms;
-            }
-            // One counter and a cost of 1 leave the cost out (see the script).
-            if n > 1 || amount != 1 {
-                command.arg(amount);
-            }
-            for ((_, limit), end_ms) in self.counters.iter().zip(ends) {
-                command
-                    .arg(limit)
-                    .arg(end_ms - now_ms + self.expiry_margin_ms);
-            }
-            (&*script::CHECK, command)
+        // Each counter's window, where the client decides it: computed once for the counters'
+        // names, their TTLs and the decision.
+        let local = (!self.redis_time)
+            .then(|| self.windows(now_ms, phases))
+            .transpose()?;
+        let local_check = matches!(op, Op::Check) && local.is_some();
+        let script = if local_check {
+            &*script::CHECK
         } else {
-            let mut command = script::GENERAL.command(n, capacity);
-            // The counters' full names where the client knows the window, so that Redis
-            // Cluster can route by them (a migrating slot's keys are found by name).
-            for (window_ms, _) in self.counters.iter() {
-                if self.redis_time {
-                    keys::push_window(base, window_ms);
-                } else {
-                    let window = window::locate(now_ms, window_ms, phases.of(window_ms))?;
-                    keys::push_counter(base, window_ms, window.index);
-                }
-                command.arg(base.as_bytes());
-                base.truncate(base_len);
-            }
-            command.arg(op.name()).arg(amount);
-            if self.redis_time {
-                command.arg("");
-            } else {
-                command.arg(now_ms);
-            }
-            command.arg(self.expiry_margin_ms);
-            for (window_ms, limit) in self.counters.iter() {
-                command.arg(limit).arg(window_ms).arg(phases.of(window_ms));
-            }
-            (&*script::GENERAL, command)
+            &*script::GENERAL
         };
-        let reply = self
-            .within_timeout(async {
-                match &self.connection {
-                    RedisConnection::Single(c) => script
-                        .run(&command, &mut c.clone())
-                        .await
-                        .map_err(backend_error),
-                    // Boxed: the router's future (redirects, retries) is kilobytes, and a
-                    // single server's calls should not carry it.
-                    RedisConnection::Cluster(c) => {
-                        Box::pin(c.query(slot, Request::Script(script, &command)))
-                            .await
-                            .map_err(|error| {
-                                whole_master.store(master_failed(&error), Ordering::Relaxed);
-                                backend_error(error)
-                            })
-                    }
+        let mut command = script.command(n, capacity);
+        // The counters' full names where the client knows the window, so that Redis Cluster can
+        // route by them (a migrating slot's keys are found by name); else up to the index.
+        for (j, (window_ms, _)) in self.counters.iter().enumerate() {
+            match &local {
+                Some(windows) => keys::push_counter(base, window_ms, windows[j].index),
+                None => keys::push_window(base, window_ms),
+            }
+            command.arg(base.as_bytes());
+            base.truncate(base_len);
+        }
+        match &local {
+            // The hot path: every integer is computed here, so the script only counts. One
+            // counter and a cost of 1 leave the cost out (see the script).
+            Some(windows) if local_check => {
+                if n > 1 || amount != 1 {
+                    command.arg(amount);
                 }
-            })
-            .await
-            .map_err(|error| scrubbed(error, &[base, key]))?;
+                for ((_, limit), window) in self.counters.iter().zip(windows) {
+                    command
+                        .arg(limit)
+                        .arg(window.end_ms - now_ms + self.expiry_margin_ms);
+                }
+            }
+            _ => {
+                command.arg(op.name()).arg(amount);
+                if local.is_some() {
+                    command.arg(now_ms);
+                } else {
+                    command.arg("");
+                }
+                command.arg(self.expiry_margin_ms);
+                for (window_ms, limit) in self.counters.iter() {
+                    command.arg(limit).arg(window_ms).arg(phases.of(window_ms));
+                }
+            }
+        }
+        let sent = self
+            .connection
+            .send(slot, Request::Script(script, &command));
+        let reply = match bounded(self.timeout, sent).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(error)) => {
+                // Read only on a Cluster, where a failed master fails all its slots.
+                whole_master.store(master_failed(&error), Ordering::Relaxed);
+                return Err(scrubbed(backend_error(error), &[base, key]));
+            }
+            Err(timeout) => return Err(timeout),
+        };
         let reply = Reply::parse(&reply, n, local_check.then_some(now_ms))
             .ok_or_else(|| unexpected_reply(&reply))?;
-        self.decision(&reply, phases, op, amount)
+        let windows = match local {
+            Some(windows) => windows,
+            None => self.windows(reply.now_ms, phases)?,
+        };
+        Ok(self.decision(&reply, &windows, op, amount))
     }
 
-    /// Bounds a call by the configured timeout.
-    async fn within_timeout<T>(
+    /// Each counter's window at `now_ms`.
+    fn windows(
         &self,
-        call: impl Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
-        tokio::time::timeout(self.timeout, call)
-            .await
-            .map_err(|_| Error::Backend {
-                kind: BackendErrorKind::Timeout,
-                detail: format!("no answer from Redis within {:?}", self.timeout),
-            })?
-    }
-
-    /// The decision a script's reply makes: each quota's current window (by the time decided
-    /// at) with its counter's count; a peek reports the counts as if charged, when the request
-    /// would fit.
-    fn decision(
-        &self,
-        reply: &Reply,
+        now_ms: u64,
         phases: crate::alignment::Phases,
-        op: Op,
-        amount: u64,
-    ) -> Result<Decision, Error> {
+    ) -> Result<[window::Window; MAX_QUOTAS], Error> {
+        let mut windows = [window::Window {
+            index: 0,
+            end_ms: 0,
+        }; MAX_QUOTAS];
+        for ((window_ms, _), slot) in self.counters.iter().zip(&mut windows) {
+            *slot = window::locate(now_ms, window_ms, phases.of(window_ms))?;
+        }
+        Ok(windows)
+    }
+
+    /// The decision a script's reply makes: each quota's current window (`windows`, by
+    /// counter) with its counter's count; a peek reports the counts as if charged, when the
+    /// request would fit.
+    fn decision(&self, reply: &Reply, windows: &[window::Window], op: Op, amount: u64) -> Decision {
         let count = |i: usize| reply.counts[self.counters.of(i)];
         // The script says whether a check was denied (it gave the charge back, so the counts
         // are those the request met); which quotas deny follows from the counts, for a peek too.
@@ -590,17 +598,29 @@ impl<C: Clock> RedisLimiter<C> {
         let charge = matches!(op, Op::Peek) && violated == 0;
         let mut decision = Decision::blank(reply.now_ms);
         for (i, quota) in self.quotas.iter().enumerate() {
-            let window_ms = quota.window_ms();
-            let window = window::locate(reply.now_ms, window_ms, phases.of(window_ms))?;
             let used = if charge { count(i) + amount } else { count(i) };
+            let end_ms = windows[self.counters.of(i)].end_ms;
             decision.set_quota(
                 i,
-                QuotaState::new(quota.limit(), used, window_ms, window.end_ms),
+                QuotaState::new(quota.limit(), used, quota.window_ms(), end_ms),
             );
         }
         decision.finish(self.quotas.len(), violated);
-        Ok(decision)
+        decision
     }
+}
+
+/// `call`'s output, or a timeout error past `timeout`: the bound on every call to Redis.
+pub(super) async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = T>,
+) -> Result<T, Error> {
+    tokio::time::timeout(timeout, call)
+        .await
+        .map_err(|_| Error::Backend {
+            kind: BackendErrorKind::Timeout,
+            detail: format!("no answer from Redis within {timeout:?}"),
+        })
 }
 
 /// A script's reply, decoded: the time decided at, whether a check was denied, and each
@@ -626,31 +646,29 @@ impl Reply {
             Value::Int(n) => Some((*n).max(0) as u64),
             _ => None,
         };
-        match (reply, local_ms) {
+        match reply {
             // One counter, cost 1: the count charged to, or minus one more than the count that
             // denied.
-            (&Value::Int(n), Some(_)) if counters == 1 => {
+            &Value::Int(n) if local_ms.is_some() && counters == 1 => {
                 (decoded.denied, decoded.counts[0]) = if n > 0 {
                     (false, n as u64)
                 } else {
                     (true, (-1 - n).max(0) as u64)
                 };
             }
-            (Value::Array(items), _) => {
-                let (head, counts) = match local_ms {
-                    Some(_) => items.split_first().map(|(v, c)| ((None, v), c))?,
-                    None => match items.as_slice() {
-                        [now, violated, counts @ ..] => ((Some(now), violated), counts),
-                        _ => return None,
-                    },
-                };
+            // `{now, violated, counts...}` from GENERAL, `{violated, counts...}` from CHECK.
+            Value::Array(items) => {
+                let mut items = items.as_slice();
+                if local_ms.is_none() {
+                    let (now, rest) = items.split_first()?;
+                    decoded.now_ms = count(now)?;
+                    items = rest;
+                }
+                let (violated, counts) = items.split_first()?;
                 if counts.len() != counters {
                     return None;
                 }
-                if let Some(now) = head.0 {
-                    decoded.now_ms = count(now)?;
-                }
-                decoded.denied = count(head.1)? != 0;
+                decoded.denied = count(violated)? != 0;
                 for (slot, value) in decoded.counts.iter_mut().zip(counts) {
                     *slot = count(value)?;
                 }

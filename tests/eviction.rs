@@ -386,13 +386,7 @@ fn with_automatic_checks_off_only_check_eviction_checks() {
 #[test]
 fn every_cluster_master_is_checked() {
     let cluster = RedisCluster::new();
-    let urls = cluster.urls();
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let connection = block_on(RedisConnection::connect_cluster_with_timeout(
-        &urls,
-        TEST_TIMEOUT,
-    ))
-    .unwrap();
+    let connection = crate::redis::cluster_connection(&cluster);
     let clock = ManualClock::at_millis(T0_MS);
     let (builder, warnings) = builder(&clock, "cluster");
     let limiter = builder

@@ -37,14 +37,23 @@ impl Redis {
     }
 
     fn cluster(cluster: &RedisCluster) -> Redis {
-        let urls = cluster.urls();
-        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-        Redis::on(block_on(RedisConnection::connect_cluster(&urls)).expect("connect to cluster"))
+        Redis::on(cluster_connection(cluster))
     }
 
     fn prefix(&self) -> String {
         format!("test{}", self.next_prefix.fetch_add(1, Ordering::Relaxed))
     }
+}
+
+/// A connection to every node of `cluster`, reading slot maps within [`TEST_TIMEOUT`].
+pub(crate) fn cluster_connection(cluster: &RedisCluster) -> RedisConnection {
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    block_on(RedisConnection::connect_cluster_with_timeout(
+        &urls,
+        TEST_TIMEOUT,
+    ))
+    .expect("connect to the cluster")
 }
 
 impl Backend for Redis {
@@ -709,13 +718,7 @@ fn one_value(reply: &str) -> &str {
 #[test]
 fn a_resharded_slot_is_followed_through_ask_and_moved() {
     let cluster = RedisCluster::new();
-    let urls = cluster.urls();
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let connection = block_on(RedisConnection::connect_cluster_with_timeout(
-        &urls,
-        TEST_TIMEOUT,
-    ))
-    .expect("connect to the cluster");
+    let connection = cluster_connection(&cluster);
     const LIMIT: u64 = 100;
     let limiter = RedisLimiter::builder(Quota::per_hour(LIMIT).unwrap())
         .prefix("moved")

@@ -62,6 +62,7 @@ pub struct CoarseClock;
 
 impl Clock for CoarseClock {
     #[cfg(target_os = "linux")]
+    #[inline]
     fn now_ms(&self) -> u64 {
         let mut ts = libc::timespec {
             tv_sec: 0,

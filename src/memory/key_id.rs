@@ -24,8 +24,24 @@ const INLINE_LEN: usize = 15;
 const FINGERPRINT_TAG: u64 = 0xFF;
 
 /// A key's identity in the map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct KeyId([u64; 2]);
+
+impl KeyId {
+    /// No key's id: a short id's length byte is at least 1 and a fingerprint's is 0xFF, so the
+    /// second word of a real id is never 0. Marks a free slot.
+    pub(crate) const VACANT: KeyId = KeyId([0, 0]);
+
+    #[cfg(test)]
+    pub(crate) fn from_words(first: u64, second: u64) -> KeyId {
+        KeyId([first, second])
+    }
+
+    #[cfg(test)]
+    pub(crate) fn words(self) -> [u64; 2] {
+        self.0
+    }
+}
 
 impl Hash for KeyId {
     #[inline]
@@ -52,34 +68,43 @@ impl KeyIds {
         }
     }
 
-    #[inline]
+    /// The id of a valid (non-empty) key. Short keys take a few loads and no call, in any
+    /// caller: this is on every decision's path.
+    #[inline(always)]
     pub(crate) fn of(&self, key: &str) -> KeyId {
         let bytes = key.as_bytes();
         let len = bytes.len();
-        if len <= INLINE_LEN {
-            // Bytes 0..8 in the first word; the rest (up to 7) and the length in the second.
-            // For 8..=15 bytes the two reads overlap, which is harmless: with the length known,
-            // the words still determine every byte.
-            let (first, rest) = if len >= 8 {
-                (read_le(&bytes[..8]), read_le(&bytes[len - 7..]))
-            } else {
-                (read_le(bytes), 0)
-            };
-            KeyId([first, rest | (len as u64) << 56])
-        } else {
-            let mut hasher = SipHasher13::new_with_keys(self.k0, self.k1);
-            hasher.write(bytes);
-            let hash = hasher.finish128();
-            KeyId([hash.h1, (hash.h2 & (u64::MAX >> 8)) | FINGERPRINT_TAG << 56])
-        }
+        // The key's bytes in two words, with the length in the top byte of the second. Every
+        // read below is of fixed width, and the pairs of reads overlap for lengths between the
+        // widths; with the length known, the words still determine every byte.
+        let (first, rest) = match len {
+            // Bytes 0..8, then the last 7.
+            8..=INLINE_LEN => (read::<8>(bytes, 0), read::<8>(bytes, len - 8) >> 8),
+            4..=7 => (read::<4>(bytes, 0) | read::<4>(bytes, len - 4) << 32, 0),
+            1..=3 => {
+                let (a, b, c) = (bytes[0], bytes[len / 2], bytes[len - 1]);
+                (u64::from(a) | u64::from(b) << 8 | u64::from(c) << 16, 0)
+            }
+            _ => return self.fingerprint(bytes),
+        };
+        KeyId([first, rest | (len as u64) << 56])
+    }
+
+    /// The id of a key too long to store: its keyed 120-bit fingerprint.
+    #[inline(never)]
+    fn fingerprint(&self, bytes: &[u8]) -> KeyId {
+        let mut hasher = SipHasher13::new_with_keys(self.k0, self.k1);
+        hasher.write(bytes);
+        let hash = hasher.finish128();
+        KeyId([hash.h1, (hash.h2 & (u64::MAX >> 8)) | FINGERPRINT_TAG << 56])
     }
 }
 
-/// Up to 8 bytes as a little-endian word, zero-filled.
-#[inline]
-fn read_le(bytes: &[u8]) -> u64 {
+/// `N` (4 or 8) bytes from `at` as a little-endian word; the caller checked the length.
+#[inline(always)]
+fn read<const N: usize>(bytes: &[u8], at: usize) -> u64 {
     let mut word = [0u8; 8];
-    word[..bytes.len()].copy_from_slice(bytes);
+    word[..N].copy_from_slice(&bytes[at..at + N]);
     u64::from_le_bytes(word)
 }
 

@@ -142,8 +142,15 @@ impl<C: Clock> MemoryLimiter<C> {
     /// [`Error::CapacityExhausted`] for a new key when the key cap is reached.
     #[inline]
     pub fn check_n(&self, key: &str, cost: u64) -> Result<Decision, Error> {
-        key::validate_request(key, cost, self.min_limit)?;
-        with_shards!(self, shards => self.charge(shards, key, cost))
+        // One comparison each for an empty or too long key and for a zero or too large cost;
+        // which error it is, is worked out off the hot path.
+        if key.len().wrapping_sub(1) >= key::MAX_KEY_LEN || cost.wrapping_sub(1) >= self.min_limit {
+            return Err(self.invalid_request(key, cost));
+        }
+        match &self.store.counters {
+            Counters::One(cells) => self.charge_one(cells, key, cost),
+            Counters::Many(cells) => self.charge_many(cells, key, cost),
+        }
     }
 
     /// [`check_n`](Self::check_n) with a cost of 1.
@@ -323,15 +330,103 @@ impl<C: Clock> MemoryLimiter<C> {
         decision
     }
 
-    /// `check_n` for a valid key and cost.
-    #[inline]
-    fn charge<V: Cell>(&self, shards: &Shards<V>, key: &str, cost: u64) -> Result<Decision, Error> {
+    /// Why `check_n` refused a request before deciding it.
+    #[cold]
+    #[inline(never)]
+    fn invalid_request(&self, key: &str, cost: u64) -> Error {
+        match key::validate_request(key, cost, self.min_limit) {
+            Err(error) => error,
+            Ok(()) => unreachable!("check_n refuses only invalid requests"),
+        }
+    }
+
+    /// `check_n` for a valid key and cost with one quota: the hot path. It does only what one
+    /// quota needs (one window, one compare-and-swap, the decision built in place) and is
+    /// inlined whole into `check_n`, so its speed does not depend on what the compiler chooses to
+    /// inline into the caller. Anything rare (a new key, a new window, an error) is a call.
+    #[inline(always)]
+    fn charge_one(
+        &self,
+        cells: &Shards<AtomicU64>,
+        key: &str,
+        cost: u64,
+    ) -> Result<Decision, Error> {
+        let now_ms = self.clock.now_ms();
+        let quota = self.quotas[0];
+        let (window, offset_ms) = self.first_window(key, now_ms)?;
+        let id = self.store.key_ids.of(key);
+        let packing = self.packings[0];
+        let limit = quota.limit();
+        let charged = cells.existing(id, |cell| {
+            let mut word = cell.load(Ordering::Acquire);
+            loop {
+                let counter = packing.unpack(word).rolled_to(window.index);
+                let count = counter.count.saturating_add(cost);
+                if count > limit {
+                    return (counter, false);
+                }
+                let charged = Counter {
+                    index: counter.index,
+                    count,
+                };
+                match cell.compare_exchange_weak(
+                    word,
+                    packing.pack(charged),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return (charged, true),
+                    Err(current) => word = current,
+                }
+            }
+        });
+        match charged {
+            Ok((counter, allowed)) => {
+                let window_ms = quota.window_ms();
+                let end_ms = window::end_of(counter.index, window_ms, offset_ms);
+                let state = QuotaState::new(limit, counter.count, window_ms, end_ms);
+                Ok(Decision::single(now_ms, state, allowed))
+            }
+            Err(_) => self.charge_new(cells, id, key, cost, self.frame(key, now_ms)?),
+        }
+    }
+
+    /// The first quota's window for `key` at `now_ms`, and its phase.
+    #[inline(always)]
+    fn first_window(&self, key: &str, now_ms: u64) -> Result<(Window, u64), Error> {
+        let window_ms = self.quotas[0].window_ms();
+        if self.alignment == Alignment::Epoch {
+            let cache = &self.store.epoch_windows[0];
+            if let Some(window) = window::cached(cache.load(Ordering::Relaxed), now_ms, window_ms) {
+                return Ok((window, 0));
+            }
+        }
+        self.locate_first(key, now_ms)
+    }
+
+    /// [`first_window`](Self::first_window) when the cached window does not hold `now_ms`, or
+    /// windows are staggered.
+    #[cold]
+    #[inline(never)]
+    fn locate_first(&self, key: &str, now_ms: u64) -> Result<(Window, u64), Error> {
+        let frame = self.frame(key, now_ms)?;
+        Ok((frame.windows[0], frame.offsets[0]))
+    }
+
+    /// `check_n` for a valid key and cost with several quotas.
+    #[inline(never)]
+    fn charge_many(
+        &self,
+        cells: &Shards<MultiCell>,
+        key: &str,
+        cost: u64,
+    ) -> Result<Decision, Error> {
         let id = self.store.key_ids.of(key);
         let frame = self.frame(key, self.clock.now_ms())?;
         // The common path: the key exists, and its shard's read lock is all it takes.
-        match shards.existing(id, |cell| self.charge_cell(cell, &frame, cost)) {
+        match cells.existing(id, |cell| self.charge_cell(cell, &frame, cost)) {
             Ok(outcome) => Ok(self.decision(&frame, &outcome)),
-            Err(_) => self.charge_new(shards, id, key, cost, frame),
+            Err(_) => self.charge_new(cells, id, key, cost, frame),
         }
     }
 

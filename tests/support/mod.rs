@@ -30,6 +30,7 @@ pub(crate) enum StepBack {
     /// key and quota: memory).
     LatestWindow,
     /// The earlier window's own counter, as it was left (one counter per window: Redis).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     OwnWindow,
 }
 

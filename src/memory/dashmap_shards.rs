@@ -23,17 +23,11 @@ use foldhash::fast::RandomState;
 
 use super::cell::Cell;
 use super::key_id::KeyId;
+use super::sharding::{Padded, shard_count};
 
 /// A shard sweeps once it has grown to twice its size after the last sweep, never below this.
 /// The same as in `shards.rs`.
 const MIN_SWEEP_LEN: usize = 64;
-/// Shards hold at least this many keys before the cap splits into more shards. The same as in
-/// `shards.rs`.
-const MIN_KEYS_PER_SHARD: usize = 256;
-
-/// Keeps each shard's bookkeeping on its own cache lines (two, for adjacent-line prefetch).
-#[repr(align(128))]
-struct Padded<T>(T);
 
 /// One shard's sweep bookkeeping, beside dashmap's shard rather than in it. Written only under
 /// that shard's write lock and read under its read or write lock, so the lock orders every
@@ -116,12 +110,7 @@ pub(crate) struct Shards<V> {
 
 impl<V: Cell> Shards<V> {
     pub(crate) fn new(max_keys: usize) -> Shards<V> {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let wanted = (cores * 16).next_power_of_two().max(16);
-        // A small cap gets few shards, so that it holds for the keys as a whole rather than
-        // depending on how they spread.
-        let affordable = prev_power_of_two(max_keys / MIN_KEYS_PER_SHARD).max(1);
-        let count = wanted.min(affordable);
+        let count = shard_count(max_keys);
         // With two dashmap shards, `determine_shard` reads hash bit `usize::BITS - 8`; clearing
         // it sends every key to shard 0, leaving shard 1 empty.
         let mask = if count == 1 {
@@ -241,14 +230,6 @@ impl<V: Cell> Shards<V> {
     /// How many keys are stored, including ones whose windows ended but were not swept yet.
     pub(crate) fn len(&self) -> usize {
         self.map.len()
-    }
-}
-
-fn prev_power_of_two(n: usize) -> usize {
-    if n == 0 {
-        0
-    } else {
-        1 << (usize::BITS - 1 - n.leading_zeros())
     }
 }
 

@@ -5,6 +5,7 @@ mod cell;
 mod dashmap_shards;
 mod key_id;
 mod limiter;
+mod sharding;
 #[cfg(not(ratewindow_dashmap))]
 mod shards;
 

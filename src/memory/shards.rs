@@ -20,15 +20,10 @@ use parking_lot::RwLock;
 
 use super::cell::Cell;
 use super::key_id::KeyId;
+use super::sharding::{Padded, shard_count};
 
 /// The fewest slots a table that holds any key has.
 const MIN_SLOTS: usize = 64;
-/// Shards hold at least this many keys before the cap splits into more shards.
-const MIN_KEYS_PER_SHARD: usize = 256;
-
-/// Keeps each shard's lock on its own cache lines (two, for adjacent-line prefetch).
-#[repr(align(128))]
-struct Padded<T>(T);
 
 /// One key's place in a table. A slot whose id is [`KeyId::VACANT`] is free.
 #[derive(Default)]
@@ -178,12 +173,7 @@ pub(crate) struct Shards<V> {
 
 impl<V: Cell> Shards<V> {
     pub(crate) fn new(max_keys: usize) -> Shards<V> {
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let wanted = (cores * 16).next_power_of_two().max(16);
-        // A small cap gets few shards, so that it holds for the keys as a whole rather than
-        // depending on how they spread.
-        let affordable = prev_power_of_two(max_keys / MIN_KEYS_PER_SHARD).max(1);
-        let count = wanted.min(affordable);
+        let count = shard_count(max_keys);
         let shards = (0..count)
             .map(|_| {
                 Padded(RwLock::new(Shard {
@@ -274,14 +264,6 @@ impl<V: Cell> Shards<V> {
     /// How many keys are stored, including ones whose windows ended but were not swept yet.
     pub(crate) fn len(&self) -> usize {
         self.shards.iter().map(|s| s.0.read().table.len).sum()
-    }
-}
-
-fn prev_power_of_two(n: usize) -> usize {
-    if n == 0 {
-        0
-    } else {
-        1 << (usize::BITS - 1 - n.leading_zeros())
     }
 }
 

@@ -10,6 +10,8 @@ mod demo_server;
 #[cfg(feature = "redis")]
 mod eviction;
 #[cfg(feature = "redis")]
+mod failover;
+#[cfg(feature = "redis")]
 mod faults;
 mod fuzz;
 mod hostile;

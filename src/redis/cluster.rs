@@ -134,11 +134,13 @@ impl ClusterRouter {
         Ok(ClusterRouter { inner: router })
     }
 
-    /// Sends `request` to the master of `slot`, following one redirect.
+    /// Sends `request` to the master of `slot`, following one redirect (and setting
+    /// `redirected` before it does).
     pub(crate) async fn query<T: FromRedisValue>(
         &self,
         slot: u16,
         request: Request<'_>,
+        redirected: &AtomicBool,
     ) -> RedisResult<T> {
         let router = &self.inner;
         // One clock read per call serves the refresh schedule and the connection's health.
@@ -166,6 +168,7 @@ impl ClusterRouter {
             None => to.to_owned(),
         };
         let target = router.node(&to)?;
+        redirected.store(true, Ordering::Relaxed);
         if error.kind() == ErrorKind::Server(ServerErrorKind::Moved) {
             // The slot has moved for good: once its new owner has answered, later calls go
             // there at once, and the rest of the map is read again in case more moved with it.
@@ -182,6 +185,15 @@ impl ClusterRouter {
 }
 
 impl ClusterRouter {
+    /// Tells the router that a call got no answer within its caller's timeout. A master that
+    /// stops answering (frozen, or cut off by a partition) breaks no connection, so this is the
+    /// only sign of it: the map is read again in the background, as after a broken connection,
+    /// to find a replica promoted in its place as soon as the cluster has promoted one.
+    pub(crate) fn timed_out(&self) {
+        let router = &self.inner;
+        router.refresh_after(REFRESH_GAP, router.now_ms());
+    }
+
     /// Every slot the master of `slot` serves, by the current map (`slot` alone if none does):
     /// a failed call trips them all, so a dead master costs one timeout per interval, not one
     /// per slot its keys happen to use.

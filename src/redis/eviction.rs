@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use ::redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
@@ -550,7 +550,8 @@ impl EvictionWatch {
     async fn ask(&self, slot: u16, command: &Cmd) -> Result<Option<Value>, Error> {
         let reply = bounded(
             self.timeout,
-            self.connection.send(slot, Request::Command(command)),
+            self.connection
+                .send(slot, Request::Command(command), &AtomicBool::new(false)),
         )
         .await?;
         match reply {

@@ -148,17 +148,20 @@ impl RedisConnection {
 }
 
 impl RedisConnection {
-    /// Sends `request` to the server, or on a Cluster to the master of `slot`.
+    /// Sends `request` to the server, or on a Cluster to the master of `slot`; `redirected` is
+    /// set once a Cluster call follows a redirect away from that master, so that a caller whose
+    /// call fails or times out after that point does not blame the master.
     pub(super) async fn send<T: FromRedisValue>(
         &self,
         slot: u16,
         request: Request<'_>,
+        redirected: &AtomicBool,
     ) -> RedisResult<T> {
         match self {
             RedisConnection::Single(c) => request.send(&mut c.clone()).await,
             // Boxed: the router's future (redirects, retries) is kilobytes, and a single
             // server's calls should not carry it.
-            RedisConnection::Cluster(c) => Box::pin(c.query(slot, request)).await,
+            RedisConnection::Cluster(c) => Box::pin(c.query(slot, request, redirected)).await,
         }
     }
 }
@@ -543,17 +546,26 @@ impl<C: Clock> RedisLimiter<C> {
                 }
             }
         }
+        let redirected = AtomicBool::new(false);
         let sent = self
             .connection
-            .send(slot, Request::Script(script, &command));
+            .send(slot, Request::Script(script, &command), &redirected);
+        // `whole_master` is read only on a Cluster, where a failed master fails all its slots;
+        // a failure met while following a redirect is the slot's alone.
+        let at_master = || !redirected.load(Ordering::Relaxed);
         let reply = match bounded(self.timeout, sent).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(error)) => {
-                // Read only on a Cluster, where a failed master fails all its slots.
-                whole_master.store(master_failed(&error), Ordering::Relaxed);
+                whole_master.store(master_failed(&error) && at_master(), Ordering::Relaxed);
                 return Err(scrubbed(backend_error(error), &[base, key]));
             }
-            Err(timeout) => return Err(timeout),
+            Err(timeout) => {
+                whole_master.store(at_master(), Ordering::Relaxed);
+                if let RedisConnection::Cluster(router) = &self.connection {
+                    router.timed_out();
+                }
+                return Err(timeout);
+            }
         };
         let reply = Reply::parse(&reply, n, local_check.then_some(now_ms))
             .ok_or_else(|| unexpected_reply(&reply))?;

@@ -303,11 +303,13 @@ impl Drop for RedisServer {
     }
 }
 
-/// A real three-master Redis cluster without replicas on free loopback ports. Dropping it stops
-/// every node and removes their dirs.
+/// A real three-master Redis cluster on free loopback ports, without replicas or with one per
+/// master. Dropping it stops every node and removes their dirs.
 #[derive(Debug)]
 pub(crate) struct RedisCluster {
     nodes: Vec<RedisServer>,
+    /// Replicas per master.
+    replicas: usize,
 }
 
 impl RedisCluster {
@@ -319,11 +321,62 @@ impl RedisCluster {
     /// A cluster whose nodes all run with `args` appended (a `--requirepass` is passed on to
     /// `redis-cli` too).
     pub(crate) fn with_args(args: &[&str]) -> Self {
-        let nodes: Vec<RedisServer> = (0..3).map(|_| RedisServer::start(args, true)).collect();
-        let cluster = RedisCluster { nodes };
+        Self::start(args, 0)
+    }
+
+    /// Three masters with one replica each (six nodes), all run with `args` appended: a master
+    /// that fails is replaced by its replica, as in production.
+    pub(crate) fn with_replicas(args: &[&str]) -> Self {
+        let cluster = Self::start(args, 1);
+        // Replicas that have not finished their first sync would refuse to be promoted.
+        let deadline = Instant::now() + CLUSTER_TIMEOUT;
+        while !(0..cluster.nodes.len())
+            .filter(|&i| !cluster.is_master(i))
+            .all(|i| cluster.nodes[i].command(&["ROLE"]).contains("connected"))
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the replicas never synced\n{}",
+                cluster.diagnostics()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    fn start(args: &[&str], replicas: usize) -> Self {
+        let count = 3 * (1 + replicas);
+        let nodes: Vec<RedisServer> = (0..count).map(|_| RedisServer::start(args, true)).collect();
+        let cluster = RedisCluster { nodes, replicas };
         cluster.create();
         cluster.wait_for_state("ok", CLUSTER_TIMEOUT);
         cluster
+    }
+
+    /// Whether node `i` is a master now, by its own `ROLE`.
+    pub(crate) fn is_master(&self, i: usize) -> bool {
+        // `*3 master <offset> <replicas>`; a replica answers `*5 slave <host> <port> ...`.
+        self.nodes[i]
+            .try_command(&["ROLE"])
+            .is_ok_and(|role| role.starts_with("*3\r\n$6\r\nmaster\r\n"))
+    }
+
+    /// The node that replicates node `master`, by the replicas' `ROLE`.
+    ///
+    /// # Panics
+    ///
+    /// When no running node replicates it.
+    pub(crate) fn replica_of(&self, master: usize) -> usize {
+        let port = format!("\r\n:{}\r\n", self.nodes[master].port);
+        (0..self.nodes.len())
+            .find(|&i| {
+                i != master
+                    && self.nodes[i].is_running()
+                    && self.nodes[i]
+                        .try_command(&["ROLE"])
+                        .is_ok_and(|role| role.contains("slave") && role.contains(&port))
+            })
+            .unwrap_or_else(|| panic!("no replica of node {master}\n{}", self.diagnostics()))
     }
 
     /// `redis://127.0.0.1:<port>/` of every node.
@@ -331,12 +384,13 @@ impl RedisCluster {
         self.nodes.iter().map(RedisServer::url).collect()
     }
 
-    /// The three nodes.
+    /// Every node: three, or six with replicas (which are masters may change; see
+    /// [`is_master`](Self::is_master)).
     pub(crate) fn nodes(&self) -> &[RedisServer] {
         &self.nodes
     }
 
-    /// The three nodes, to stop or restart one.
+    /// Every node, to stop or restart one.
     pub(crate) fn nodes_mut(&mut self) -> &mut [RedisServer] {
         &mut self.nodes
     }
@@ -371,7 +425,7 @@ impl RedisCluster {
         }
     }
 
-    /// `redis-cli --cluster create` over the three nodes, killed if it hangs.
+    /// `redis-cli --cluster create` over the nodes, killed if it hangs.
     fn create(&self) {
         let bin = env::var_os("REDIS_CLI_BIN").unwrap_or_else(|| "redis-cli".into());
         let output_path = self.nodes[0].dir.join("redis-cli.log");
@@ -383,7 +437,11 @@ impl RedisCluster {
                 .iter()
                 .map(|node| format!("127.0.0.1:{}", node.port)),
         );
-        command.args(["--cluster-replicas", "0", "--cluster-yes"]);
+        command.args([
+            "--cluster-replicas",
+            &self.replicas.to_string(),
+            "--cluster-yes",
+        ]);
         if let Some(password) = self.nodes[0].password() {
             command.args(["-a", password, "--no-auth-warning"]);
         }

@@ -900,6 +900,74 @@ fn faults_cluster_one_failure_opens_the_breaker_for_every_slot_of_its_master() {
     );
 }
 
+/// A call that times out while following a redirect has not found its slot's master silent:
+/// the master answered (`MOVED`), the node it pointed to did not. The breaker opens for that
+/// slot alone, and the master's other keys are still decided by Redis.
+///
+/// Regression test: the limiter's timeout fired before the router could say where the call
+/// was, so it blamed the slot's master and sent every key it serves to the failure policy.
+#[test]
+fn faults_cluster_a_timeout_after_a_redirect_keeps_the_old_master_in_use() {
+    let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
+    let runtime = runtime();
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let connection = runtime
+        .block_on(RedisConnection::connect_cluster_with_timeout(
+            &urls, TIMEOUT,
+        ))
+        .expect("connect to the cluster");
+    let clock = ratewindow::ManualClock::at_millis(T0_MS);
+    let limiter = RedisLimiter::builder(Quota::per_hour(5).unwrap())
+        .prefix("rd")
+        .timeout(TIMEOUT)
+        .failure_policy(FailurePolicy::FailClosed)
+        .clock(clock)
+        .build(connection)
+        .unwrap();
+    let redis_key = |name: &str| format!("rd:{{{name}}}:{HOUR_MS}");
+    let slot_of =
+        |name: &str| cluster.nodes()[0].command(&["CLUSTER", "KEYSLOT", &redis_key(name)]);
+    // Two keys of master 0 in different slots.
+    let mut names = (0..)
+        .map(|i| format!("moving-{i}"))
+        .filter(|name| owner(&cluster, &redis_key(name)) == 0);
+    let moving = names.next().unwrap();
+    let staying = names
+        .find(|name| slot_of(name) != slot_of(&moving))
+        .unwrap();
+    let check = |key: &str| {
+        runtime
+            .block_on(limiter.check(key))
+            .expect("a policy answers")
+            .decided_by()
+    };
+    assert_eq!(check(&staying), DecidedBy::Backend);
+
+    // Master 0 now redirects the moving key's slot (which holds no key yet) to node 1, which
+    // answers nothing.
+    let slot = slot_of(&moving);
+    let slot = slot.trim_start_matches(':').trim();
+    let node_1 = cluster.nodes()[1].command(&["CLUSTER", "MYID"]);
+    let node_1 = node_1.lines().nth(1).expect("a bulk string reply");
+    let set = cluster.nodes()[0].command(&["CLUSTER", "SETSLOT", slot, "NODE", node_1]);
+    assert_eq!(set, "+OK\r\n");
+    signal(&cluster.nodes()[1], "-STOP");
+    let redirected = check(&moving);
+    let other = check(&staying);
+    signal(&cluster.nodes()[1], "-CONT");
+    assert_eq!(
+        redirected,
+        DecidedBy::FailClosed,
+        "the frozen node timed out"
+    );
+    assert_eq!(
+        other,
+        DecidedBy::Backend,
+        "the old master answered; its other slots must stay in use"
+    );
+}
+
 /// An error about one key's own value (here its counter is a list: `WRONGTYPE`) is not its
 /// master failing: the breaker opens for that slot alone, and the master's other keys are still
 /// decided by Redis.

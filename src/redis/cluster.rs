@@ -273,13 +273,7 @@ impl Router {
         };
         let client = Client::open(self.template.clone().set_addr(addr))?;
         let address: Arc<str> = address.into();
-        let node = Arc::new(Node {
-            address: address.clone(),
-            client,
-            connection: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-            unanswered_since_ms: AtomicU64::new(0),
-        });
+        let node = Arc::new(Node::new(address.clone(), client));
         Ok(self.nodes.lock().entry(address).or_insert(node).clone())
     }
 
@@ -484,12 +478,26 @@ struct Node {
     connection: Mutex<Option<(u64, MultiplexedConnection)>>,
     /// Held while connecting, so that concurrent calls make one connection, not one each.
     connecting: tokio::sync::Mutex<()>,
+    /// Connection attempts that failed, counted: a call that waited while another call's
+    /// attempt failed shares that failure rather than making one more attempt in its turn.
+    failed_attempts: AtomicU64,
     /// When (ms from the router's epoch) a call was first sent on the connection without an
     /// answer since; 0 once something answered.
     unanswered_since_ms: AtomicU64,
 }
 
 impl Node {
+    fn new(address: Arc<str>, client: Client) -> Node {
+        Node {
+            address,
+            client,
+            connection: Mutex::new(None),
+            connecting: tokio::sync::Mutex::new(()),
+            failed_attempts: AtomicU64::new(0),
+            unanswered_since_ms: AtomicU64::new(0),
+        }
+    }
+
     async fn connection(
         self: &Arc<Self>,
         config: &AsyncConnectionConfig,
@@ -515,14 +523,31 @@ impl Node {
         self: Arc<Self>,
         config: AsyncConnectionConfig,
     ) -> RedisResult<(u64, MultiplexedConnection)> {
+        let failed_before = self.failed_attempts.load(Ordering::Acquire);
         let _connecting = self.connecting.lock().await;
         if let Some(current) = self.connection.lock().clone() {
             return Ok(current);
         }
-        let connection = self
+        // One attempt in flight per node: against a node that drops packets each attempt lasts
+        // the whole connection timeout, and a burst of calls would otherwise queue as many
+        // attempts, one after another, long after the calls themselves gave up.
+        if self.failed_attempts.load(Ordering::Acquire) != failed_before {
+            return Err(RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the connection attempt made meanwhile failed",
+            )));
+        }
+        let connection = match self
             .client
             .get_multiplexed_async_connection_with_config(&config)
-            .await?;
+            .await
+        {
+            Ok(connection) => connection,
+            Err(error) => {
+                self.failed_attempts.fetch_add(1, Ordering::Release);
+                return Err(error);
+            }
+        };
         let mut current = self.connection.lock();
         let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         *current = Some((generation, connection.clone()));
@@ -708,6 +733,58 @@ mod tests {
         ])]);
         router.install("127.0.0.9:7005", no_host).unwrap();
         assert_eq!(owner_port(&router, 0).as_deref(), Some("127.0.0.9:7005"));
+    }
+
+    /// Against a node that accepts connections and never answers, ten calls at once wait for
+    /// one connection attempt, not ten in turn.
+    ///
+    /// Regression test: each call spawned its own attempt, and they took turns on the lock,
+    /// each lasting the whole connection timeout.
+    #[test]
+    fn concurrent_calls_share_one_connection_attempt() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicU64::new(0));
+        let counter = accepted.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in listener.incoming() {
+                counter.fetch_add(1, Ordering::Relaxed);
+                held.push(stream);
+            }
+        });
+        let client = Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+        let node = Arc::new(Node::new(format!("127.0.0.1:{port}").into(), client));
+        let config =
+            AsyncConnectionConfig::new().set_connection_timeout(Some(Duration::from_millis(200)));
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let results = runtime.block_on(async {
+            let calls: Vec<_> = (0..10)
+                .map(|_| {
+                    let (node, config) = (node.clone(), config.clone());
+                    tokio::spawn(async move { node.connection(&config).await.is_ok() })
+                })
+                .collect();
+            let mut results = Vec::new();
+            for call in calls {
+                results.push(call.await.unwrap());
+            }
+            results
+        });
+        assert!(
+            results.iter().all(|ok| !ok),
+            "nothing answered: {results:?}"
+        );
+        assert_eq!(
+            accepted.load(Ordering::Relaxed),
+            1,
+            "one attempt for all ten"
+        );
+        assert_eq!(node.failed_attempts.load(Ordering::Relaxed), 1);
     }
 
     #[test]

@@ -876,6 +876,21 @@ fn redis_server_cluster_has_three_masters_over_all_slots() {
 }
 
 #[test]
+fn redis_server_cluster_with_replicas_has_one_in_sync_replica_per_master() {
+    let cluster = RedisCluster::with_replicas(&[]);
+    assert_eq!(cluster.urls().len(), 6);
+    let masters: Vec<usize> = (0..6).filter(|&i| cluster.is_master(i)).collect();
+    assert_eq!(masters.len(), 3, "{masters:?}");
+    let mut replicas: Vec<usize> = masters.iter().map(|&m| cluster.replica_of(m)).collect();
+    replicas.sort_unstable();
+    replicas.dedup();
+    assert_eq!(replicas.len(), 3, "one replica each: {replicas:?}");
+    assert!(replicas.iter().all(|r| !masters.contains(r)));
+    let nodes = cluster.nodes()[0].command(&["CLUSTER", "NODES"]);
+    assert_eq!(masters_and_slots(&nodes), (3, 16384), "{nodes}");
+}
+
+#[test]
 fn redis_server_cluster_node_stops_and_rejoins() {
     let mut cluster = RedisCluster::new();
     let port = cluster.nodes()[2].port();

@@ -105,7 +105,9 @@ fn key_cap_refuses_new_keys_but_keeps_deciding_existing_ones() {
 #[test]
 fn ended_windows_are_swept_without_a_cleanup_task() {
     let clock = ManualClock::at_millis(T0_MS);
+    // A cap of 32 × 256 keys splits into 32 shards on any machine of 2 cores or more.
     let limiter = MemoryLimiter::builder(Quota::per_second(5).unwrap())
+        .max_keys(32 * 256)
         .clock(clock.clone())
         .build()
         .unwrap();

@@ -1,19 +1,21 @@
 //! The key store on `dashmap`, built instead of `shards.rs` under `--cfg ratewindow_dashmap`, to
 //! measure the two against each other (BENCHMARKS.md).
 //!
-//! The interface, the sweep, the key cap per shard and the shard count are those of
-//! `shards.rs`, so a comparison measures the map and its locks, not a different policy.
-//! dashmap's `raw-api` hands out its shards (`RwLock<hashbrown::raw::RawTable<(K,
-//! SharedValue<V>)>>`), and every operation here takes one shard's lock itself and works on its
-//! table, routing by dashmap's own hash and `determine_shard`, so the map stays a valid
-//! `DashMap`. A sweep thus holds one shard's write lock throughout, as in `shards.rs`.
+//! The interface, the key cap per shard and the shard count are those of `shards.rs`, so a
+//! comparison measures the map and its locks rather than a different policy. dashmap's
+//! `raw-api` hands out its shards (`RwLock<hashbrown::raw::RawTable<(K, SharedValue<V>)>>`),
+//! and every operation here takes one shard's lock itself and works on its table, routing by
+//! dashmap's own hash and `determine_shard`, so the map stays a valid `DashMap`. A sweep thus
+//! holds one shard's write lock throughout, as in `shards.rs`; it runs when the shard has
+//! doubled since its last sweep (`shards.rs` sweeps whenever its own table must grow, which
+//! hashbrown does not report), and when the shard is full.
 //!
 //! The one compromise: the crate has no unsafe code, and the table's in-place iteration and
 //! erasure (`iter`, `erase`, `Bucket::as_ref`) are unsafe, while `DashMap::retain` locks every
 //! shard in turn (which would deadlock with the shard already held, and sweep all shards for one
 //! full one). So a sweep drains the shard, which keeps its allocation, and puts the live cells
-//! back: a temporary vector of them and one rehash each, where `HashMap::retain` needs neither.
-//! A shard sweeps only after doubling, so that stays a constant cost per inserted key.
+//! back: a temporary vector of them and one rehash each. A shard sweeps only after doubling, so
+//! that stays a constant cost per inserted key.
 
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -26,7 +28,6 @@ use super::key_id::KeyId;
 use super::sharding::{Padded, shard_count};
 
 /// A shard sweeps once it has grown to twice its size after the last sweep, never below this.
-/// The same as in `shards.rs`.
 const MIN_SWEEP_LEN: usize = 64;
 
 /// One shard's sweep bookkeeping, beside dashmap's shard rather than in it. Written only under

@@ -24,13 +24,19 @@ const INLINE_LEN: usize = 15;
 const FINGERPRINT_TAG: u64 = 0xFF;
 
 /// A key's identity in the map.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct KeyId([u64; 2]);
+
+/// A free slot: tables fill new slots with the default id.
+impl Default for KeyId {
+    fn default() -> KeyId {
+        KeyId::VACANT
+    }
+}
 
 impl KeyId {
     /// No key's id: a short id's length byte is at least 1 and a fingerprint's is 0xFF, so the
     /// second word of a real id is never 0. Marks a free slot.
-    #[cfg_attr(ratewindow_dashmap, allow(dead_code))]
     pub(crate) const VACANT: KeyId = KeyId([0, 0]);
 
     #[cfg(all(test, not(ratewindow_dashmap)))]

@@ -12,19 +12,21 @@ use crate::quota;
 use crate::window::{self, Counter, Packing, Window};
 use crate::{Alignment, Clock, Decision, DefaultClock, Error, MAX_QUOTAS, Quota, RateLimiter, key};
 
-/// The default cap on tracked keys: 2^20. At about 53 bytes per key (one quota) that bounds the
-/// counters to some 56 MB.
+/// The default cap on tracked keys: 2^20. A key takes a 24-byte slot (one quota; 48 bytes with
+/// several) in tables kept between a quarter and three quarters full, so the cap bounds the
+/// counters to about 50–100 MB (one quota).
 const DEFAULT_MAX_KEYS: usize = 1 << 20;
 
 /// An exact fixed-window rate limiter for one process.
 ///
-/// Counters live in sharded maps: deciding for a key that already has a counter takes only its
-/// shard's read lock and one compare-and-swap on the key's packed `(window, count)` word (with
-/// several quotas, a per-key lock so that they are charged all or nothing). Decisions are exact
-/// under any concurrency: `n` threads racing on one key admit exactly `limit` per window.
+/// Counters live in sharded open-addressing tables: deciding for a key that already has a
+/// counter takes only its shard's read lock and one compare-and-swap on the key's packed
+/// `(window, count)` word (with several quotas, a per-key lock so that they are charged all or
+/// nothing). Decisions are exact under any concurrency: `n` threads racing on one key admit
+/// exactly `limit` per window.
 ///
-/// Memory stays bounded without a cleanup task: a shard sweeps out ended windows whenever it has
-/// doubled since its last sweep, and [`max_keys`](MemoryLimiterBuilder::max_keys) caps the keys
+/// Memory stays bounded without a cleanup task: a shard sweeps out ended windows whenever its
+/// table must grow and when it is full, and [`max_keys`](MemoryLimiterBuilder::max_keys) caps the keys
 /// with open windows. When that cap is reached, existing keys are still decided exactly and a
 /// *new* key gets [`Error::CapacityExhausted`] until windows end, rather than the limiter
 /// forgetting someone's count (which would admit extra requests) or denying a key it never saw
@@ -405,8 +407,7 @@ impl<C: Clock> MemoryLimiter<C> {
     }
 
     /// [`first_window`](Self::first_window) when the cached window does not hold `now_ms`, or
-    /// windows are staggered.
-    #[cold]
+    /// windows are staggered (every call then: not cold, only out of line).
     #[inline(never)]
     fn locate_first(&self, key: &str, now_ms: u64) -> Result<(Window, u64), Error> {
         let frame = self.frame(key, now_ms)?;

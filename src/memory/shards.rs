@@ -85,7 +85,8 @@ impl<V: Cell> Table<V> {
 
     /// Puts an absent key into its free slot with a fresh cell; the caller made room.
     fn insert(&mut self, id: KeyId, hash: u64) -> &V {
-        debug_assert!(self.has_room());
+        // A full table would make every later probe for an absent key spin: never let it fill.
+        assert!(self.has_room(), "the caller makes room before inserting");
         let i = self.probe(id, hash);
         debug_assert_eq!(self.slots[i].id, KeyId::VACANT);
         self.slots[i] = Slot {
@@ -129,10 +130,18 @@ impl<V: Cell> Table<V> {
             .iter()
             .filter(|slot| slot.id != KeyId::VACANT && keep(&slot.cell))
             .count();
+        // Nothing to drop and room to spare (a full shard that found nothing ended): the table
+        // stays as it is, rather than being copied, or doubled, for nothing.
+        if live == before && self.has_room() {
+            return 0;
+        }
         let count = (live * 2).next_power_of_two().max(MIN_SLOTS);
         let old = std::mem::replace(self, Table::with_slots(count));
         for slot in old.slots.into_vec() {
             if slot.id != KeyId::VACANT && keep(&slot.cell) {
+                // `keep` answers as it did when counting (nothing changes cells under the write
+                // lock), so the new table has room for every slot it keeps.
+                assert!(self.has_room(), "kept more cells than counted");
                 let i = self.probe(slot.id, hash_of(slot.id));
                 self.slots[i] = slot;
                 self.len += 1;
@@ -302,6 +311,28 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A rebuild that only grew the table forgot no count, so it must not make an earlier
+    /// clock reading stale; one that dropped a cell must.
+    #[test]
+    fn only_a_rebuild_that_drops_cells_counts_as_a_sweep() {
+        let shards: Shards<AtomicU64> = Shards::new(300);
+        let put = |n: u64, now_ms: u64, ended: bool| {
+            shards.insert(id(n), |_| ended, || u64::MAX, now_ms, |_| ())
+        };
+        // 49 keys at t = 100 pass three quarters of 64 slots: the table grows.
+        for n in 1..=49 {
+            assert_eq!(put(n, 100, false), Ok(()));
+        }
+        assert_eq!(put(50, 50, false), Ok(()), "growing is not sweeping");
+        // Up to the next growth, where every cell has ended and is dropped.
+        for n in 51..=96 {
+            assert_eq!(put(n, 100, false), Ok(()));
+        }
+        assert_eq!(put(97, 200, true), Ok(()));
+        assert_eq!(shards.len(), 1);
+        assert_eq!(put(98, 150, false), Err(Missed::Stale { swept_at_ms: 200 }));
     }
 
     proptest::proptest! {

@@ -1087,6 +1087,55 @@ fn faults_cluster_a_connection_unanswered_for_seconds_is_made_again() {
     );
 }
 
+/// A call that times out at a master that is only slow, then seconds without calls: the next
+/// call finds the connection as it was, answered since, and keeps it.
+///
+/// Regression test: only a call's own reply cleared the unanswered mark; the timed-out call's
+/// reply went nowhere, so the first call after 5 s idle made the connection again.
+#[test]
+fn faults_cluster_a_timeout_then_idle_keeps_a_healthy_connection() {
+    let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
+    let runtime = runtime();
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let connection = runtime
+        .block_on(RedisConnection::connect_cluster_with_timeout(
+            &urls, TIMEOUT,
+        ))
+        .expect("connect to the cluster");
+    let limiter = RedisLimiter::builder(Quota::per_hour(1_000).unwrap())
+        .prefix("id")
+        .timeout(TIMEOUT)
+        .failure_policy(FailurePolicy::FailClosed)
+        .retry_after(Duration::from_millis(1))
+        .clock(Elapsed::new())
+        .build(connection)
+        .unwrap();
+    let key = (0..)
+        .map(|i| format!("tenant-{i}"))
+        .find(|name| owner(&cluster, &format!("id:{{{name}}}:{HOUR_MS}")) == 0)
+        .unwrap();
+    let decided = || runtime.block_on(limiter.check(&key)).unwrap().decided_by();
+    assert_eq!(decided(), DecidedBy::Backend);
+    let before = client_ids(&cluster.nodes()[0]);
+
+    // The master sleeps for 300 ms: one call times out, then the master answers again.
+    thread::scope(|scope| {
+        let sleeper = scope.spawn(|| cluster.nodes()[0].command(&["DEBUG", "SLEEP", "0.3"]));
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(decided(), DecidedBy::FailClosed);
+        assert!(sleeper.join().unwrap().contains("OK"));
+    });
+    // Idle past the 5 s allowance for an unanswered connection.
+    thread::sleep(Duration::from_millis(5_500));
+    assert_eq!(decided(), DecidedBy::Backend);
+    let after = client_ids(&cluster.nodes()[0]);
+    assert!(
+        after.difference(&before).count() == 0,
+        "the connection was made again: before {before:?}, after {after:?}"
+    );
+}
+
 fn cluster_master_down(freeze: bool) {
     let fault = if freeze { "frozen" } else { "killed" };
     const LIMIT: u64 = 20;

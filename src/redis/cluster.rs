@@ -189,9 +189,19 @@ impl ClusterRouter {
     /// stops answering (frozen, or cut off by a partition) breaks no connection, so this is the
     /// only sign of it: the map is read again in the background, as after a broken connection,
     /// to find a replica promoted in its place as soon as the cluster has promoted one.
-    pub(crate) fn timed_out(&self) {
+    ///
+    /// A call that timed out at the master of `slot` (not after a redirect, `at_master`) also
+    /// leaves that connection marked as unanswered, and its late reply, if any, goes nowhere:
+    /// one `PING` on the connection tells a slow moment from a dead connection, so that a
+    /// healthy one is not made again at the next call after an idle spell.
+    pub(crate) fn timed_out(&self, slot: u16, at_master: bool) {
         let router = &self.inner;
         router.refresh_after(REFRESH_GAP, router.now_ms());
+        if at_master {
+            if let Ok(node) = router.owner(slot) {
+                node.probe();
+            }
+        }
     }
 
     /// Every slot the master of `slot` serves, by the current map (`slot` alone if none does):
@@ -478,6 +488,8 @@ struct Node {
     connection: Mutex<Option<(u64, MultiplexedConnection)>>,
     /// Held while connecting, so that concurrent calls make one connection, not one each.
     connecting: tokio::sync::Mutex<()>,
+    /// Whether a `PING` is out on the connection (see [`ClusterRouter::timed_out`]).
+    probing: AtomicBool,
     /// Connection attempts that failed, counted: a call that waited while another call's
     /// attempt failed shares that failure rather than making one more attempt in its turn.
     failed_attempts: AtomicU64,
@@ -494,8 +506,32 @@ impl Node {
             connection: Mutex::new(None),
             connecting: tokio::sync::Mutex::new(()),
             failed_attempts: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
             unanswered_since_ms: AtomicU64::new(0),
         }
+    }
+
+    /// Sends one `PING` on the current connection, unless one is out already, and clears the
+    /// unanswered mark when it is answered: the connection works, whatever timed out before.
+    fn probe(self: &Arc<Self>) {
+        let Some((_, mut connection)) = self.connection.lock().clone() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.probing.swap(true, Ordering::Acquire) {
+            return;
+        }
+        let node = Arc::clone(self);
+        runtime.spawn(async move {
+            let command = ::redis::cmd("PING");
+            let ping = command.query_async::<()>(&mut connection);
+            if let Ok(Ok(())) = tokio::time::timeout(UNANSWERED_FOR, ping).await {
+                node.unanswered_since_ms.store(0, Ordering::Relaxed);
+            }
+            node.probing.store(false, Ordering::Release);
+        });
     }
 
     async fn connection(

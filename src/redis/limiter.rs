@@ -562,7 +562,7 @@ impl<C: Clock> RedisLimiter<C> {
             Err(timeout) => {
                 whole_master.store(at_master(), Ordering::Relaxed);
                 if let RedisConnection::Cluster(router) = &self.connection {
-                    router.timed_out();
+                    router.timed_out(slot, at_master());
                 }
                 return Err(timeout);
             }

@@ -61,6 +61,8 @@ struct Router {
     /// Every node known by address: the map's masters and the seeds.
     nodes: Mutex<HashMap<Arc<str>, Arc<Node>>>,
     refreshing: AtomicBool,
+    /// Slots updated by `MOVED` while a refresh was reading the map: applied over what it read.
+    moved_meanwhile: Mutex<Vec<(u16, Arc<Node>)>>,
     /// When the latest refresh started, in ms from `epoch`.
     refreshed_ms: AtomicU64,
     epoch: Instant,
@@ -122,6 +124,7 @@ impl ClusterRouter {
             slots: RwLock::new(vec![None; SLOTS].into_boxed_slice()),
             nodes: Mutex::new(HashMap::new()),
             refreshing: AtomicBool::new(true),
+            moved_meanwhile: Mutex::new(Vec::new()),
             refreshed_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         });
@@ -174,7 +177,7 @@ impl ClusterRouter {
             // there at once, and the rest of the map is read again in case more moved with it.
             let result = router.send(&target, request, false, now_ms).await;
             if result.is_ok() {
-                router.slots.write()[usize::from(slot) % SLOTS] = Some(target.clone());
+                router.moved(slot, target.clone());
             }
             router.refresh_after(REFRESH_GAP, now_ms);
             result
@@ -250,6 +253,16 @@ impl Router {
                     "no master serves the slot",
                 ))
             })
+    }
+
+    /// Records that `slot` has moved to `node` for good (its `MOVED` was followed and answered).
+    fn moved(&self, slot: u16, node: Arc<Node>) {
+        let mut map = self.slots.write();
+        map[usize::from(slot) % SLOTS] = Some(node.clone());
+        // Under the map's lock, so a refresh installing now sees it either way.
+        if self.refreshing.load(Ordering::Acquire) {
+            self.moved_meanwhile.lock().push((slot, node));
+        }
     }
 
     /// The node at `host:port`, made (without connecting) if it is new.
@@ -365,6 +378,8 @@ impl Router {
     /// Reads `CLUSTER SLOTS` from the first node that answers, the map's masters before the
     /// seeds, and installs it.
     async fn refresh(self: &Arc<Self>) -> RedisResult<()> {
+        // Moves recorded before this read are in the map it replaces, and in what it reads.
+        self.moved_meanwhile.lock().clear();
         let mut candidates: Vec<Arc<Node>> = Vec::new();
         for node in self.slots.read().iter().flatten() {
             if !candidates.iter().any(|c| Arc::ptr_eq(c, node)) {
@@ -381,6 +396,9 @@ impl Router {
         let start = self.refreshed_ms.load(Ordering::Relaxed) as usize;
         let slots_command = ::redis::cmd("CLUSTER").arg("SLOTS").to_owned();
         let mut last_error = None;
+        // How many slots the last node that knew fewer than the map said it knew: a second
+        // node that agrees shows slots given up on purpose, not a node's partial view.
+        let mut fewer = None;
         for i in 0..candidates.len() {
             let node = &candidates[(start + i) % candidates.len()];
             let reply = tokio::time::timeout(
@@ -393,9 +411,14 @@ impl Router {
                     std::io::ErrorKind::TimedOut,
                 )))
             });
-            match reply.and_then(|reply| self.install(&node.address, reply)) {
+            match reply.and_then(|reply| self.install(&node.address, reply, fewer)) {
                 Ok(()) => return Ok(()),
-                Err(error) => last_error = Some(error),
+                Err(error) => {
+                    if let Some(covered) = error.detail().and_then(|d| d.parse().ok()) {
+                        fewer = Some(covered);
+                    }
+                    last_error = Some(error);
+                }
             }
         }
         Err(last_error.unwrap_or_else(|| {
@@ -403,8 +426,10 @@ impl Router {
         }))
     }
 
-    /// Replaces the map with the `CLUSTER SLOTS` reply that the node at `asked` gave.
-    fn install(&self, asked: &str, reply: Value) -> RedisResult<()> {
+    /// Replaces the map with the `CLUSTER SLOTS` reply that the node at `asked` gave, unless it
+    /// knows fewer slots than the map and another node did not say the same number
+    /// (`agreed_fewer`); that refusal's detail is the number it knew.
+    fn install(&self, asked: &str, reply: Value, agreed_fewer: Option<usize>) -> RedisResult<()> {
         let asked_host = host_of(asked);
         let mut slots = vec![None; SLOTS].into_boxed_slice();
         let mut covered = 0;
@@ -444,23 +469,32 @@ impl Router {
             )));
         }
         // A node still joining, or one with a stale view, may know fewer slots than the map
-        // already does: its answer would send calls nowhere. Another node is asked instead;
-        // a slot that really lost its master answers `MOVED` or `CLUSTERDOWN` at the old owner.
+        // already does: its answer would send calls nowhere. Another node is asked instead, and
+        // only when it knows the same number are the slots taken as given up (an operator
+        // removed them); a slot that really lost its master answers `MOVED` or `CLUSTERDOWN` at
+        // the old owner meanwhile.
         let known = self
             .slots
             .read()
             .iter()
             .filter(|node| node.is_some())
             .count();
-        if covered < known {
+        if covered < known && agreed_fewer != Some(covered) {
             return Err(RedisError::from((
                 ErrorKind::Server(ServerErrorKind::ClusterDown),
                 "the node knows fewer slots than the map",
+                covered.to_string(),
             )));
         }
         let mut kept: Vec<Arc<str>> = self.seeds.clone();
         kept.extend(slots.iter().flatten().map(|node| node.address.clone()));
-        *self.slots.write() = slots;
+        let mut map = self.slots.write();
+        *map = slots;
+        // A `MOVED` followed while the map was being read may be newer than the read.
+        for (slot, node) in self.moved_meanwhile.lock().drain(..) {
+            map[usize::from(slot) % SLOTS] = Some(node);
+        }
+        drop(map);
         // Nodes that left the cluster close their connections.
         self.nodes
             .lock()
@@ -703,6 +737,7 @@ mod tests {
             slots: RwLock::new(vec![None; SLOTS].into_boxed_slice()),
             nodes: Mutex::new(HashMap::new()),
             refreshing: AtomicBool::new(false),
+            moved_meanwhile: Mutex::new(Vec::new()),
             refreshed_ms: AtomicU64::new(0),
             epoch: Instant::now(),
         }
@@ -734,17 +769,23 @@ mod tests {
     }
 
     #[test]
-    fn a_map_that_knows_fewer_slots_never_replaces_a_fuller_one() {
+    fn a_map_that_one_node_knows_with_fewer_slots_does_not_replace_a_fuller_one() {
         let router = router();
         let full = [(0, 5460, 7000), (5461, 10922, 7001), (10923, 16383, 7002)];
-        router.install("127.0.0.1:7000", reply(&full)).unwrap();
+        router
+            .install("127.0.0.1:7000", reply(&full), None)
+            .unwrap();
         assert_eq!(
             owner_port(&router, 16383).as_deref(),
             Some("127.0.0.1:7002")
         );
         // A node that knows only its own slots is refused; the map stays whole.
         let partial = [(0, 5460, 7000)];
-        assert!(router.install("127.0.0.1:7000", reply(&partial)).is_err());
+        assert!(
+            router
+                .install("127.0.0.1:7000", reply(&partial), None)
+                .is_err()
+        );
         assert_eq!(
             owner_port(&router, 16383).as_deref(),
             Some("127.0.0.1:7002")
@@ -756,7 +797,9 @@ mod tests {
             (10923, 16382, 7002),
             (16383, 16383, 7000),
         ];
-        router.install("127.0.0.1:7001", reply(&moved)).unwrap();
+        router
+            .install("127.0.0.1:7001", reply(&moved), None)
+            .unwrap();
         assert_eq!(
             owner_port(&router, 16383).as_deref(),
             Some("127.0.0.1:7000")
@@ -767,8 +810,67 @@ mod tests {
             Value::Int(16383),
             Value::Array(vec![Value::Nil, Value::Int(7005)]),
         ])]);
-        router.install("127.0.0.9:7005", no_host).unwrap();
+        router.install("127.0.0.9:7005", no_host, None).unwrap();
         assert_eq!(owner_port(&router, 0).as_deref(), Some("127.0.0.9:7005"));
+    }
+
+    /// Slots given up on purpose (`CLUSTER DELSLOTS`) leave every node knowing fewer slots than
+    /// the map: the second node that says so is believed.
+    ///
+    /// Regression test: a map that knew fewer slots was refused for ever.
+    #[test]
+    fn fewer_slots_are_believed_when_a_second_node_agrees() {
+        let router = router();
+        let full = [(0, 5460, 7000), (5461, 10922, 7001), (10923, 16383, 7002)];
+        router
+            .install("127.0.0.1:7000", reply(&full), None)
+            .unwrap();
+        let given_up = [(0, 5460, 7000), (5461, 10922, 7001), (10923, 16000, 7002)];
+        let refused = router
+            .install("127.0.0.1:7000", reply(&given_up), None)
+            .unwrap_err();
+        assert_eq!(refused.detail(), Some("16001"));
+        // Another number does not count as agreement.
+        assert!(
+            router
+                .install("127.0.0.1:7001", reply(&given_up), Some(16000))
+                .is_err()
+        );
+        router
+            .install("127.0.0.1:7001", reply(&given_up), Some(16001))
+            .unwrap();
+        assert_eq!(owner_port(&router, 16383), None);
+        assert_eq!(
+            owner_port(&router, 16000).as_deref(),
+            Some("127.0.0.1:7002")
+        );
+    }
+
+    /// A slot that moved (its `MOVED` followed) while a refresh was reading the map keeps its
+    /// new owner when the refresh installs what it read before the move.
+    ///
+    /// Regression test: the refresh's older map overwrote the move.
+    #[test]
+    fn a_move_seen_during_a_refresh_outlives_the_map_it_read() {
+        let router = router();
+        let full = [(0, 5460, 7000), (5461, 10922, 7001), (10923, 16383, 7002)];
+        router
+            .install("127.0.0.1:7000", reply(&full), None)
+            .unwrap();
+        router.refreshing.store(true, Ordering::Release);
+        let target = router.node("127.0.0.1:7001").unwrap();
+        router.moved(42, target);
+        // The refresh read the map before the move.
+        router
+            .install("127.0.0.1:7002", reply(&full), None)
+            .unwrap();
+        assert_eq!(owner_port(&router, 42).as_deref(), Some("127.0.0.1:7001"));
+        assert_eq!(owner_port(&router, 43).as_deref(), Some("127.0.0.1:7000"));
+        // Applied once: the next refresh's map stands as read.
+        router
+            .install("127.0.0.1:7002", reply(&full), None)
+            .unwrap();
+        assert_eq!(owner_port(&router, 42).as_deref(), Some("127.0.0.1:7000"));
     }
 
     /// Against a node that accepts connections and never answers, ten calls at once wait for
@@ -835,7 +937,10 @@ mod tests {
             (5461, 10922, 7002),
             (10923, 16383, 7000),
         ];
-        router.inner.install("127.0.0.1:7000", reply(&map)).unwrap();
+        router
+            .inner
+            .install("127.0.0.1:7000", reply(&map), None)
+            .unwrap();
         assert_eq!(
             router.masters(),
             [

@@ -819,6 +819,107 @@ fn a_password_in_the_seed_url_reaches_every_master() {
     }
 }
 
+/// A slot migrated key by key while 16 tasks decide its key. The key's two quotas have two
+/// window lengths, so two counters, which the migration moves one at a time: while they are
+/// split between the nodes, Redis answers `TRYAGAIN`, and the call is retried until the second
+/// one has moved. Every decision is made by Redis, and each counter on the new master holds
+/// exactly the admitted requests.
+///
+/// Regression test: `TRYAGAIN` was an error, so the key got the failure policy for as long as
+/// its counters were split.
+#[test]
+fn a_slot_migrated_key_by_key_under_load_is_counted_exactly() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let cluster = RedisCluster::new();
+    let connection = cluster_connection(&cluster);
+    let limiter = RedisLimiter::builder(Quota::per_minute(1_000_000).unwrap())
+        .quota(Quota::per_hour(1_000_000).unwrap())
+        .prefix("mig")
+        .timeout(Duration::from_secs(1))
+        .failure_policy(FailurePolicy::FailClosed)
+        .clock(ManualClock::at_millis(T0_MS))
+        .build(connection)
+        .unwrap();
+    let key = "migrating-tenant";
+    let counters = [
+        counter("mig", key, 60_000, T0_MS),
+        counter("mig", key, 3_600_000, T0_MS),
+    ];
+    let nodes = cluster.nodes();
+    let slot = one_value(&nodes[0].command(&["CLUSTER", "KEYSLOT", &counters[0]])).to_owned();
+    let source = (0..3)
+        .find(|&i| {
+            !nodes[i]
+                .command(&["EXISTS", &counters[0]])
+                .starts_with("-MOVED")
+        })
+        .expect("an owner");
+    let target = (source + 1) % 3;
+    let id = |i: usize| one_value(&nodes[i].command(&["CLUSTER", "MYID"])).to_owned();
+    let (source_id, target_id) = (id(source), id(target));
+    let ok = |reply: String| assert!(reply.starts_with("+OK"), "{reply}");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (limiter, stop) = (limiter.clone(), stop.clone());
+            runtime.spawn(async move {
+                let mut outcomes = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let decision = limiter.check(key).await.expect("a policy answers");
+                    outcomes.push((decision.decided_by(), decision.is_allowed()));
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let pause = || std::thread::sleep(Duration::from_millis(100));
+    pause();
+    ok(nodes[target].command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]));
+    ok(nodes[source].command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]));
+    pause();
+    let target_port = nodes[target].port().to_string();
+    for counter in &counters {
+        ok(nodes[source].command(&["MIGRATE", "127.0.0.1", &target_port, counter, "0", "5000"]));
+        // Split for a while: calls meet `TRYAGAIN` (then, moved, `ASK`).
+        pause();
+    }
+    for i in [target, source, (source + 2) % 3] {
+        ok(nodes[i].command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]));
+    }
+    pause();
+    stop.store(true, Ordering::Relaxed);
+    let outcomes: Vec<(DecidedBy, bool)> = tasks
+        .into_iter()
+        .flat_map(|task| runtime.block_on(task).expect("no task panicked"))
+        .collect();
+    let by_policy = outcomes
+        .iter()
+        .filter(|o| o.0 != DecidedBy::Backend)
+        .count();
+    let admitted = outcomes.iter().filter(|o| o.1).count() as u64;
+    assert_eq!(
+        by_policy,
+        0,
+        "{by_policy} of {} by the policy",
+        outcomes.len()
+    );
+    for counter in &counters {
+        let counted: u64 = one_value(&nodes[target].command(&["GET", counter]))
+            .parse()
+            .unwrap();
+        assert_eq!(counted, admitted, "{counter}");
+    }
+    assert!(admitted > 100, "too few calls to tell: {admitted}");
+}
+
 /// A rolling deploy from the earlier layout (`<prefix>:{<key>}:<window_ms>` holding
 /// `"<window index>:<count>"`): counters of the two layouts never share a name, so the new
 /// script neither reads an old counter as its own nor fails on its string value, and leaves it

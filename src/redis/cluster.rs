@@ -23,6 +23,12 @@ use parking_lot::{Mutex, RwLock};
 use super::keys::SLOTS;
 use super::script::Script;
 
+/// Redirects one call follows (`MOVED` and `ASK`) before it gives up: a slot moves once, and
+/// one migration adds an `ASK`; more is a loop between nodes that disagree.
+const MAX_REDIRECTS: u32 = 5;
+/// The first wait before a call that got `TRYAGAIN` is sent again; it doubles, up to 16 times
+/// this. The caller's timeout bounds the retries.
+const TRY_AGAIN_AFTER: Duration = Duration::from_millis(2);
 /// The slot map is read again at least this often while calls come.
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// Refreshes prompted by failures or redirects start at least this far apart.
@@ -40,10 +46,12 @@ const UNANSWERED_FOR: Duration = Duration::from_secs(5);
 /// needed and made again after it breaks. Cloning is cheap and shares both.
 ///
 /// A call goes to its slot's master only, so a master that stops answering or dies fails the
-/// calls for its own slots and no others. `MOVED` updates the slot and is followed once; `ASK`
-/// is followed once; `CLUSTERDOWN` and `TRYAGAIN` are errors. The map is read again in the
-/// background: after a redirect, after a connection to a master fails (to find a replica
-/// promoted in its place), and every few seconds.
+/// calls for its own slots and no others. `MOVED` updates the slot and is followed, `ASK` is
+/// followed with `ASKING` (up to five redirects in all), and `TRYAGAIN` (a migrating slot's keys
+/// split between two nodes) is retried after a short wait, all within the caller's timeout;
+/// `CLUSTERDOWN` is an error. The map is read again in the
+/// background: after a redirect, after a connection to a master fails or a call to it times out
+/// (to find a replica promoted in its place), and every few seconds.
 #[derive(Clone)]
 pub struct ClusterRouter {
     inner: Arc<Router>,
@@ -137,13 +145,13 @@ impl ClusterRouter {
         Ok(ClusterRouter { inner: router })
     }
 
-    /// Sends `request` to the master of `slot`, following one redirect (and setting
-    /// `redirected` before it does).
+    /// Sends `request` to the master of `slot`, following redirects and retrying `TRYAGAIN`
+    /// (setting `master_answered` once the master has answered either way).
     pub(crate) async fn query<T: FromRedisValue>(
         &self,
         slot: u16,
         request: Request<'_>,
-        redirected: &AtomicBool,
+        master_answered: &AtomicBool,
     ) -> RedisResult<T> {
         let router = &self.inner;
         // One clock read per call serves the refresh schedule and the connection's health.
@@ -157,32 +165,52 @@ impl ClusterRouter {
                 return Err(error);
             }
         };
-        let error = match router.send(&node, request, false, now_ms).await {
-            Err(error) => error,
-            done => return done,
-        };
-        let Some((to, _)) = error.redirect_node() else {
-            return Err(error);
-        };
-        // An empty host (`cluster-preferred-endpoint-type unknown-endpoint`) is the host of the
-        // node that answered.
-        let to = match to.strip_prefix(':') {
-            Some(port) => format!("{}:{port}", host_of(&node.address)),
-            None => to.to_owned(),
-        };
-        let target = router.node(&to)?;
-        redirected.store(true, Ordering::Relaxed);
-        if error.kind() == ErrorKind::Server(ServerErrorKind::Moved) {
-            // The slot has moved for good: once its new owner has answered, later calls go
-            // there at once, and the rest of the map is read again in case more moved with it.
-            let result = router.send(&target, request, false, now_ms).await;
-            if result.is_ok() {
-                router.moved(slot, target.clone());
+        // Redirects and `TRYAGAIN` are followed until the call succeeds or fails otherwise:
+        // the caller's timeout bounds the whole call, and `MAX_REDIRECTS` a redirect loop.
+        let (mut node, mut asking, mut moved_to) = (node, false, None);
+        let (mut redirects, mut retries) = (0, 0);
+        loop {
+            let error = match router.send(&node, request, asking, now_ms).await {
+                Ok(value) => {
+                    if let Some(owner) = moved_to {
+                        // The slot has moved for good: once its new owner has answered, later
+                        // calls go there at once.
+                        router.moved(slot, owner);
+                    }
+                    return Ok(value);
+                }
+                Err(error) => error,
+            };
+            // Whatever comes next, the master answered: a timeout from here on is not its own.
+            master_answered.store(true, Ordering::Relaxed);
+            if error.kind() == ErrorKind::Server(ServerErrorKind::TryAgain) {
+                // A multi-key call whose keys are split between the two nodes of a migrating
+                // slot: the migration moves them within moments.
+                tokio::time::sleep(TRY_AGAIN_AFTER * (1 << retries.min(4))).await;
+                retries += 1;
+                continue;
             }
-            router.refresh_after(REFRESH_GAP, now_ms);
-            result
-        } else {
-            router.send(&target, request, true, now_ms).await
+            let Some((to, _)) = error.redirect_node() else {
+                return Err(error);
+            };
+            if redirects == MAX_REDIRECTS {
+                return Err(error);
+            }
+            redirects += 1;
+            // An empty host (`cluster-preferred-endpoint-type unknown-endpoint`) is the host of
+            // the node that answered.
+            let to = match to.strip_prefix(':') {
+                Some(port) => format!("{}:{port}", host_of(&node.address)),
+                None => to.to_owned(),
+            };
+            node = router.node(&to)?;
+            // `ASK` sends this one call to the slot's importing node; `MOVED` moves the slot, and
+            // the rest of the map is read again in case more moved with it.
+            asking = error.kind() != ErrorKind::Server(ServerErrorKind::Moved);
+            if !asking {
+                moved_to = Some(node.clone());
+                router.refresh_after(REFRESH_GAP, now_ms);
+            }
         }
     }
 }

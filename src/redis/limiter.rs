@@ -148,20 +148,20 @@ impl RedisConnection {
 }
 
 impl RedisConnection {
-    /// Sends `request` to the server, or on a Cluster to the master of `slot`; `redirected` is
-    /// set once a Cluster call follows a redirect away from that master, so that a caller whose
-    /// call fails or times out after that point does not blame the master.
+    /// Sends `request` to the server, or on a Cluster to the master of `slot`; `master_answered`
+    /// is set once a Cluster call has had an answer from that master (a redirect, `TRYAGAIN`),
+    /// so that a caller whose call fails or times out after that point does not blame it.
     pub(super) async fn send<T: FromRedisValue>(
         &self,
         slot: u16,
         request: Request<'_>,
-        redirected: &AtomicBool,
+        master_answered: &AtomicBool,
     ) -> RedisResult<T> {
         match self {
             RedisConnection::Single(c) => request.send(&mut c.clone()).await,
             // Boxed: the router's future (redirects, retries) is kilobytes, and a single
             // server's calls should not carry it.
-            RedisConnection::Cluster(c) => Box::pin(c.query(slot, request, redirected)).await,
+            RedisConnection::Cluster(c) => Box::pin(c.query(slot, request, master_answered)).await,
         }
     }
 }
@@ -478,7 +478,7 @@ impl<C: Clock> RedisLimiter<C> {
     /// Runs the script for `key`, whose counters' names start with `base` (on Cluster `slot`),
     /// at local time `now_ms` unless windows follow Redis's time. On a Cluster failure,
     /// `whole_master` says whether the master failed (no answer, a broken connection, the
-    /// cluster down) or only this slot or key (`TRYAGAIN` while it migrates, a redirect not
+    /// cluster down) or only this slot or key (an answer from the master first, a redirect not
     /// followed, an error about the key's own value).
     #[allow(clippy::too_many_arguments)]
     async fn run(
@@ -546,13 +546,14 @@ impl<C: Clock> RedisLimiter<C> {
                 }
             }
         }
-        let redirected = AtomicBool::new(false);
+        let master_answered = AtomicBool::new(false);
         let sent = self
             .connection
-            .send(slot, Request::Script(script, &command), &redirected);
+            .send(slot, Request::Script(script, &command), &master_answered);
         // `whole_master` is read only on a Cluster, where a failed master fails all its slots;
-        // a failure met while following a redirect is the slot's alone.
-        let at_master = || !redirected.load(Ordering::Relaxed);
+        // a failure met after the master answered (following a redirect, retrying `TRYAGAIN`)
+        // is the slot's alone.
+        let at_master = || !master_answered.load(Ordering::Relaxed);
         let reply = match bounded(self.timeout, sent).await {
             Ok(Ok(reply)) => reply,
             Ok(Err(error)) => {
@@ -778,8 +779,6 @@ fn refused_for_good(error: &RedisError) -> bool {
         || io.is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
 }
 
-/// A cluster that is down or resharding (`CLUSTERDOWN`, `TRYAGAIN`, a redirect past the one
-/// followed) is unavailable for now, like a server that cannot be reached.
 /// Whether a Cluster call failed because its master did (so every slot of it will), rather than
 /// for its slot or key alone.
 fn master_failed(error: &RedisError) -> bool {

@@ -1539,7 +1539,8 @@ fn certificates() -> std::path::PathBuf {
     );
     std::fs::write(
         dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        // Client use too: cluster nodes authenticate each other on the bus with it.
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
     )
     .unwrap();
     openssl(
@@ -1675,6 +1676,58 @@ const HOSTILE_KEYS: &[&str] = &[
     " ",
     "é{",
 ];
+
+/// A cluster reached over TLS only, with a private CA: the router connects to every master at
+/// the address and TLS port `CLUSTER SLOTS` names (an IP address, which the test certificate
+/// carries as `subjectAltName=IP:127.0.0.1`), with the seed's CA, and every key is decided by
+/// its own master. Without the CA, the system's roots refuse the nodes.
+#[cfg(feature = "tls")]
+#[test]
+fn security_tls_to_a_cluster_with_a_private_ca() {
+    let runtime = runtime();
+    let dir = certificates();
+    let cluster = RedisCluster::with_tls(&dir);
+    let ca = std::fs::read(dir.join("ca.crt")).unwrap();
+    let urls = cluster.tls_urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let connection = runtime
+        .block_on(RedisConnection::connect_cluster_with_ca(&urls, &ca))
+        .expect("a TLS cluster connection trusting the private CA");
+    let limiter = strict(connection, "tlsc");
+    // Keys until every master has served one.
+    let mut served = [0u64; 3];
+    for i in 0.. {
+        if served.iter().all(|&n| n > 0) {
+            break;
+        }
+        assert!(i < 1_000, "three masters never all served: {served:?}");
+        let name = format!("tenant-{i}");
+        let redis_key = format!("tlsc:{{{name}}}:{HOUR_MS}");
+        let master = owner(&cluster, &redis_key);
+        for remaining in [9, 8] {
+            let d = runtime.block_on(limiter.check(&name)).unwrap();
+            assert_eq!(
+                (d.decided_by(), d.remaining()),
+                (DecidedBy::Backend, remaining)
+            );
+        }
+        assert_eq!(redis_count(&cluster.nodes()[master], &redis_key), 2);
+        served[master] += 1;
+    }
+    // The system's roots do not know the private CA.
+    let error = runtime
+        .block_on(RedisConnection::connect_cluster(&urls))
+        .expect_err("an untrusted certificate");
+    assert!(matches!(error, Error::Backend { .. }), "{error:?}");
+    // A CA goes with TLS only.
+    let plain: Vec<String> = cluster.urls();
+    let plain: Vec<&str> = plain.iter().map(String::as_str).collect();
+    let error = runtime
+        .block_on(RedisConnection::connect_cluster_with_ca(&plain, &ca))
+        .expect_err("a plain URL with a CA");
+    assert!(matches!(error, Error::InvalidConfig { .. }), "{error:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
 
 /// For every pair of distinct user keys and prefixes the Redis keys differ, and counting one
 /// never charges, resets or addresses another.

@@ -106,6 +106,15 @@ impl ClusterRouter {
         for url in urls {
             infos.push(url.into_connection_info()?);
         }
+        Self::connect_to(infos, timeout).await
+    }
+
+    /// [`connect`](Self::connect) with the seeds' settings given whole (e.g. TLS with a
+    /// private CA); the first one's credentials and TLS settings are used for every node.
+    pub(crate) async fn connect_to(
+        infos: Vec<ConnectionInfo>,
+        timeout: Duration,
+    ) -> RedisResult<ClusterRouter> {
         let Some(template) = infos.first().cloned() else {
             return Err(RedisError::from((
                 ErrorKind::InvalidClientConfig,

@@ -148,6 +148,59 @@ impl RedisConnection {
 }
 
 impl RedisConnection {
+    /// Connects to a cluster over TLS (`rediss://` URLs), trusting the certificate authorities
+    /// in `ca_pem` (PEM) rather than the system's, as
+    /// [`connect_with_ca`](Self::connect_with_ca) does for one server; otherwise as
+    /// [`connect_cluster`](Self::connect_cluster).
+    ///
+    /// The router connects to each master at the address `CLUSTER SLOTS` gives, which is an IP
+    /// address unless the nodes announce hostnames (`cluster-announce-hostname` with
+    /// `cluster-preferred-endpoint-type hostname`): the nodes' certificates must name what they
+    /// announce, e.g. `subjectAltName=IP:10.0.0.1`.
+    ///
+    /// # Errors
+    ///
+    /// As [`connect_cluster`](Self::connect_cluster); a URL that is not `rediss://` is
+    /// [`Error::InvalidConfig`].
+    ///
+    /// # Example
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), ratewindow::Error> {
+    /// use ratewindow::RedisConnection;
+    ///
+    /// let ca = std::fs::read("/etc/redis/ca.crt").expect("the CA certificate");
+    /// let urls = ["rediss://10.0.0.1:6380/", "rediss://10.0.0.2:6380/"];
+    /// let connection = RedisConnection::connect_cluster_with_ca(&urls, &ca).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub async fn connect_cluster_with_ca(
+        urls: &[&str],
+        ca_pem: &[u8],
+    ) -> Result<RedisConnection, Error> {
+        install_tls_provider();
+        let mut infos = Vec::with_capacity(urls.len());
+        for url in urls {
+            if !is_tls(url) {
+                return Err(Error::InvalidConfig {
+                    reason: "a TLS connection with a CA needs rediss:// URLs",
+                });
+            }
+            let certificates = ::redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca_pem.to_vec()),
+            };
+            let client = ::redis::Client::build_with_tls(*url, certificates).map_err(url_error)?;
+            infos.push(client.get_connection_info().clone());
+        }
+        let router = ClusterRouter::connect_to(infos, DEFAULT_TIMEOUT)
+            .await
+            .map_err(url_error)?;
+        Ok(RedisConnection::Cluster(router))
+    }
+
     /// Sends `request` to the server, or on a Cluster to the master of `slot`; `master_answered`
     /// is set once a Cluster call has had an answer from that master (a redirect, `TRYAGAIN`),
     /// so that a caller whose call fails or times out after that point does not blame it.

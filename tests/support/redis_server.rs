@@ -279,6 +279,17 @@ impl RedisServer {
         argv
     }
 
+    /// The value that follows `flag` in the extra arguments.
+    fn arg(&self, flag: &str) -> Option<&str> {
+        let at = self.extra_args.iter().position(|a| a == flag)?;
+        self.extra_args.get(at + 1).map(String::as_str)
+    }
+
+    /// The TLS port, when the server has one.
+    pub(crate) fn tls_port(&self) -> Option<u16> {
+        self.arg("--tls-port")?.parse().ok()
+    }
+
     fn password(&self) -> Option<&str> {
         let at = self.extra_args.iter().position(|a| a == "--requirepass")?;
         self.extra_args.get(at + 1).map(String::as_str)
@@ -351,6 +362,55 @@ impl RedisCluster {
         cluster.create();
         cluster.wait_for_state("ok", CLUSTER_TIMEOUT);
         cluster
+    }
+
+    /// Three masters that clients and each other reach over TLS (`tls-cluster yes`, so
+    /// `CLUSTER SLOTS` names their TLS ports), with the certificate, key and CA in `dir`
+    /// (`server.crt`, `server.key`, `ca.crt`) and no client certificates. Each node keeps a
+    /// plain port too, which only these helpers use.
+    pub(crate) fn with_tls(dir: &std::path::Path) -> Self {
+        let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                // Its cluster bus listens on the TLS port plus 10 000: reserve both.
+                let tls_port = free_port(true).to_string();
+                RedisServer::start(
+                    &[
+                        "--tls-port",
+                        &tls_port,
+                        "--tls-cert-file",
+                        &file("server.crt"),
+                        "--tls-key-file",
+                        &file("server.key"),
+                        "--tls-ca-cert-file",
+                        &file("ca.crt"),
+                        "--tls-auth-clients",
+                        "no",
+                        "--tls-cluster",
+                        "yes",
+                    ],
+                    true,
+                )
+            })
+            .collect();
+        let cluster = RedisCluster { nodes, replicas: 0 };
+        cluster.create();
+        cluster.wait_for_state("ok", CLUSTER_TIMEOUT);
+        cluster
+    }
+
+    /// `rediss://127.0.0.1:<TLS port>/` of every node of a cluster made by
+    /// [`with_tls`](Self::with_tls).
+    pub(crate) fn tls_urls(&self) -> Vec<String> {
+        self.nodes
+            .iter()
+            .map(|node| {
+                format!(
+                    "rediss://127.0.0.1:{}/",
+                    node.tls_port().expect("a TLS port")
+                )
+            })
+            .collect()
     }
 
     /// Whether node `i` is a master now, by its own `ROLE`.
@@ -432,11 +492,19 @@ impl RedisCluster {
         let output = File::create(&output_path).expect("redis-cli log file");
         let mut command = Command::new(&bin);
         command.arg("--cluster").arg("create");
-        command.args(
-            self.nodes
-                .iter()
-                .map(|node| format!("127.0.0.1:{}", node.port)),
-        );
+        // With `tls-cluster yes` the nodes meet on their TLS ports, over TLS.
+        let tls = self.nodes[0].arg("--tls-cluster") == Some("yes");
+        command.args(self.nodes.iter().map(|node| {
+            let port = match tls {
+                true => node.tls_port().expect("a TLS port"),
+                false => node.port,
+            };
+            format!("127.0.0.1:{port}")
+        }));
+        if tls {
+            let ca = self.nodes[0].arg("--tls-ca-cert-file").expect("a CA file");
+            command.args(["--tls", "--cacert", ca]);
+        }
         command.args([
             "--cluster-replicas",
             &self.replicas.to_string(),

@@ -66,6 +66,9 @@ struct Router {
     timeout: Duration,
     /// The owner of each slot; `None` where no master serves it.
     slots: RwLock<Box<[Option<Arc<Node>>]>>,
+    /// Per slot, the config epoch of its owner when the map named it (0: not known). Written
+    /// under `slots`' write lock.
+    epochs: Mutex<Box<[u64]>>,
     /// Every node known by address: the map's masters and the seeds.
     nodes: Mutex<HashMap<Arc<str>, Arc<Node>>>,
     refreshing: AtomicBool,
@@ -139,6 +142,7 @@ impl ClusterRouter {
                 .set_response_timeout(None),
             timeout,
             slots: RwLock::new(vec![None; SLOTS].into_boxed_slice()),
+            epochs: Mutex::new(vec![0; SLOTS].into_boxed_slice()),
             nodes: Mutex::new(HashMap::new()),
             refreshing: AtomicBool::new(true),
             moved_meanwhile: Mutex::new(Vec::new()),
@@ -432,23 +436,36 @@ impl Router {
         // Start at a different node each time, so that a dead one is not always asked first.
         let start = self.refreshed_ms.load(Ordering::Relaxed) as usize;
         let slots_command = ::redis::cmd("CLUSTER").arg("SLOTS").to_owned();
+        let nodes_command = ::redis::cmd("CLUSTER").arg("NODES").to_owned();
         let mut last_error = None;
         // How many slots the last node that knew fewer than the map said it knew: a second
         // node that agrees shows slots given up on purpose, not a node's partial view.
         let mut fewer = None;
         for i in 0..candidates.len() {
             let node = &candidates[(start + i) % candidates.len()];
-            let reply = tokio::time::timeout(
-                self.timeout,
-                self.send::<Value>(node, Request::Command(&slots_command), false, self.now_ms()),
-            )
-            .await
-            .unwrap_or_else(|_| {
-                Err(RedisError::from(std::io::Error::from(
-                    std::io::ErrorKind::TimedOut,
-                )))
+            // The map, then each node's config epoch as this node knows it: a node whose view
+            // is out of date (an old master back from a partition) names owners of lower
+            // epochs than the map's, and those slots are not taken from it.
+            let read = async {
+                let now_ms = self.now_ms();
+                let map = self.send::<Value>(node, Request::Command(&slots_command), false, now_ms);
+                let map = map.await?;
+                let nodes =
+                    self.send::<String>(node, Request::Command(&nodes_command), false, now_ms);
+                Ok((map, nodes.await.ok()))
+            };
+            let reply = tokio::time::timeout(self.timeout, read)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(RedisError::from(std::io::Error::from(
+                        std::io::ErrorKind::TimedOut,
+                    )))
+                });
+            let installed = reply.and_then(|(map, nodes)| {
+                let epochs = nodes.as_deref().map(config_epochs);
+                self.install(&node.address, map, epochs.as_ref(), fewer)
             });
-            match reply.and_then(|reply| self.install(&node.address, reply, fewer)) {
+            match installed {
                 Ok(()) => return Ok(()),
                 Err(error) => {
                     if let Some(covered) = error.detail().and_then(|d| d.parse().ok()) {
@@ -466,9 +483,20 @@ impl Router {
     /// Replaces the map with the `CLUSTER SLOTS` reply that the node at `asked` gave, unless it
     /// knows fewer slots than the map and another node did not say the same number
     /// (`agreed_fewer`); that refusal's detail is the number it knew.
-    fn install(&self, asked: &str, reply: Value, agreed_fewer: Option<usize>) -> RedisResult<()> {
+    ///
+    /// With `epochs` (node id → config epoch, from the same node's `CLUSTER NODES`), a slot
+    /// whose owner's epoch is lower than the one the map holds keeps its owner: the reply's
+    /// view of it is older than the map's.
+    fn install(
+        &self,
+        asked: &str,
+        reply: Value,
+        epochs: Option<&HashMap<String, u64>>,
+        agreed_fewer: Option<usize>,
+    ) -> RedisResult<()> {
         let asked_host = host_of(asked);
         let mut slots = vec![None; SLOTS].into_boxed_slice();
+        let mut slot_epochs = vec![None; SLOTS].into_boxed_slice();
         let mut covered = 0;
         for range in array(reply)? {
             let mut fields = array(range)?.into_iter();
@@ -494,8 +522,18 @@ impl Router {
                 &host
             };
             let node = self.node(&address(host, integer(port)? as u16))?;
+            // The master's id follows its port (Redis 4 and later).
+            let epoch = match master.next() {
+                Some(Value::BulkString(id)) => epochs.and_then(|epochs| {
+                    epochs
+                        .get(std::str::from_utf8(&id).unwrap_or_default())
+                        .copied()
+                }),
+                _ => None,
+            };
             for slot in start..=end.min(SLOTS as i64 - 1) {
                 slots[slot as usize] = Some(node.clone());
+                slot_epochs[slot as usize] = epoch;
                 covered += 1;
             }
         }
@@ -523,14 +561,26 @@ impl Router {
                 covered.to_string(),
             )));
         }
-        let mut kept: Vec<Arc<str>> = self.seeds.clone();
-        kept.extend(slots.iter().flatten().map(|node| node.address.clone()));
         let mut map = self.slots.write();
-        *map = slots;
+        let mut known = self.epochs.lock();
+        let read = slots.into_vec().into_iter().zip(slot_epochs.iter());
+        for (slot, (owner, epoch)) in read.enumerate() {
+            match epoch {
+                // An older view of the slot than the map's: keep the map's owner.
+                Some(epoch) if *epoch < known[slot] && map[slot].is_some() => {}
+                _ => {
+                    map[slot] = owner;
+                    known[slot] = epoch.unwrap_or(0);
+                }
+            }
+        }
+        drop(known);
         // A `MOVED` followed while the map was being read may be newer than the read.
         for (slot, node) in self.moved_meanwhile.lock().drain(..) {
             map[usize::from(slot) % SLOTS] = Some(node);
         }
+        let mut kept: Vec<Arc<str>> = self.seeds.clone();
+        kept.extend(map.iter().flatten().map(|node| node.address.clone()));
         drop(map);
         // Nodes that left the cluster close their connections.
         self.nodes
@@ -735,6 +785,19 @@ fn host_port(addr: &ConnectionAddr) -> Option<(&str, u16)> {
 }
 
 /// The host part of a `host:port` address.
+/// Each node's config epoch by its id, from a `CLUSTER NODES` reply: lines of
+/// `<id> <address> <flags> <master> <ping> <pong> <config epoch> <link> <slots>...`.
+fn config_epochs(nodes: &str) -> HashMap<String, u64> {
+    nodes
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let epoch = fields.get(6)?.parse().ok()?;
+            Some((fields.first()?.to_string(), epoch))
+        })
+        .collect()
+}
+
 fn host_of(address: &str) -> &str {
     address.rsplit_once(':').map_or(address, |(host, _)| host)
 }
@@ -772,6 +835,7 @@ mod tests {
             config: AsyncConnectionConfig::new(),
             timeout: Duration::from_millis(50),
             slots: RwLock::new(vec![None; SLOTS].into_boxed_slice()),
+            epochs: Mutex::new(vec![0; SLOTS].into_boxed_slice()),
             nodes: Mutex::new(HashMap::new()),
             refreshing: AtomicBool::new(false),
             moved_meanwhile: Mutex::new(Vec::new()),
@@ -810,7 +874,7 @@ mod tests {
         let router = router();
         let full = [(0, 5460, 7000), (5461, 10922, 7001), (10923, 16383, 7002)];
         router
-            .install("127.0.0.1:7000", reply(&full), None)
+            .install("127.0.0.1:7000", reply(&full), None, None)
             .unwrap();
         assert_eq!(
             owner_port(&router, 16383).as_deref(),
@@ -820,7 +884,7 @@ mod tests {
         let partial = [(0, 5460, 7000)];
         assert!(
             router
-                .install("127.0.0.1:7000", reply(&partial), None)
+                .install("127.0.0.1:7000", reply(&partial), None, None)
                 .is_err()
         );
         assert_eq!(
@@ -835,7 +899,7 @@ mod tests {
             (16383, 16383, 7000),
         ];
         router
-            .install("127.0.0.1:7001", reply(&moved), None)
+            .install("127.0.0.1:7001", reply(&moved), None, None)
             .unwrap();
         assert_eq!(
             owner_port(&router, 16383).as_deref(),
@@ -847,7 +911,9 @@ mod tests {
             Value::Int(16383),
             Value::Array(vec![Value::Nil, Value::Int(7005)]),
         ])]);
-        router.install("127.0.0.9:7005", no_host, None).unwrap();
+        router
+            .install("127.0.0.9:7005", no_host, None, None)
+            .unwrap();
         assert_eq!(owner_port(&router, 0).as_deref(), Some("127.0.0.9:7005"));
     }
 
@@ -860,21 +926,21 @@ mod tests {
         let router = router();
         let full = [(0, 5460, 7000), (5461, 10922, 7001), (10923, 16383, 7002)];
         router
-            .install("127.0.0.1:7000", reply(&full), None)
+            .install("127.0.0.1:7000", reply(&full), None, None)
             .unwrap();
         let given_up = [(0, 5460, 7000), (5461, 10922, 7001), (10923, 16000, 7002)];
         let refused = router
-            .install("127.0.0.1:7000", reply(&given_up), None)
+            .install("127.0.0.1:7000", reply(&given_up), None, None)
             .unwrap_err();
         assert_eq!(refused.detail(), Some("16001"));
         // Another number does not count as agreement.
         assert!(
             router
-                .install("127.0.0.1:7001", reply(&given_up), Some(16000))
+                .install("127.0.0.1:7001", reply(&given_up), None, Some(16000))
                 .is_err()
         );
         router
-            .install("127.0.0.1:7001", reply(&given_up), Some(16001))
+            .install("127.0.0.1:7001", reply(&given_up), None, Some(16001))
             .unwrap();
         assert_eq!(owner_port(&router, 16383), None);
         assert_eq!(
@@ -892,22 +958,117 @@ mod tests {
         let router = router();
         let full = [(0, 5460, 7000), (5461, 10922, 7001), (10923, 16383, 7002)];
         router
-            .install("127.0.0.1:7000", reply(&full), None)
+            .install("127.0.0.1:7000", reply(&full), None, None)
             .unwrap();
         router.refreshing.store(true, Ordering::Release);
         let target = router.node("127.0.0.1:7001").unwrap();
         router.moved(42, target);
         // The refresh read the map before the move.
         router
-            .install("127.0.0.1:7002", reply(&full), None)
+            .install("127.0.0.1:7002", reply(&full), None, None)
             .unwrap();
         assert_eq!(owner_port(&router, 42).as_deref(), Some("127.0.0.1:7001"));
         assert_eq!(owner_port(&router, 43).as_deref(), Some("127.0.0.1:7000"));
         // Applied once: the next refresh's map stands as read.
         router
-            .install("127.0.0.1:7002", reply(&full), None)
+            .install("127.0.0.1:7002", reply(&full), None, None)
             .unwrap();
         assert_eq!(owner_port(&router, 42).as_deref(), Some("127.0.0.1:7000"));
+    }
+
+    /// A `CLUSTER SLOTS` reply with each master's id: `(start, end, port, id)`.
+    fn reply_with_ids(ranges: &[(i64, i64, i64, &str)]) -> Value {
+        Value::Array(
+            ranges
+                .iter()
+                .map(|&(start, end, port, id)| {
+                    Value::Array(vec![
+                        Value::Int(start),
+                        Value::Int(end),
+                        Value::Array(vec![
+                            Value::BulkString(b"127.0.0.1".to_vec()),
+                            Value::Int(port),
+                            Value::BulkString(id.as_bytes().to_vec()),
+                        ]),
+                    ])
+                })
+                .collect(),
+        )
+    }
+
+    /// After a failover, the old master comes back still believing it serves its slots until
+    /// the cluster tells it otherwise; a map read from it then names it, with its old config
+    /// epoch, where the map already names its promoted replica with a higher one. Those slots
+    /// keep the replica; the others take what the reply says.
+    ///
+    /// Regression test: the first full-looking reply was installed, whatever its age.
+    #[test]
+    fn a_map_from_an_out_of_date_node_does_not_take_slots_back() {
+        let router = router();
+        let nodes = "a 127.0.0.1:7000@17000 master - 0 0 1 connected 0-5460\n\
+                     b 127.0.0.1:7001@17001 master - 0 0 2 connected 5461-10922\n\
+                     c 127.0.0.1:7002@17002 master - 0 0 3 connected 10923-16383\n\
+                     d 127.0.0.1:7003@17003 slave a 0 0 1 connected\n";
+        let before = [
+            (0, 5460, 7000, "a"),
+            (5461, 10922, 7001, "b"),
+            (10923, 16383, 7002, "c"),
+        ];
+        let epochs = config_epochs(nodes);
+        assert_eq!(epochs.get("d"), Some(&1));
+        router
+            .install(
+                "127.0.0.1:7001",
+                reply_with_ids(&before),
+                Some(&epochs),
+                None,
+            )
+            .unwrap();
+        // The replica d is promoted with epoch 4, as a live node reports.
+        let promoted = nodes
+            .replace("master - 0 0 1 connected 0-5460", "slave d 0 0 1 connected")
+            .replace("slave a 0 0 1 connected", "master - 0 0 4 connected 0-5460");
+        let after = [
+            (0, 5460, 7003, "d"),
+            (5461, 10922, 7001, "b"),
+            (10923, 16383, 7002, "c"),
+        ];
+        router
+            .install(
+                "127.0.0.1:7001",
+                reply_with_ids(&after),
+                Some(&config_epochs(&promoted)),
+                None,
+            )
+            .unwrap();
+        assert_eq!(owner_port(&router, 0).as_deref(), Some("127.0.0.1:7003"));
+        // The old master's own view: itself at epoch 1; and slot 16383 moved to b at epoch 5.
+        let stale = [
+            (0, 5460, 7000, "a"),
+            (5461, 10922, 7001, "b"),
+            (10923, 16382, 7002, "c"),
+            (16383, 16383, 7001, "b"),
+        ];
+        let stale_nodes = nodes.replace("master - 0 0 2", "master - 0 0 5");
+        router
+            .install(
+                "127.0.0.1:7000",
+                reply_with_ids(&stale),
+                Some(&config_epochs(&stale_nodes)),
+                None,
+            )
+            .unwrap();
+        assert_eq!(owner_port(&router, 0).as_deref(), Some("127.0.0.1:7003"));
+        assert_eq!(owner_port(&router, 5460).as_deref(), Some("127.0.0.1:7003"));
+        assert_eq!(
+            owner_port(&router, 16383).as_deref(),
+            Some("127.0.0.1:7001")
+        );
+        // Without epochs (`CLUSTER NODES` refused), replies count by arrival, as before.
+        router
+            .install("127.0.0.1:7000", reply_with_ids(&before), None, None)
+            .unwrap();
+        assert_eq!(owner_port(&router, 0).as_deref(), Some("127.0.0.1:7000"));
     }
 
     /// Against a node that accepts connections and never answers, ten calls at once wait for
@@ -976,7 +1137,7 @@ mod tests {
         ];
         router
             .inner
-            .install("127.0.0.1:7000", reply(&map), None)
+            .install("127.0.0.1:7000", reply(&map), None, None)
             .unwrap();
         assert_eq!(
             router.masters(),

@@ -33,6 +33,11 @@ const TRY_AGAIN_AFTER: Duration = Duration::from_millis(2);
 const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// Refreshes prompted by failures or redirects start at least this far apart.
 const REFRESH_GAP: Duration = Duration::from_millis(200);
+/// After a call finds its master failed, the map is read this often, for `WATCH_FOR`: a replica
+/// is then used as soon as the cluster has promoted it, not at the next call the breaker lets
+/// through.
+const WATCH_EVERY: Duration = Duration::from_millis(50);
+const WATCH_FOR: Duration = Duration::from_secs(10);
 /// The least time a connection attempt is given: a TLS handshake and `AUTH` across a network
 /// take several round trips, more than a call's timeout may allow.
 const MIN_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -72,6 +77,12 @@ struct Router {
     /// Every node known by address: the map's masters and the seeds.
     nodes: Mutex<HashMap<Arc<str>, Arc<Node>>>,
     refreshing: AtomicBool,
+    /// Counts the changes of any slot's owner, so that callers can tell a map that changed
+    /// since they last failed (see [`ClusterRouter::map_generation`]).
+    map_generation: AtomicU64,
+    /// Whether the map is being watched after a master failed, and until when (ms from `epoch`).
+    watching: AtomicBool,
+    watch_until_ms: AtomicU64,
     /// Slots updated by `MOVED` while a refresh was reading the map: applied over what it read.
     moved_meanwhile: Mutex<Vec<(u16, Arc<Node>)>>,
     /// When the latest refresh started, in ms from `epoch`.
@@ -145,6 +156,9 @@ impl ClusterRouter {
             epochs: Mutex::new(vec![0; SLOTS].into_boxed_slice()),
             nodes: Mutex::new(HashMap::new()),
             refreshing: AtomicBool::new(true),
+            map_generation: AtomicU64::new(0),
+            watching: AtomicBool::new(false),
+            watch_until_ms: AtomicU64::new(0),
             moved_meanwhile: Mutex::new(Vec::new()),
             refreshed_ms: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -204,6 +218,9 @@ impl ClusterRouter {
                 continue;
             }
             let Some((to, _)) = error.redirect_node() else {
+                if redirects == 0 && (error.is_unrecoverable_error() || error.is_timeout()) {
+                    router.watch(now_ms);
+                }
                 return Err(error);
             };
             if redirects == MAX_REDIRECTS {
@@ -240,12 +257,21 @@ impl ClusterRouter {
     /// healthy one is not made again at the next call after an idle spell.
     pub(crate) fn timed_out(&self, slot: u16, at_master: bool) {
         let router = &self.inner;
-        router.refresh_after(REFRESH_GAP, router.now_ms());
+        let now_ms = router.now_ms();
+        router.refresh_after(REFRESH_GAP, now_ms);
         if at_master {
+            router.watch(now_ms);
             if let Ok(node) = router.owner(slot) {
                 node.probe();
             }
         }
+    }
+
+    /// A number that grows whenever a slot's owner changes in the map: a caller that stopped
+    /// sending to a failed master can send again once the map has changed, since a replica may
+    /// have taken its place.
+    pub(crate) fn map_generation(&self) -> u64 {
+        self.inner.map_generation.load(Ordering::Acquire)
     }
 
     /// Every slot the master of `slot` serves, by the current map (`slot` alone if none does):
@@ -300,6 +326,7 @@ impl Router {
     fn moved(&self, slot: u16, node: Arc<Node>) {
         let mut map = self.slots.write();
         map[usize::from(slot) % SLOTS] = Some(node.clone());
+        self.map_generation.fetch_add(1, Ordering::Release);
         // Under the map's lock, so a refresh installing now sees it either way.
         if self.refreshing.load(Ordering::Acquire) {
             self.moved_meanwhile.lock().push((slot, node));
@@ -393,6 +420,35 @@ impl Router {
     /// Milliseconds since the router was made (at least 1, so that 0 can mean "never").
     fn now_ms(&self) -> u64 {
         (self.epoch.elapsed().as_millis() as u64).max(1)
+    }
+
+    /// Reads the map every `WATCH_EVERY` until `WATCH_FOR` after the latest call to this, in a
+    /// task of its own (one at a time): a master that failed is replaced by its replica only
+    /// once the cluster has promoted it, about a second later, and calls held back by the
+    /// breaker would see that only when the breaker next lets one through.
+    fn watch(self: &Arc<Self>, now_ms: u64) {
+        self.watch_until_ms
+            .store(now_ms + WATCH_FOR.as_millis() as u64, Ordering::Relaxed);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if self.watching.swap(true, Ordering::Acquire) {
+            return;
+        }
+        let router = Arc::clone(self);
+        runtime.spawn(async move {
+            while router.now_ms() < router.watch_until_ms.load(Ordering::Relaxed) {
+                tokio::time::sleep(WATCH_EVERY).await;
+                if !router.refreshing.swap(true, Ordering::Acquire) {
+                    router
+                        .refreshed_ms
+                        .store(router.now_ms(), Ordering::Relaxed);
+                    let refreshing = Refreshing(router.clone());
+                    let _ = refreshing.0.refresh().await;
+                }
+            }
+            router.watching.store(false, Ordering::Release);
+        });
     }
 
     /// Starts reading the map in the background unless a read started less than `gap` before
@@ -563,18 +619,28 @@ impl Router {
         }
         let mut map = self.slots.write();
         let mut known = self.epochs.lock();
+        let mut changed = false;
         let read = slots.into_vec().into_iter().zip(slot_epochs.iter());
         for (slot, (owner, epoch)) in read.enumerate() {
             match epoch {
                 // An older view of the slot than the map's: keep the map's owner.
                 Some(epoch) if *epoch < known[slot] && map[slot].is_some() => {}
                 _ => {
+                    let same = match (&map[slot], &owner) {
+                        (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                        (None, None) => true,
+                        _ => false,
+                    };
+                    changed |= !same;
                     map[slot] = owner;
                     known[slot] = epoch.unwrap_or(0);
                 }
             }
         }
         drop(known);
+        if changed {
+            self.map_generation.fetch_add(1, Ordering::Release);
+        }
         // A `MOVED` followed while the map was being read may be newer than the read.
         for (slot, node) in self.moved_meanwhile.lock().drain(..) {
             map[usize::from(slot) % SLOTS] = Some(node);
@@ -838,6 +904,9 @@ mod tests {
             epochs: Mutex::new(vec![0; SLOTS].into_boxed_slice()),
             nodes: Mutex::new(HashMap::new()),
             refreshing: AtomicBool::new(false),
+            map_generation: AtomicU64::new(0),
+            watching: AtomicBool::new(false),
+            watch_until_ms: AtomicU64::new(0),
             moved_meanwhile: Mutex::new(Vec::new()),
             refreshed_ms: AtomicU64::new(0),
             epoch: Instant::now(),

@@ -422,7 +422,13 @@ impl<C: Clock> RedisLimiter<C> {
             RedisConnection::Single(_) => 0,
             RedisConnection::Cluster(_) => usize::from(keys::slot(&base)),
         };
-        if self.breaker.is_open(slot, local_ms) {
+        // A Cluster's map that changed since the breaker opened may name a replica promoted in
+        // the failed master's place: the call goes through (and trips the breaker again if not).
+        let map_generation = match &self.connection {
+            RedisConnection::Single(_) => 0,
+            RedisConnection::Cluster(router) => router.map_generation(),
+        };
+        if self.breaker.is_open(slot, local_ms) && !self.breaker.map_changed(map_generation) {
             let error = Error::Backend {
                 kind: BackendErrorKind::Unavailable,
                 detail: "Redis failed moments ago; retrying it shortly".into(),
@@ -466,8 +472,12 @@ impl<C: Clock> RedisLimiter<C> {
                             self.breaker
                                 .trip(usize::from(s), local_ms, self.retry_after_ms);
                         }
+                        self.breaker.tripped_at_map(map_generation);
                     }
-                    _ => self.breaker.trip(slot, local_ms, self.retry_after_ms),
+                    _ => {
+                        self.breaker.trip(slot, local_ms, self.retry_after_ms);
+                        self.breaker.tripped_at_map(map_generation);
+                    }
                 }
                 self.on_failure(key, op, amount, error)
             }

@@ -36,6 +36,9 @@ pub enum FailurePolicy {
 pub(crate) struct Breaker {
     /// Per slot, the unix ms before which Redis is not tried; 0 when closed.
     open_until_ms: Box<[AtomicU64]>,
+    /// The Cluster map's generation at the latest trip: once the map has changed, a failed
+    /// master may have been replaced, so open slots are tried again at once.
+    tripped_at_map: AtomicU64,
 }
 
 impl Breaker {
@@ -43,6 +46,7 @@ impl Breaker {
     pub(crate) fn new(slots: usize) -> Breaker {
         Breaker {
             open_until_ms: (0..slots.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            tripped_at_map: AtomicU64::new(0),
         }
     }
 
@@ -58,6 +62,17 @@ impl Breaker {
     pub(crate) fn trip(&self, slot: usize, now_ms: u64, retry_after_ms: u64) {
         self.at(slot)
             .store(now_ms.saturating_add(retry_after_ms), Ordering::Relaxed);
+    }
+
+    /// Records the Cluster map's generation at a trip (0 for a single server, whose map never
+    /// changes).
+    pub(crate) fn tripped_at_map(&self, generation: u64) {
+        self.tripped_at_map.fetch_max(generation, Ordering::Relaxed);
+    }
+
+    /// Whether the map has changed since the latest trip.
+    pub(crate) fn map_changed(&self, generation: u64) -> bool {
+        generation > self.tripped_at_map.load(Ordering::Relaxed)
     }
 
     pub(crate) fn close(&self, slot: usize) {

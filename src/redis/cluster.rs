@@ -3,9 +3,11 @@
 //! Each call goes to the master of its key's hash slot and nowhere else, over one multiplexed
 //! connection per master. A master that dies then costs its own slots only: the other masters'
 //! connections are never waited on, and the slot map is only ever refreshed in the background,
-//! behind a lock held for a swap, never across a network call. (redis-rs's cluster client
-//! rediscovers the cluster while holding every command, those for the live masters too, and
-//! that rediscovery waits on the dead master.)
+//! behind a lock held for a swap, never across a network call. A timeout counts as evidence of
+//! a lost master, as a broken connection does. (redis-rs 1.8.1's cluster client, measured under
+//! the same faults, keeps the live masters' keys working too, but a timeout makes it retry the
+//! same node rather than read the map, so a frozen or partitioned master's keys wait until it
+//! answers again: BENCHMARKS.md, "Redis Cluster failover".)
 
 use std::collections::HashMap;
 use std::fmt;

@@ -94,7 +94,8 @@
 //!   crate (with tokio and its connection manager) and `tokio`'s timer, task spawning and async
 //!   mutex.
 //! - `tls` (implies `redis`): `rediss://` URLs, trusting the system's root certificates, and
-//!   `RedisConnection::connect_with_ca` for a private CA. redis-rs's rustls support, with
+//!   `RedisConnection::connect_with_ca` (one server) and `connect_cluster_with_ca` (a cluster) for
+//!   a private CA. redis-rs's rustls support, with
 //!   rustls on its `ring` provider, installed as the process default at the first `rediss://`
 //!   connection unless one already is.
 //! - `http`: the `http` module, which writes a [`Decision`] into an `http::HeaderMap` in the

@@ -229,6 +229,32 @@ impl Decision {
         &self.states[..usize::from(self.len)]
     }
 
+    /// The position of the [`binding`](Self::binding) quota in [`quotas`](Self::quotas), e.g.
+    /// to name its policy.
+    pub fn binding_index(&self) -> usize {
+        usize::from(self.binding)
+    }
+
+    /// Whether quota `index` (in [`quotas`](Self::quotas)) alone would have denied the request.
+    /// `false` for an allowed request and for an index past the last quota.
+    ///
+    /// ```
+    /// use ratewindow::{ManualClock, MemoryLimiter, Quota};
+    ///
+    /// let limiter = MemoryLimiter::builder(Quota::per_second(1)?)
+    ///     .quota(Quota::per_minute(100)?)
+    ///     .clock(ManualClock::at_millis(1_700_000_000_000))
+    ///     .build()?;
+    /// limiter.check("k")?;
+    /// let denied = limiter.check("k")?;
+    /// assert!(denied.denied_by(0) && !denied.denied_by(1));
+    /// assert_eq!(denied.binding_index(), 0);
+    /// # Ok::<(), ratewindow::Error>(())
+    /// ```
+    pub fn denied_by(&self, index: usize) -> bool {
+        index < usize::from(self.len) && self.violated & (1 << index) != 0
+    }
+
     /// The quotas that denied the request (none when it was allowed), in configuration order.
     pub fn violated(&self) -> impl Iterator<Item = &QuotaState> + '_ {
         self.quotas()

@@ -88,7 +88,7 @@ pub fn write_headers_partitioned(
     }
     if style.has_github_extras() {
         headers.insert(X_RATELIMIT_USED, int::int(decision.binding().used()));
-        let name = policy_name_at(decision, binding_index(decision));
+        let name = policy_name_at(decision, decision.binding_index());
         // A policy name is ASCII letters, digits and `-`: always a valid value.
         if let Ok(value) = HeaderValue::from_bytes(name.as_bytes()) {
             headers.insert(X_RATELIMIT_RESOURCE, value);
@@ -142,13 +142,3 @@ pub fn rate_limited_parts(
     (StatusCode::TOO_MANY_REQUESTS, headers)
 }
 
-/// The index in [`Decision::quotas`] of [`Decision::binding`]: both borrow the same array, so
-/// the binding state is the one at the same address.
-fn binding_index(decision: &Decision) -> usize {
-    let binding = decision.binding();
-    decision
-        .quotas()
-        .iter()
-        .position(|quota| std::ptr::eq(quota, binding))
-        .unwrap_or(0)
-}

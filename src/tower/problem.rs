@@ -89,12 +89,7 @@ pub(crate) fn reject(outcome: Outcome, spec: &ResponseHeaders) -> Rejection {
 
 fn rate_limited(decision: &Decision, headers: HeaderMap) -> Rejection {
     let binding = decision.binding();
-    let binding_name = decision
-        .quotas()
-        .iter()
-        .zip(policy_names(decision))
-        .find(|(quota, _)| std::ptr::eq(*quota, binding))
-        .map(|(_, name)| name);
+    let binding_name = policy_names(decision).nth(decision.binding_index());
     let retry = decision.retry_after_secs().unwrap_or(1);
     let detail = match binding_name {
         Some(name) => format!(
@@ -158,11 +153,9 @@ fn problem(
     push_json_string(&mut body, code);
     if let Some(decision) = denied {
         body.push_str(r#","violated-policies":["#);
-        let violated = decision
-            .quotas()
-            .iter()
-            .zip(policy_names(decision))
-            .filter(|(quota, _)| decision.violated().any(|v| std::ptr::eq(v, *quota)));
+        let violated = policy_names(decision)
+            .enumerate()
+            .filter(|(index, _)| decision.denied_by(*index));
         for (i, (_, name)) in violated.enumerate() {
             if i > 0 {
                 body.push(',');

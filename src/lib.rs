@@ -89,7 +89,7 @@
 //! # Crate features
 //!
 //! - `redis`: `RedisLimiter`, the Redis and Redis Cluster backend, with its `FailurePolicy` and
-//!   `RedisConnection`, and `ClusterRouter`, which routes each call to its key's Cluster master;
+//!   `RedisConnection` (one server, or a Cluster with each call routed to its key's master);
 //!   `RedisWarning` and `EvictionReport` for a server that may evict counters. Adds the `redis`
 //!   crate (with tokio and its connection manager) and `tokio`'s timer, task spawning and async
 //!   mutex.
@@ -143,6 +143,6 @@ pub use quota::Quota;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{
-    ClusterRouter, EvictionReport, FailurePolicy, RedisConnection, RedisLimiter,
-    RedisLimiterBuilder, RedisWarning, ServerMemory,
+    EvictionReport, FailurePolicy, RedisConnection, RedisLimiter, RedisLimiterBuilder,
+    RedisWarning, ServerMemory,
 };

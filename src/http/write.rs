@@ -141,4 +141,3 @@ pub fn rate_limited_parts(
     write_headers_partitioned(decision, style, partition, &mut headers);
     (StatusCode::TOO_MANY_REQUESTS, headers)
 }
-

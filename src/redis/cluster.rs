@@ -60,7 +60,7 @@ const UNANSWERED_FOR: Duration = Duration::from_secs(5);
 /// background: after a redirect, after a connection to a master fails or a call to it times out
 /// (to find a replica promoted in its place), and every few seconds.
 #[derive(Clone)]
-pub struct ClusterRouter {
+pub(crate) struct ClusterRouter {
     inner: Arc<Router>,
 }
 

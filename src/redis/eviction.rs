@@ -454,9 +454,9 @@ impl EvictionWatch {
     /// Reads every server, records what changed, and delivers the new warnings.
     async fn check(&self) -> Result<EvictionReport, Error> {
         let ticket = self.tickets.fetch_add(1, Ordering::Relaxed) + 1;
-        let targets: Vec<(Option<String>, u16)> = match &self.connection {
-            RedisConnection::Single(_) => vec![(None, 0)],
-            RedisConnection::Cluster(router) => router
+        let targets: Vec<(Option<String>, u16)> = match self.connection.cluster() {
+            None => vec![(None, 0)],
+            Some(router) => router
                 .masters()
                 .into_iter()
                 .map(|(address, slot)| (Some(address), slot))

@@ -36,14 +36,18 @@ const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(1);
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(86_400);
 const DEFAULT_PREFIX: &str = "ratewindow";
 
-/// A connection to a single Redis server (reconnecting by itself) or to a Redis Cluster. Both
-/// multiplex every concurrent call over their connections; cloning one is cheap and shares them.
+/// A connection to a single Redis server (reconnecting by itself) or to a Redis Cluster (each
+/// call routed to its key's master only, so a master that is down fails its own keys and no
+/// others). Both multiplex every concurrent call over their connections; cloning one is cheap
+/// and shares them. Made by the `connect*` functions; what it is built on is its own business.
 #[derive(Clone)]
-pub enum RedisConnection {
-    /// One server, through redis-rs's [`ConnectionManager`].
+pub struct RedisConnection(Connection);
+
+#[derive(Clone)]
+enum Connection {
+    /// One server, through redis-rs's `ConnectionManager`.
     Single(ConnectionManager),
-    /// A cluster, through a [`ClusterRouter`]: each call goes to its key's master only, so a
-    /// master that is down fails its own keys and no others.
+    /// A cluster, through the crate's own router.
     Cluster(ClusterRouter),
 }
 
@@ -51,9 +55,7 @@ impl RedisConnection {
     /// Connects to one server, e.g. `redis://127.0.0.1:6379/`.
     ///
     /// The connection has no response timeout of redis-rs's own: a limiter bounds each of its
-    /// calls by its [`timeout`](RedisLimiterBuilder::timeout). Commands of your own sent on the
-    /// [`Single`](RedisConnection::Single) connection manager are not bounded; wrap them in a
-    /// timeout of yours.
+    /// calls by its [`timeout`](RedisLimiterBuilder::timeout).
     ///
     /// # Errors
     ///
@@ -102,11 +104,11 @@ impl RedisConnection {
         // No response timeout of redis-rs's own (500 ms by default): every call is bounded by
         // its limiter's timeout, and a second timer per call would cost as much again.
         let config = ConnectionManagerConfig::new().set_response_timeout(None);
-        Ok(RedisConnection::Single(
+        Ok(RedisConnection(Connection::Single(
             ConnectionManager::new_with_config(client, config)
                 .await
                 .map_err(backend_error)?,
-        ))
+        )))
     }
 
     /// Connects to a cluster through any of its nodes, reading slot maps within 50 ms (the
@@ -143,11 +145,19 @@ impl RedisConnection {
         let router = ClusterRouter::connect(urls, timeout)
             .await
             .map_err(url_error)?;
-        Ok(RedisConnection::Cluster(router))
+        Ok(RedisConnection(Connection::Cluster(router)))
     }
 }
 
 impl RedisConnection {
+    /// The cluster router, unless this is one server.
+    pub(super) fn cluster(&self) -> Option<&ClusterRouter> {
+        match &self.0 {
+            Connection::Single(_) => None,
+            Connection::Cluster(router) => Some(router),
+        }
+    }
+
     /// Connects to a cluster over TLS (`rediss://` URLs), trusting the certificate authorities
     /// in `ca_pem` (PEM) rather than the system's, as
     /// [`connect_with_ca`](Self::connect_with_ca) does for one server; otherwise as
@@ -198,7 +208,7 @@ impl RedisConnection {
         let router = ClusterRouter::connect_to(infos, DEFAULT_TIMEOUT)
             .await
             .map_err(url_error)?;
-        Ok(RedisConnection::Cluster(router))
+        Ok(RedisConnection(Connection::Cluster(router)))
     }
 
     /// Sends `request` to the server, or on a Cluster to the master of `slot`; `master_answered`
@@ -210,11 +220,11 @@ impl RedisConnection {
         request: Request<'_>,
         master_answered: &AtomicBool,
     ) -> RedisResult<T> {
-        match self {
-            RedisConnection::Single(c) => request.send(&mut c.clone()).await,
+        match &self.0 {
+            Connection::Single(c) => request.send(&mut c.clone()).await,
             // Boxed: the router's future (redirects, retries) is kilobytes, and a single
             // server's calls should not carry it.
-            RedisConnection::Cluster(c) => Box::pin(c.query(slot, request, master_answered)).await,
+            Connection::Cluster(c) => Box::pin(c.query(slot, request, master_answered)).await,
         }
     }
 }
@@ -240,9 +250,9 @@ fn install_tls_provider() {
 
 impl fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            RedisConnection::Single(_) => "RedisConnection::Single",
-            RedisConnection::Cluster(_) => "RedisConnection::Cluster",
+        f.write_str(match self.0 {
+            Connection::Single(_) => "RedisConnection(one server)",
+            Connection::Cluster(_) => "RedisConnection(cluster)",
         })
     }
 }
@@ -418,16 +428,16 @@ impl<C: Clock> RedisLimiter<C> {
         let mut base = keys::base(&self.prefix, key);
         // A Cluster fails by hash slot (a master and its slots): a dead master must not send
         // the keys of the live ones to the failure policy.
-        let slot = match self.connection {
-            RedisConnection::Single(_) => 0,
-            RedisConnection::Cluster(_) => usize::from(keys::slot(&base)),
+        let slot = match self.connection.cluster() {
+            None => 0,
+            Some(_) => usize::from(keys::slot(&base)),
         };
         // A Cluster's map that changed since the breaker opened may name a replica promoted in
         // the failed master's place: the call goes through (and trips the breaker again if not).
-        let map_generation = match &self.connection {
-            RedisConnection::Single(_) => 0,
-            RedisConnection::Cluster(router) => router.map_generation(),
-        };
+        let map_generation = self
+            .connection
+            .cluster()
+            .map_or(0, ClusterRouter::map_generation);
         if self.breaker.is_open(slot, local_ms) && !self.breaker.map_changed(map_generation) {
             let error = Error::Backend {
                 kind: BackendErrorKind::Unavailable,
@@ -460,8 +470,8 @@ impl<C: Clock> RedisLimiter<C> {
                 Ok(decision)
             }
             Err(error @ Error::Backend { .. }) => {
-                match &self.connection {
-                    RedisConnection::Cluster(router)
+                match self.connection.cluster() {
+                    Some(router)
                         if whole_master.load(Ordering::Relaxed)
                             && !self.breaker.is_open(slot, local_ms) =>
                     {
@@ -625,7 +635,7 @@ impl<C: Clock> RedisLimiter<C> {
             }
             Err(timeout) => {
                 whole_master.store(at_master(), Ordering::Relaxed);
-                if let RedisConnection::Cluster(router) = &self.connection {
+                if let Some(router) = self.connection.cluster() {
                     router.timed_out(slot, at_master());
                 }
                 return Err(timeout);
@@ -1060,9 +1070,9 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             }
             _ => None,
         };
-        let slots = match connection {
-            RedisConnection::Single(_) => 1,
-            RedisConnection::Cluster(_) => keys::SLOTS,
+        let slots = match connection.cluster() {
+            None => 1,
+            Some(_) => keys::SLOTS,
         };
         let eviction = EvictionWatch::new(self.eviction, connection.clone(), self.timeout);
         Ok(RedisLimiter {

@@ -9,7 +9,6 @@ mod limiter;
 mod policy;
 mod script;
 
-pub use cluster::ClusterRouter;
 pub use eviction::{EvictionReport, RedisWarning, ServerMemory};
 pub use limiter::{RedisConnection, RedisLimiter, RedisLimiterBuilder};
 pub use policy::FailurePolicy;

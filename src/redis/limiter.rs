@@ -10,10 +10,11 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind, Value};
 
+use super::breaker::Breaker;
 use super::cache::OverLimitCache;
 use super::cluster::{ClusterRouter, Request};
 use super::eviction::{EvictionSettings, EvictionWatch};
-use super::policy::{Breaker, FailurePolicy};
+use super::policy::FailurePolicy;
 use super::{keys, script};
 use crate::decision::QuotaState;
 use crate::quota;

@@ -1,6 +1,7 @@
 //! The Redis backend: one atomic script per decision, counters that cannot outlive their
 //! window, Redis Cluster.
 
+mod breaker;
 mod cache;
 mod cluster;
 mod eviction;

@@ -441,13 +441,7 @@ impl Router {
         runtime.spawn(async move {
             while router.now_ms() < router.watch_until_ms.load(Ordering::Relaxed) {
                 tokio::time::sleep(WATCH_EVERY).await;
-                if !router.refreshing.swap(true, Ordering::Acquire) {
-                    router
-                        .refreshed_ms
-                        .store(router.now_ms(), Ordering::Relaxed);
-                    let refreshing = Refreshing(router.clone());
-                    let _ = refreshing.0.refresh().await;
-                }
+                router.refresh_after(WATCH_EVERY, router.now_ms());
             }
             router.watching.store(false, Ordering::Release);
         });

@@ -12,15 +12,12 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use ratewindow::{
-    Clock, DecidedBy, FailurePolicy, Quota, RateLimiter, RedisConnection, RedisLimiter,
-};
+use ratewindow::{DecidedBy, FailurePolicy, Quota, RateLimiter, RedisConnection, RedisLimiter};
 use tokio::runtime::Runtime;
 
-use crate::support::redis_server::{RedisCluster, RedisServer};
+use crate::support::redis_server::RedisCluster;
+use crate::support::{Elapsed, runtime};
 
-/// Ten minutes into an hour: the hour-long windows never end while the test runs.
-const T0_MS: u64 = 1_800_000_600_000;
 /// How long a call may take before the failure policy answers.
 const TIMEOUT: Duration = Duration::from_millis(100);
 /// Keys over the three masters, and tasks deciding them.
@@ -31,46 +28,11 @@ const BACK_WITHIN: Duration = Duration::from_secs(1);
 /// How long the load goes on once the cluster has settled: well past the bound.
 const AFTER: Duration = Duration::from_secs(3);
 
-/// Real elapsed time from a fixed unix instant: the breaker's wait passes as in production.
-#[derive(Debug, Clone)]
-struct Elapsed(Instant);
-
-impl Clock for Elapsed {
-    fn now_ms(&self) -> u64 {
-        T0_MS + self.0.elapsed().as_millis() as u64
-    }
-}
-
 /// One call: which key, when it started (from the test's start), and who decided it.
 struct Call {
     key: usize,
     started: Duration,
     decided_by: Option<DecidedBy>,
-}
-
-fn signal(server: &RedisServer, sig: &str) {
-    let pid = server.pid().expect("a running server").to_string();
-    let status = std::process::Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {sig} {pid}");
-}
-
-/// The master (an index into the cluster's nodes) that serves `key`: the one that does not
-/// redirect it.
-fn owner(cluster: &RedisCluster, masters: &[usize], key: &str) -> usize {
-    let owners: Vec<usize> = masters
-        .iter()
-        .copied()
-        .filter(|&i| {
-            !cluster.nodes()[i]
-                .command(&["EXISTS", key])
-                .starts_with("-MOVED")
-        })
-        .collect();
-    assert_eq!(owners.len(), 1, "{key} is served by {owners:?}");
-    owners[0]
 }
 
 /// Polls `node` until it says it is a master; the time it first did.
@@ -100,11 +62,7 @@ fn failover(freeze: bool) {
     let lost = masters[0];
     let replica = cluster.replica_of(lost);
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = runtime();
     let urls = cluster.urls();
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
     let connection = runtime
@@ -115,13 +73,13 @@ fn failover(freeze: bool) {
         .prefix("fo")
         .timeout(TIMEOUT)
         .failure_policy(FailurePolicy::FailClosed)
-        .clock(Elapsed(start))
+        .clock(Elapsed::new())
         .build(connection)
         .unwrap();
     let names: Vec<String> = (0..KEYS).map(|k| format!("key-{k}")).collect();
     let on_lost: Vec<bool> = names
         .iter()
-        .map(|name| owner(&cluster, &masters, &format!("fo:{{{name}}}:3600000")) == lost)
+        .map(|name| cluster.owner(&format!("fo:{{{name}}}:3600000")) == lost)
         .collect();
     assert!(on_lost.iter().any(|&l| l) && !on_lost.iter().all(|&l| l));
 
@@ -132,9 +90,9 @@ fn failover(freeze: bool) {
     thread::sleep(Duration::from_secs(1));
     let fault_at = Instant::now();
     if freeze {
-        signal(&cluster.nodes()[lost], "-STOP");
+        cluster.nodes()[lost].signal("-STOP");
     } else {
-        signal(&cluster.nodes()[lost], "-KILL");
+        cluster.nodes()[lost].signal("-KILL");
         cluster.nodes_mut()[lost].stop();
     }
     let promoted = wait_for_promotion(&cluster, replica, Duration::from_secs(20));
@@ -145,7 +103,7 @@ fn failover(freeze: bool) {
         thread::sleep(BACK_WITHIN + Duration::from_millis(500));
         // Then the old master comes back, still believing it serves its slots until the
         // cluster tells it otherwise: it must not pull its keys back to itself.
-        signal(&cluster.nodes()[lost], "-CONT");
+        cluster.nodes()[lost].signal("-CONT");
         let deadline = Instant::now() + Duration::from_secs(20);
         while cluster.is_master(lost) {
             assert!(

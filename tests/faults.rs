@@ -16,15 +16,17 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ratewindow::{
-    BackendErrorKind, Clock, DecidedBy, Error, FailurePolicy, Quota, RateLimiter, RedisConnection,
+    BackendErrorKind, DecidedBy, Error, FailurePolicy, Quota, RateLimiter, RedisConnection,
     RedisLimiter,
 };
 use tokio::runtime::Runtime;
 
 use crate::support::redis_server::{RedisCluster, RedisServer};
+use crate::support::{Elapsed, runtime};
 
-/// Ten minutes into an hour: the tests' hour-long windows never end while they run.
-const T0_MS: u64 = 1_800_000_600_000;
+/// Ten minutes into an hour, as the `Elapsed` clock starts: the tests' hour-long windows never
+/// end while they run.
+const T0_MS: u64 = Elapsed::T0_MS;
 const HOUR_MS: u64 = 3_600_000;
 /// Tasks deciding at once during a fault.
 const TASKS: usize = 64;
@@ -39,46 +41,6 @@ const MARGIN: Duration = Duration::from_millis(250);
 const FAULT: Duration = Duration::from_millis(1_000);
 /// A limiter that is not back on Redis this long after a fault has ended has a bug.
 const RECOVERY_BOUND: Duration = Duration::from_secs(5);
-
-/// Real elapsed time from a fixed unix instant: the breaker's wait passes as it does in
-/// production, while windows stay where the test put them.
-#[derive(Debug, Clone)]
-struct Elapsed {
-    start: Instant,
-}
-
-impl Elapsed {
-    fn new() -> Elapsed {
-        Elapsed {
-            start: Instant::now(),
-        }
-    }
-}
-
-impl Clock for Elapsed {
-    fn now_ms(&self) -> u64 {
-        T0_MS + self.start.elapsed().as_millis() as u64
-    }
-}
-
-/// A runtime with two workers, like the machine: the tasks really run in parallel.
-fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime")
-}
-
-/// Sends a real signal (`-KILL`, `-STOP`, `-CONT`) to a server process.
-fn signal(server: &RedisServer, sig: &str) {
-    let pid = server.pid().expect("a running server").to_string();
-    let status = std::process::Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {sig} {pid}");
-}
 
 /// One call made under load.
 #[derive(Debug)]
@@ -405,7 +367,7 @@ fn faults_kill_and_restart_fail_open() {
         TIMEOUT,
     );
     let run = under_load(&runtime, &limiter, &mut server, |server| {
-        signal(server, "-KILL");
+        server.signal("-KILL");
         thread::sleep(FAULT);
         server.restart();
     });
@@ -428,9 +390,9 @@ fn faults_sigstop_longer_than_the_timeout_fail_closed() {
         TIMEOUT,
     );
     let run = under_load(&runtime, &limiter, &mut server, |server| {
-        signal(server, "-STOP");
+        server.signal("-STOP");
         thread::sleep(FAULT);
-        signal(server, "-CONT");
+        server.signal("-CONT");
     });
     run.check_common("SIGSTOP");
     assert_policy_answered(&run, DecidedBy::FailClosed, false);
@@ -594,17 +556,37 @@ fn faults_maxmemory_noeviction_returns_typed_errors() {
     assert_every_key_expires(&server, "oom");
 }
 
-/// The index of the master that serves `key` (the others answer `-MOVED`).
-fn owner(cluster: &RedisCluster, key: &str) -> usize {
-    let owners: Vec<usize> = (0..cluster.nodes().len())
-        .filter(|&i| {
-            !cluster.nodes()[i]
-                .command(&["EXISTS", key])
-                .starts_with("-MOVED")
-        })
-        .collect();
-    assert_eq!(owners.len(), 1, "{key} is served by {owners:?}");
-    owners[0]
+/// A connection to every node of `cluster`, reading slot maps within [`TIMEOUT`].
+fn connect(runtime: &Runtime, cluster: &RedisCluster) -> RedisConnection {
+    let urls = cluster.urls();
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    runtime
+        .block_on(RedisConnection::connect_cluster_with_timeout(
+            &urls, TIMEOUT,
+        ))
+        .expect("connect to the cluster")
+}
+
+/// A fail-closed limiter under `prefix` whose breaker waits only 1 ms, so every call tries the
+/// connection, and a key of it that master 0 serves.
+fn unpaced_on_master_0(
+    cluster: &RedisCluster,
+    connection: RedisConnection,
+    prefix: &str,
+) -> (RedisLimiter<Elapsed>, String) {
+    let limiter = RedisLimiter::builder(Quota::per_hour(1_000).unwrap())
+        .prefix(prefix)
+        .timeout(TIMEOUT)
+        .failure_policy(FailurePolicy::FailClosed)
+        .retry_after(Duration::from_millis(1))
+        .clock(Elapsed::new())
+        .build(connection)
+        .unwrap();
+    let key = (0..)
+        .map(|i| format!("tenant-{i}"))
+        .find(|name| cluster.owner(&format!("{prefix}:{{{name}}}:{HOUR_MS}")) == 0)
+        .unwrap();
+    (limiter, key)
 }
 
 /// `calls` concurrent checks of `key`: the outcomes and the longest call.
@@ -684,13 +666,7 @@ fn faults_cluster_master_killed_live_masters_keep_being_decided_by_redis() {
     const DEAD: usize = 2;
     let mut cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
     let runtime = runtime();
-    let urls = cluster.urls();
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let connection = runtime
-        .block_on(RedisConnection::connect_cluster_with_timeout(
-            &urls, TIMEOUT,
-        ))
-        .expect("connect to the cluster");
+    let connection = connect(&runtime, &cluster);
     let limiter = RedisLimiter::builder(Quota::per_hour(1_000_000).unwrap())
         .prefix("kl")
         .timeout(TIMEOUT)
@@ -702,7 +678,7 @@ fn faults_cluster_master_killed_live_masters_keep_being_decided_by_redis() {
     // Which master serves each key of each epoch; every master must serve some in both.
     let owners: HashMap<(usize, usize), usize> = (0..KEYS)
         .flat_map(|k| [(k, 0), (k, 1)])
-        .map(|key| (key, owner(&cluster, &redis_key(key))))
+        .map(|key| (key, cluster.owner(&redis_key(key))))
         .collect();
     for (node, epoch) in (0..3).flat_map(|n| [(n, 0), (n, 1)]) {
         assert!(
@@ -715,7 +691,7 @@ fn faults_cluster_master_killed_live_masters_keep_being_decided_by_redis() {
     load.wait_for_redis_since(Duration::ZERO);
     thread::sleep(Duration::from_millis(300));
     let killed = load.now();
-    signal(&cluster.nodes()[DEAD], "-KILL");
+    cluster.nodes()[DEAD].signal("-KILL");
     // Reaped: dead from here on.
     cluster.nodes_mut()[DEAD].stop();
     let dead = load.now();
@@ -829,13 +805,7 @@ fn faults_cluster_master_killed_live_masters_keep_being_decided_by_redis() {
 fn faults_cluster_one_failure_opens_the_breaker_for_every_slot_of_its_master() {
     let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
     let runtime = runtime();
-    let urls = cluster.urls();
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let connection = runtime
-        .block_on(RedisConnection::connect_cluster_with_timeout(
-            &urls, TIMEOUT,
-        ))
-        .expect("connect to the cluster");
+    let connection = connect(&runtime, &cluster);
     let clock = ratewindow::ManualClock::at_millis(T0_MS);
     let limiter = RedisLimiter::builder(Quota::per_hour(5).unwrap())
         .prefix("br")
@@ -855,7 +825,7 @@ fn faults_cluster_one_failure_opens_the_breaker_for_every_slot_of_its_master() {
         }
         let name = format!("spread-{i}");
         let slot = cluster.nodes()[0].command(&["CLUSTER", "KEYSLOT", &redis_key(&name)]);
-        match owner(&cluster, &redis_key(&name)) {
+        match cluster.owner(&redis_key(&name)) {
             2 if slots.insert(slot) => frozen.push(name),
             0 if live.is_none() => live = Some(name),
             _ => {}
@@ -871,7 +841,7 @@ fn faults_cluster_one_failure_opens_the_breaker_for_every_slot_of_its_master() {
     };
     assert_eq!(check(&frozen[0]).0, DecidedBy::Backend);
 
-    signal(&cluster.nodes()[2], "-STOP");
+    cluster.nodes()[2].signal("-STOP");
     let (first, waited) = check(&frozen[0]);
     assert_eq!(first, DecidedBy::FailClosed);
     assert!(
@@ -885,7 +855,7 @@ fn faults_cluster_one_failure_opens_the_breaker_for_every_slot_of_its_master() {
     }
     assert_eq!(check(&live).0, DecidedBy::Backend);
 
-    signal(&cluster.nodes()[2], "-CONT");
+    cluster.nodes()[2].signal("-CONT");
     clock.advance(Duration::from_millis(300));
     let back = (0..50)
         .map(|_| {
@@ -910,13 +880,7 @@ fn faults_cluster_one_failure_opens_the_breaker_for_every_slot_of_its_master() {
 fn faults_cluster_a_timeout_after_a_redirect_keeps_the_old_master_in_use() {
     let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
     let runtime = runtime();
-    let urls = cluster.urls();
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let connection = runtime
-        .block_on(RedisConnection::connect_cluster_with_timeout(
-            &urls, TIMEOUT,
-        ))
-        .expect("connect to the cluster");
+    let connection = connect(&runtime, &cluster);
     let clock = ratewindow::ManualClock::at_millis(T0_MS);
     let limiter = RedisLimiter::builder(Quota::per_hour(5).unwrap())
         .prefix("rd")
@@ -931,7 +895,7 @@ fn faults_cluster_a_timeout_after_a_redirect_keeps_the_old_master_in_use() {
     // Two keys of master 0 in different slots.
     let mut names = (0..)
         .map(|i| format!("moving-{i}"))
-        .filter(|name| owner(&cluster, &redis_key(name)) == 0);
+        .filter(|name| cluster.owner(&redis_key(name)) == 0);
     let moving = names.next().unwrap();
     let staying = names
         .find(|name| slot_of(name) != slot_of(&moving))
@@ -952,10 +916,10 @@ fn faults_cluster_a_timeout_after_a_redirect_keeps_the_old_master_in_use() {
     let node_1 = node_1.lines().nth(1).expect("a bulk string reply");
     let set = cluster.nodes()[0].command(&["CLUSTER", "SETSLOT", slot, "NODE", node_1]);
     assert_eq!(set, "+OK\r\n");
-    signal(&cluster.nodes()[1], "-STOP");
+    cluster.nodes()[1].signal("-STOP");
     let redirected = check(&moving);
     let other = check(&staying);
-    signal(&cluster.nodes()[1], "-CONT");
+    cluster.nodes()[1].signal("-CONT");
     assert_eq!(
         redirected,
         DecidedBy::FailClosed,
@@ -978,13 +942,7 @@ fn faults_cluster_a_timeout_after_a_redirect_keeps_the_old_master_in_use() {
 fn faults_cluster_an_error_about_one_key_keeps_its_master_in_use() {
     let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
     let runtime = runtime();
-    let urls = cluster.urls();
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let connection = runtime
-        .block_on(RedisConnection::connect_cluster_with_timeout(
-            &urls, TIMEOUT,
-        ))
-        .expect("connect to the cluster");
+    let connection = connect(&runtime, &cluster);
     let limiter = RedisLimiter::builder(Quota::per_hour(5).unwrap())
         .prefix("wt")
         .timeout(TIMEOUT)
@@ -1003,7 +961,7 @@ fn faults_cluster_an_error_about_one_key_keeps_its_master_in_use() {
         }
         let name = format!("tenant-{i}");
         let slot = cluster.nodes()[0].command(&["CLUSTER", "KEYSLOT", &redis_key(&name)]);
-        if owner(&cluster, &redis_key(&name)) == 1 && slots.insert(slot) {
+        if cluster.owner(&redis_key(&name)) == 1 && slots.insert(slot) {
             on_master_1.push(name);
         }
     }
@@ -1041,25 +999,8 @@ fn client_ids(node: &RedisServer) -> BTreeSet<String> {
 fn faults_cluster_a_connection_unanswered_for_seconds_is_made_again() {
     let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
     let runtime = runtime();
-    let urls = cluster.urls();
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let connection = runtime
-        .block_on(RedisConnection::connect_cluster_with_timeout(
-            &urls, TIMEOUT,
-        ))
-        .expect("connect to the cluster");
-    let limiter = RedisLimiter::builder(Quota::per_hour(1_000).unwrap())
-        .prefix("ho")
-        .timeout(TIMEOUT)
-        .failure_policy(FailurePolicy::FailClosed)
-        .retry_after(Duration::from_millis(1))
-        .clock(Elapsed::new())
-        .build(connection)
-        .unwrap();
-    let key = (0..)
-        .map(|i| format!("tenant-{i}"))
-        .find(|name| owner(&cluster, &format!("ho:{{{name}}}:{HOUR_MS}")) == 0)
-        .unwrap();
+    let connection = connect(&runtime, &cluster);
+    let (limiter, key) = unpaced_on_master_0(&cluster, connection, "ho");
     let decided = || runtime.block_on(limiter.check(&key)).unwrap().decided_by();
     assert_eq!(decided(), DecidedBy::Backend);
     let before = client_ids(&cluster.nodes()[0]);
@@ -1096,25 +1037,8 @@ fn faults_cluster_a_connection_unanswered_for_seconds_is_made_again() {
 fn faults_cluster_a_timeout_then_idle_keeps_a_healthy_connection() {
     let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
     let runtime = runtime();
-    let urls = cluster.urls();
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    let connection = runtime
-        .block_on(RedisConnection::connect_cluster_with_timeout(
-            &urls, TIMEOUT,
-        ))
-        .expect("connect to the cluster");
-    let limiter = RedisLimiter::builder(Quota::per_hour(1_000).unwrap())
-        .prefix("id")
-        .timeout(TIMEOUT)
-        .failure_policy(FailurePolicy::FailClosed)
-        .retry_after(Duration::from_millis(1))
-        .clock(Elapsed::new())
-        .build(connection)
-        .unwrap();
-    let key = (0..)
-        .map(|i| format!("tenant-{i}"))
-        .find(|name| owner(&cluster, &format!("id:{{{name}}}:{HOUR_MS}")) == 0)
-        .unwrap();
+    let connection = connect(&runtime, &cluster);
+    let (limiter, key) = unpaced_on_master_0(&cluster, connection, "id");
     let decided = || runtime.block_on(limiter.check(&key)).unwrap().decided_by();
     assert_eq!(decided(), DecidedBy::Backend);
     let before = client_ids(&cluster.nodes()[0]);
@@ -1164,7 +1088,7 @@ fn cluster_master_down(freeze: bool) {
             break;
         }
         let name = format!("tenant-{i}");
-        let node = owner(&cluster, &redis_key(&name));
+        let node = cluster.owner(&redis_key(&name));
         names[node].push(name);
     }
     for node in &names {
@@ -1172,7 +1096,7 @@ fn cluster_master_down(freeze: bool) {
         assert_eq!(outcomes, [(DecidedBy::Backend, true)]);
     }
     let live_keys: Vec<bool> = (0..KEYS)
-        .map(|k| owner(&cluster, &format!("mix:{{{}}}:{HOUR_MS}", key_name((k, 0)))) != 2)
+        .map(|k| cluster.owner(&format!("mix:{{{}}}:{HOUR_MS}", key_name((k, 0)))) != 2)
         .collect();
 
     // Until the live masters' probes are decided by Redis (they should be at once): the time
@@ -1196,9 +1120,9 @@ fn cluster_master_down(freeze: bool) {
         }
     };
     if freeze {
-        signal(&cluster.nodes()[2], "-STOP");
+        cluster.nodes()[2].signal("-STOP");
     } else {
-        signal(&cluster.nodes()[2], "-KILL");
+        cluster.nodes()[2].signal("-KILL");
         cluster.nodes_mut()[2].stop();
     }
     settle("after the fault");
@@ -1301,7 +1225,7 @@ fn cluster_master_down(freeze: bool) {
     );
 
     if freeze {
-        signal(&cluster.nodes()[2], "-CONT");
+        cluster.nodes()[2].signal("-CONT");
     } else {
         cluster.nodes_mut()[2].restart();
     }
@@ -1573,21 +1497,9 @@ fn certificates() -> std::path::PathBuf {
 fn security_tls_with_a_private_ca() {
     let runtime = runtime();
     let dir = certificates();
-    let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
-    let tls_port = crate::support::redis_server::free_port(false).to_string();
-    let server = RedisServer::with_args(&[
-        "--tls-port",
-        &tls_port,
-        "--tls-cert-file",
-        &file("server.crt"),
-        "--tls-key-file",
-        &file("server.key"),
-        "--tls-ca-cert-file",
-        &file("ca.crt"),
-        // No client certificates: the client authenticates with a password, if any.
-        "--tls-auth-clients",
-        "no",
-    ]);
+    let tls_port = crate::support::redis_server::free_port(false);
+    let args = crate::support::redis_server::tls_args(&dir, tls_port);
+    let server = RedisServer::with_args(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let ca = std::fs::read(dir.join("ca.crt")).unwrap();
     let url = format!("rediss://127.0.0.1:{tls_port}/");
 
@@ -1703,7 +1615,7 @@ fn security_tls_to_a_cluster_with_a_private_ca() {
         assert!(i < 1_000, "three masters never all served: {served:?}");
         let name = format!("tenant-{i}");
         let redis_key = format!("tlsc:{{{name}}}:{HOUR_MS}");
-        let master = owner(&cluster, &redis_key);
+        let master = cluster.owner(&redis_key);
         for remaining in [9, 8] {
             let d = runtime.block_on(limiter.check(&name)).unwrap();
             assert_eq!(

@@ -6,8 +6,9 @@ pub(crate) mod redis_server;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-use ratewindow::{Alignment, ManualClock, MemoryLimiter, Quota, RateLimiter};
+use ratewindow::{Alignment, Clock, ManualClock, MemoryLimiter, Quota, RateLimiter};
 
 thread_local! {
     /// One runtime per test thread: connections made in it (e.g. to Redis) keep working across
@@ -16,6 +17,42 @@ thread_local! {
         .enable_all()
         .build()
         .expect("tokio runtime");
+}
+
+/// A runtime with two workers, like the machine: tasks under load really run in parallel.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Real elapsed time from a fixed unix instant, [`Elapsed::T0_MS`]: a breaker's wait passes as
+/// it does in production, while hour-long windows stay where the tests put them.
+#[derive(Debug, Clone)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct Elapsed {
+    start: Instant,
+}
+
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+impl Elapsed {
+    /// Ten minutes into an hour: an hour-long window does not end while a test runs.
+    pub(crate) const T0_MS: u64 = 1_800_000_600_000;
+
+    pub(crate) fn new() -> Elapsed {
+        Elapsed {
+            start: Instant::now(),
+        }
+    }
+}
+
+impl Clock for Elapsed {
+    fn now_ms(&self) -> u64 {
+        Elapsed::T0_MS + self.start.elapsed().as_millis() as u64
+    }
 }
 
 /// Runs a future to completion on this test thread's runtime.

@@ -279,6 +279,17 @@ impl RedisServer {
         argv
     }
 
+    /// Sends a real signal (`-KILL`, `-STOP`, `-CONT`) to the server process.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn signal(&self, sig: &str) {
+        let pid = self.pid().expect("a running server").to_string();
+        let status = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {sig} {pid}");
+    }
+
     /// The value that follows `flag` in the extra arguments.
     fn arg(&self, flag: &str) -> Option<&str> {
         let at = self.extra_args.iter().position(|a| a == flag)?;
@@ -368,29 +379,15 @@ impl RedisCluster {
     /// `CLUSTER SLOTS` names their TLS ports), with the certificate, key and CA in `dir`
     /// (`server.crt`, `server.key`, `ca.crt`) and no client certificates. Each node keeps a
     /// plain port too, which only these helpers use.
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub(crate) fn with_tls(dir: &std::path::Path) -> Self {
-        let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
         let nodes: Vec<RedisServer> = (0..3)
             .map(|_| {
                 // Its cluster bus listens on the TLS port plus 10 000: reserve both.
-                let tls_port = free_port(true).to_string();
-                RedisServer::start(
-                    &[
-                        "--tls-port",
-                        &tls_port,
-                        "--tls-cert-file",
-                        &file("server.crt"),
-                        "--tls-key-file",
-                        &file("server.key"),
-                        "--tls-ca-cert-file",
-                        &file("ca.crt"),
-                        "--tls-auth-clients",
-                        "no",
-                        "--tls-cluster",
-                        "yes",
-                    ],
-                    true,
-                )
+                let mut args = tls_args(dir, free_port(true));
+                args.extend(["--tls-cluster".into(), "yes".into()]);
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                RedisServer::start(&args, true)
             })
             .collect();
         let cluster = RedisCluster { nodes, replicas: 0 };
@@ -401,6 +398,7 @@ impl RedisCluster {
 
     /// `rediss://127.0.0.1:<TLS port>/` of every node of a cluster made by
     /// [`with_tls`](Self::with_tls).
+    #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     pub(crate) fn tls_urls(&self) -> Vec<String> {
         self.nodes
             .iter()
@@ -411,6 +409,22 @@ impl RedisCluster {
                 )
             })
             .collect()
+    }
+
+    /// The index of the node that serves `key`: every other running node, replica or master,
+    /// answers `-MOVED`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn owner(&self, key: &str) -> usize {
+        let owners: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].is_running())
+            .filter(|&i| {
+                !self.nodes[i]
+                    .command(&["EXISTS", key])
+                    .starts_with("-MOVED")
+            })
+            .collect();
+        assert_eq!(owners.len(), 1, "{key} is served by {owners:?}");
+        owners[0]
     }
 
     /// Whether node `i` is a master now, by its own `ROLE`.
@@ -557,6 +571,26 @@ impl RedisCluster {
         }
         text
     }
+}
+
+/// The arguments that serve TLS on `tls_port` with the certificate, key and CA in `dir`
+/// (`server.crt`, `server.key`, `ca.crt`), and no client certificates (a client authenticates
+/// with a password, if any).
+#[cfg_attr(not(feature = "tls"), allow(dead_code))]
+pub(crate) fn tls_args(dir: &std::path::Path, tls_port: u16) -> Vec<String> {
+    let file = |name: &str| dir.join(name).to_string_lossy().into_owned();
+    vec![
+        "--tls-port".into(),
+        tls_port.to_string(),
+        "--tls-cert-file".into(),
+        file("server.crt"),
+        "--tls-key-file".into(),
+        file("server.key"),
+        "--tls-ca-cert-file".into(),
+        file("ca.crt"),
+        "--tls-auth-clients".into(),
+        "no".into(),
+    ]
 }
 
 /// `REDIS_SERVER_BIN`, or `redis-server` on the `PATH`.

@@ -22,6 +22,8 @@ pub(crate) trait Cell: Default + Send + Sync + 'static {
 /// One quota: one packed word, updated with compare-and-swap. No lock is taken, and a decision
 /// writes to shared memory only this key's word, and only when it admits or refunds.
 impl Cell for AtomicU64 {
+    // Inlined: the single-quota hot path runs its decision inside this loop.
+    #[inline(always)]
     fn transact<R>(
         &self,
         packings: &[Packing],

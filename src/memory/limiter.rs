@@ -357,30 +357,21 @@ impl<C: Clock> MemoryLimiter<C> {
         let quota = self.quotas[0];
         let (window, offset_ms) = self.first_window(key, now_ms)?;
         let id = self.store.key_ids.of(key);
-        let packing = self.packings[0];
         let limit = quota.limit();
+        // The cell's own compare-and-swap loop, around one quota's step of `decide`.
         let charged = cells.existing(id, |cell| {
-            let mut word = cell.load(Ordering::Acquire);
-            loop {
-                let counter = packing.unpack(word).rolled_to(window.index);
+            cell.transact(&self.packings[..1], |counters| {
+                let counter = counters[0].rolled_to(window.index);
                 let count = counter.count.saturating_add(cost);
                 if count > limit {
-                    return (counter, false);
+                    return (false, (counter, false));
                 }
-                let charged = Counter {
+                counters[0] = Counter {
                     index: counter.index,
                     count,
                 };
-                match cell.compare_exchange_weak(
-                    word,
-                    packing.pack(charged),
-                    Ordering::AcqRel,
-                    Ordering::Acquire,
-                ) {
-                    Ok(_) => return (charged, true),
-                    Err(current) => word = current,
-                }
-            }
+                (true, (counters[0], true))
+            })
         });
         match charged {
             Ok((counter, allowed)) => {

@@ -41,6 +41,12 @@ impl QuotaState {
         }
     }
 
+    /// The same state with `used` units counted.
+    #[inline(always)]
+    pub(crate) fn with_used(self, used: u64) -> Self {
+        QuotaState { used, ..self }
+    }
+
     /// The quota's limit per window.
     pub fn limit(&self) -> u64 {
         self.limit

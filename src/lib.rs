@@ -115,6 +115,7 @@ mod alignment;
 mod clock;
 mod decision;
 mod error;
+mod fixed_window;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::Error;
+use crate::{Error, MAX_QUOTAS};
 
 const SECOND_MS: u64 = 1_000;
 const MINUTE_MS: u64 = 60 * SECOND_MS;
@@ -190,12 +190,112 @@ impl FromStr for Quota {
     }
 }
 
+/// A limiter's quotas, checked once: at least one, at most [`MAX_QUOTAS`], each limit within
+/// what the backend counts exactly; with the smallest limit, above which no cost is ever
+/// admitted, worked out up front.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct QuotaSet {
+    /// The first `len` are the quotas; the rest repeat the first and are never read.
+    quotas: [Quota; MAX_QUOTAS],
+    len: usize,
+    min_limit: u64,
+}
+
+impl QuotaSet {
+    /// `quotas`, where `max_limit` is the largest limit the backend counts exactly for a quota's
+    /// window.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyQuotas`] past [`MAX_QUOTAS`], [`Error::InvalidConfig`] for none,
+    /// [`Error::LimitTooLarge`] for a limit above `max_limit`.
+    pub(crate) fn new(quotas: &[Quota], max_limit: impl Fn(Quota) -> u64) -> Result<Self, Error> {
+        let Some(&first) = quotas.first() else {
+            return Err(Error::InvalidConfig {
+                reason: "a limiter needs at least one quota",
+            });
+        };
+        if quotas.len() > MAX_QUOTAS {
+            return Err(Error::TooManyQuotas {
+                count: quotas.len(),
+            });
+        }
+        let mut set = QuotaSet {
+            quotas: [first; MAX_QUOTAS],
+            len: quotas.len(),
+            min_limit: u64::MAX,
+        };
+        for (slot, &quota) in set.quotas.iter_mut().zip(quotas) {
+            let max = max_limit(quota);
+            if quota.limit() > max {
+                return Err(Error::LimitTooLarge {
+                    limit: quota.limit(),
+                    max,
+                });
+            }
+            *slot = quota;
+            set.min_limit = set.min_limit.min(quota.limit());
+        }
+        Ok(set)
+    }
+
+    /// New limits for a limiter that keeps its counters: the same windows, in the same order.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::IncompatibleQuotas`] for other windows; then as [`new`](Self::new).
+    pub(crate) fn with_limits(
+        &self,
+        quotas: &[Quota],
+        max_limit: impl Fn(Quota) -> u64,
+    ) -> Result<Self, Error> {
+        let same_windows = self.len() == quotas.len()
+            && self
+                .iter()
+                .zip(quotas)
+                .all(|(a, b)| a.window_ms() == b.window_ms());
+        if !same_windows {
+            return Err(Error::IncompatibleQuotas);
+        }
+        QuotaSet::new(quotas, max_limit)
+    }
+
+    /// The quotas, in order.
+    #[inline(always)]
+    pub(crate) fn as_slice(&self) -> &[Quota] {
+        &self.quotas[..self.len]
+    }
+
+    /// The first quota: every limiter has one.
+    #[inline(always)]
+    pub(crate) fn first(&self) -> Quota {
+        self.quotas[0]
+    }
+
+    /// The smallest limit: a larger cost can never be admitted.
+    #[inline(always)]
+    pub(crate) fn min_limit(&self) -> u64 {
+        self.min_limit
+    }
+}
+
+impl std::ops::Deref for QuotaSet {
+    type Target = [Quota];
+
+    #[inline(always)]
+    fn deref(&self) -> &[Quota] {
+        self.as_slice()
+    }
+}
+
 /// The smallest limit among `quotas` (a cost above it can never be admitted).
+#[cfg(feature = "redis")]
 pub(crate) fn min_limit(quotas: &[Quota]) -> u64 {
     quotas.iter().map(Quota::limit).min().unwrap_or(0)
 }
 
 /// New quotas for a limiter that keeps its counters: the same windows, in the same order.
+#[cfg(feature = "redis")]
 pub(crate) fn check_same_windows(old: &[Quota], new: &[Quota]) -> Result<(), Error> {
     let same = old.len() == new.len()
         && old

@@ -8,7 +8,8 @@ use super::cell::{Cell, MultiCell};
 use super::key_id::{KeyId, KeyIds};
 use super::shards::{Missed, Shards};
 use crate::decision::QuotaState;
-use crate::quota;
+use crate::fixed_window;
+use crate::quota::QuotaSet;
 use crate::window::{self, Counter, Packing, Window};
 use crate::{Alignment, Clock, Decision, DefaultClock, Error, MAX_QUOTAS, Quota, RateLimiter, key};
 
@@ -66,11 +67,8 @@ const DEFAULT_MAX_KEYS: usize = 1 << 20;
 /// ```
 #[derive(Clone)]
 pub struct MemoryLimiter<C = DefaultClock> {
-    /// The first `len` are the quotas; the rest repeat the first and are never read.
-    quotas: [Quota; MAX_QUOTAS],
+    quotas: QuotaSet,
     packings: [Packing; MAX_QUOTAS],
-    len: usize,
-    min_limit: u64,
     alignment: Alignment,
     clock: C,
     store: Arc<Store>,
@@ -146,7 +144,9 @@ impl<C: Clock> MemoryLimiter<C> {
     pub fn check_n(&self, key: &str, cost: u64) -> Result<Decision, Error> {
         // One comparison each for an empty or too long key and for a zero or too large cost;
         // which error it is, is worked out off the hot path.
-        if key.len().wrapping_sub(1) >= key::MAX_KEY_LEN || cost.wrapping_sub(1) >= self.min_limit {
+        if key.len().wrapping_sub(1) >= key::MAX_KEY_LEN
+            || cost.wrapping_sub(1) >= self.quotas.min_limit()
+        {
             return Err(self.invalid_request(key, cost));
         }
         match &self.store.counters {
@@ -228,19 +228,14 @@ impl<C: Clock> MemoryLimiter<C> {
         C: Clone,
     {
         let quotas: Vec<Quota> = quotas.into_iter().collect();
-        quota::check_same_windows(self.quotas(), &quotas)?;
         let mut next = self.clone();
-        for (slot, &quota) in next.quotas.iter_mut().zip(&quotas) {
-            check_limit(quota)?;
-            *slot = quota;
-        }
-        next.min_limit = quota::min_limit(next.quotas());
+        next.quotas = self.quotas.with_limits(&quotas, max_limit)?;
         Ok(next)
     }
 
     /// The quotas this limiter enforces, in order.
     pub fn quotas(&self) -> &[Quota] {
-        &self.quotas[..self.len]
+        self.quotas.as_slice()
     }
 
     /// How many keys currently hold state, including ones whose windows ended but were not yet
@@ -251,7 +246,7 @@ impl<C: Clock> MemoryLimiter<C> {
 
     #[inline]
     fn packings(&self) -> &[Packing] {
-        &self.packings[..self.len]
+        &self.packings[..self.quotas.len()]
     }
 
     /// Finds each quota's window for `key` at `now_ms`.
@@ -283,60 +278,37 @@ impl<C: Clock> MemoryLimiter<C> {
         Ok(frame)
     }
 
-    /// The algorithm, on one key's counters: every quota must admit `cost`; only then is each
-    /// charged (when `charge`; a peek stores nothing). Returns the counters as the decision
-    /// reports them (including `cost` when it fits, charged or not) and which quotas deny.
+    /// The decision on `cost` over one key's counters, each rolled into its current window
+    /// first; when `charge` and admitted, the counters take the cost (a peek stores nothing).
     #[inline]
-    fn decide(&self, frame: &Frame, counters: &mut [Counter], cost: u64, charge: bool) -> Outcome {
-        let mut outcome = Outcome {
-            counters: [Counter::default(); MAX_QUOTAS],
-            violated: 0,
-        };
+    fn decide(&self, frame: &Frame, counters: &mut [Counter], cost: u64, charge: bool) -> Decision {
+        let mut found = [QuotaState::default(); MAX_QUOTAS];
         for (i, (counter, quota)) in counters.iter_mut().zip(self.quotas()).enumerate() {
             *counter = counter.rolled_to(frame.windows[i].index);
-            if counter.count.saturating_add(cost) > quota.limit() {
-                outcome.violated |= 1 << i;
+            found[i] = self.state(*quota, *counter, frame.offsets[i]);
+        }
+        let decision = fixed_window::decide(frame.now_ms, &found[..counters.len()], cost);
+        if charge && decision.is_allowed() {
+            for (counter, state) in counters.iter_mut().zip(decision.quotas()) {
+                counter.count = state.used();
             }
         }
-        let taken = if outcome.violated == 0 { cost } else { 0 };
-        for (reported, counter) in outcome.counters.iter_mut().zip(counters.iter_mut()) {
-            *reported = Counter {
-                index: counter.index,
-                count: counter.count + taken,
-            };
-            if charge {
-                *counter = *reported;
-            }
-        }
-        outcome
+        decision
     }
 
-    /// Turns an outcome into the decision the caller sees.
-    #[inline]
-    fn decision(&self, frame: &Frame, outcome: &Outcome) -> Decision {
-        let mut decision = Decision::blank(frame.now_ms);
-        for (i, quota) in self.quotas().iter().enumerate() {
-            let counter = outcome.counters[i];
-            let window_ms = quota.window_ms();
-            decision.set_quota(
-                i,
-                QuotaState::new(
-                    quota.limit(),
-                    counter.count,
-                    window_ms,
-                    window::end_of(counter.index, window_ms, frame.offsets[i]),
-                ),
-            );
-        }
-        decision.finish(self.len, outcome.violated);
-        decision
+    /// `quota`'s state as `counter` holds it, in windows of phase `offset_ms`.
+    #[inline(always)]
+    fn state(&self, quota: Quota, counter: Counter, offset_ms: u64) -> QuotaState {
+        let window_ms = quota.window_ms();
+        let end_ms = window::end_of(counter.index, window_ms, offset_ms);
+        QuotaState::new(quota.limit(), counter.count, window_ms, end_ms)
     }
 
     /// Why `check_n` refused a request before deciding it.
     #[cold]
     #[inline(never)]
     fn invalid_request(&self, key: &str, cost: u64) -> Error {
-        match key::validate_request(key, cost, self.min_limit) {
+        match key::validate_request(key, cost, self.quotas.min_limit()) {
             Err(error) => error,
             Ok(()) => unreachable!("check_n refuses only invalid requests"),
         }
@@ -354,31 +326,28 @@ impl<C: Clock> MemoryLimiter<C> {
         cost: u64,
     ) -> Result<Decision, Error> {
         let now_ms = self.clock.now_ms();
-        let quota = self.quotas[0];
+        let quota = self.quotas.first();
         let (window, offset_ms) = self.first_window(key, now_ms)?;
         let id = self.store.key_ids.of(key);
-        let limit = quota.limit();
-        // The cell's own compare-and-swap loop, around one quota's step of `decide`.
-        let charged = cells.existing(id, |cell| {
+        // The cell's own compare-and-swap loop: the counter as the request found it, charged
+        // when the cost fits.
+        let found = cells.existing(id, |cell| {
             cell.transact(&self.packings[..1], |counters| {
-                let counter = counters[0].rolled_to(window.index);
-                let count = counter.count.saturating_add(cost);
-                if count > limit {
-                    return (false, (counter, false));
+                let found = counters[0].rolled_to(window.index);
+                if !fixed_window::fits(found.count, cost, quota.limit()) {
+                    return (false, found);
                 }
                 counters[0] = Counter {
-                    index: counter.index,
-                    count,
+                    index: found.index,
+                    count: found.count + cost,
                 };
-                (true, (counters[0], true))
+                (true, found)
             })
         });
-        match charged {
-            Ok((counter, allowed)) => {
-                let window_ms = quota.window_ms();
-                let end_ms = window::end_of(counter.index, window_ms, offset_ms);
-                let state = QuotaState::new(limit, counter.count, window_ms, end_ms);
-                Ok(Decision::single(now_ms, state, allowed))
+        match found {
+            Ok(found) => {
+                let found = self.state(quota, found, offset_ms);
+                Ok(fixed_window::decide_one(now_ms, found, cost))
             }
             Err(_) => self.charge_new(cells, id, key, cost, self.frame(key, now_ms)?),
         }
@@ -387,7 +356,7 @@ impl<C: Clock> MemoryLimiter<C> {
     /// The first quota's window for `key` at `now_ms`, and its phase.
     #[inline(always)]
     fn first_window(&self, key: &str, now_ms: u64) -> Result<(Window, u64), Error> {
-        let window_ms = self.quotas[0].window_ms();
+        let window_ms = self.quotas.first().window_ms();
         if self.alignment == Alignment::Epoch {
             let cache = &self.store.epoch_windows[0];
             if let Some(window) = window::cached(cache.load(Ordering::Relaxed), now_ms, window_ms) {
@@ -417,17 +386,17 @@ impl<C: Clock> MemoryLimiter<C> {
         let frame = self.frame(key, self.clock.now_ms())?;
         // The common path: the key exists, and its shard's read lock is all it takes.
         match cells.existing(id, |cell| self.charge_cell(cell, &frame, cost)) {
-            Ok(outcome) => Ok(self.decision(&frame, &outcome)),
+            Ok(decision) => Ok(decision),
             Err(_) => self.charge_new(cells, id, key, cost, frame),
         }
     }
 
     /// Charges one cell: the compare-and-swap (or per-key lock) around [`decide`](Self::decide).
     #[inline(always)]
-    fn charge_cell<V: Cell>(&self, cell: &V, frame: &Frame, cost: u64) -> Outcome {
+    fn charge_cell<V: Cell>(&self, cell: &V, frame: &Frame, cost: u64) -> Decision {
         cell.transact(self.packings(), |counters| {
-            let outcome = self.decide(frame, counters, cost, true);
-            (outcome.violated == 0, outcome)
+            let decision = self.decide(frame, counters, cost, true);
+            (decision.is_allowed(), decision)
         })
     }
 
@@ -450,7 +419,7 @@ impl<C: Clock> MemoryLimiter<C> {
             match shards.insert(id, ended, next_end, now_ms, |cell| {
                 self.charge_cell(cell, &frame, cost)
             }) {
-                Ok(outcome) => return Ok(self.decision(&frame, &outcome)),
+                Ok(decision) => return Ok(decision),
                 Err(Missed::Full) => {
                     return Err(Error::CapacityExhausted {
                         max_keys: self.store.max_keys,
@@ -469,8 +438,8 @@ impl<C: Clock> MemoryLimiter<C> {
         let id = self.store.key_ids.of(key);
         let frame = self.frame(key, self.clock.now_ms())?;
         let peek = |counters: &mut [Counter]| (false, self.decide(&frame, counters, 1, false));
-        let outcome = match shards.existing(id, |cell| cell.transact(self.packings(), peek)) {
-            Ok(outcome) => outcome,
+        match shards.existing(id, |cell| cell.transact(self.packings(), peek)) {
+            Ok(decision) => Ok(decision),
             Err(swept_at_ms) => {
                 // Absent: what a first request would get, as of the shard's last sweep if our
                 // clock reading is older (see `charge`).
@@ -480,18 +449,17 @@ impl<C: Clock> MemoryLimiter<C> {
                     frame
                 };
                 let mut fresh = [Counter::default(); MAX_QUOTAS];
-                let outcome = self.decide(&frame, &mut fresh[..self.len], 1, false);
-                return Ok(self.decision(&frame, &outcome));
+                Ok(self.decide(&frame, &mut fresh[..self.quotas.len()], 1, false))
             }
-        };
-        Ok(self.decision(&frame, &outcome))
+        }
     }
 
     /// Whether every window a cell counts in has ended, so that dropping it changes nothing.
     fn ended<V: Cell>(&self, cell: &V, now_ms: u64) -> bool {
+        let len = self.quotas.len();
         let mut counters = [Counter::default(); MAX_QUOTAS];
-        cell.load(self.packings(), &mut counters[..self.len]);
-        counters[..self.len]
+        cell.load(self.packings(), &mut counters[..len]);
+        counters[..len]
             .iter()
             .zip(self.quotas())
             .all(|(counter, quota)| {
@@ -516,14 +484,6 @@ impl<C: Clock> MemoryLimiter<C> {
             .unwrap_or(1);
         window::next_boundary(now_ms, shortest)
     }
-}
-
-/// What the algorithm decided for one key, before it becomes a [`Decision`].
-struct Outcome {
-    /// Per quota, the count the decision reports, in the window it belongs to.
-    counters: [Counter; MAX_QUOTAS],
-    /// Bit `i`: quota `i` denies.
-    violated: u8,
 }
 
 impl<C: Clock> RateLimiter for MemoryLimiter<C> {
@@ -556,7 +516,7 @@ impl<C: Clock> RateLimiter for MemoryLimiter<C> {
 impl<C> std::fmt::Debug for MemoryLimiter<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryLimiter")
-            .field("quotas", &&self.quotas[..self.len])
+            .field("quotas", &self.quotas.as_slice())
             .field("alignment", &self.alignment)
             .field("max_keys", &self.store.max_keys)
             .finish_non_exhaustive()
@@ -612,28 +572,18 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
     /// larger than one word can count next to its window index (2^17 − 1 for 1 ms windows,
     /// 2^27 − 1 per second, 2^33 − 1 per minute).
     pub fn build(self) -> Result<MemoryLimiter<C>, Error> {
-        if self.quotas.len() > MAX_QUOTAS {
-            return Err(Error::TooManyQuotas {
-                count: self.quotas.len(),
-            });
-        }
-        // The builder starts with a quota, so there is always a first.
-        let first = self.quotas[0];
-        let mut quotas = [first; MAX_QUOTAS];
+        let quotas = QuotaSet::new(&self.quotas, max_limit)?;
         let mut packings = [Packing::default(); MAX_QUOTAS];
-        for (i, &quota) in self.quotas.iter().enumerate() {
-            packings[i] = check_limit(quota)?;
-            quotas[i] = quota;
+        for (packing, quota) in packings.iter_mut().zip(quotas.iter()) {
+            *packing = Packing::for_window(quota.window_ms());
         }
-        let counters = match self.quotas.len() {
+        let counters = match quotas.len() {
             1 => Counters::One(Shards::new(self.max_keys)),
             _ => Counters::Many(Shards::new(self.max_keys)),
         };
         Ok(MemoryLimiter {
             quotas,
             packings,
-            len: self.quotas.len(),
-            min_limit: quota::min_limit(&self.quotas),
             alignment: self.alignment,
             clock: self.clock,
             store: Arc::new(Store {
@@ -656,14 +606,7 @@ fn refresh(cache: &AtomicU64, now_ms: u64, window_ms: u64) -> Result<Window, Err
     Ok(window)
 }
 
-/// The packing for a quota's window, if its limit fits in it.
-fn check_limit(quota: Quota) -> Result<Packing, Error> {
-    let packing = Packing::for_window(quota.window_ms());
-    if quota.limit() > packing.max_count() {
-        return Err(Error::LimitTooLarge {
-            limit: quota.limit(),
-            max: packing.max_count(),
-        });
-    }
-    Ok(packing)
+/// The largest limit one word counts next to the index of `quota`'s window.
+fn max_limit(quota: Quota) -> u64 {
+    Packing::for_window(quota.window_ms()).max_count()
 }

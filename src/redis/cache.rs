@@ -20,7 +20,7 @@ use std::collections::HashMap;
 
 use parking_lot::Mutex;
 
-use crate::decision::QuotaState;
+use crate::fixed_window;
 use crate::{DecidedBy, Decision};
 
 /// What Redis would answer at `now_ms` for a key it last answered with `last`, as far as this
@@ -34,32 +34,22 @@ fn replay(last: &Decision, now_ms: u64, cost: u64) -> Option<Decision> {
     if now_ms < last.decided_at_ms() || now_ms > crate::window::MAX_TIME_MS {
         return None;
     }
-    let mut decision = Decision::blank(now_ms);
-    let (mut used_up, mut violated) = (false, 0u8);
-    for (i, state) in last.quotas().iter().enumerate() {
-        if now_ms >= state.window_end_ms() {
-            return None;
-        }
-        let window_ms = state.window().as_millis() as u64;
-        used_up |= state.used() >= state.limit();
-        if state.used().saturating_add(cost) > state.limit() {
-            violated |= 1 << i;
-        }
-        decision.set_quota(
-            i,
-            QuotaState::new(
-                state.limit(),
-                state.used(),
-                window_ms,
-                state.window_end_ms(),
-            ),
-        );
-    }
-    // Only a used-up quota makes the denial certain for every cost.
-    if !used_up {
+    if last
+        .quotas()
+        .iter()
+        .any(|state| now_ms >= state.window_end_ms())
+    {
         return None;
     }
-    decision.finish(last.quotas().len(), violated);
+    // Only a used-up quota makes the denial certain for every cost.
+    if !last
+        .quotas()
+        .iter()
+        .any(|state| state.used() >= state.limit())
+    {
+        return None;
+    }
+    let decision = fixed_window::decide(now_ms, last.quotas(), cost);
     Some(decision.attributed_to(DecidedBy::OverLimitCache))
 }
 

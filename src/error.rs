@@ -54,8 +54,8 @@ pub enum Error {
     CostExceedsLimit {
         /// The cost asked for.
         cost: u64,
-        /// The smallest limit among the limiter's quotas.
-        limit: u64,
+        /// The smallest limit among the limiter's quotas: no larger cost is ever admitted.
+        min_limit: u64,
     },
     /// The clock read a time the limiter does not decide for: later than 2^46 ms after the
     /// epoch (in the year 4199).
@@ -140,12 +140,10 @@ impl fmt::Display for Error {
                 crate::MAX_KEY_LEN
             ),
             Error::ZeroCost => f.write_str("cost must be at least 1"),
-            Error::CostExceedsLimit { cost, limit } => {
-                write!(
-                    f,
-                    "cost {cost} exceeds the limit {limit} and can never be admitted"
-                )
-            }
+            Error::CostExceedsLimit { cost, min_limit } => write!(
+                f,
+                "cost {cost} exceeds the limit {min_limit} and can never be admitted"
+            ),
             Error::ClockOutOfRange { now_ms } => {
                 write!(f, "clock reading {now_ms} ms is out of the supported range")
             }

@@ -23,10 +23,7 @@ pub(crate) fn validate_request(key: &str, cost: u64, min_limit: u64) -> Result<(
         return Err(Error::ZeroCost);
     }
     if cost > min_limit {
-        return Err(Error::CostExceedsLimit {
-            cost,
-            limit: min_limit,
-        });
+        return Err(Error::CostExceedsLimit { cost, min_limit });
     }
     Ok(())
 }

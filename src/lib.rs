@@ -116,6 +116,7 @@ mod clock;
 mod decision;
 mod error;
 mod fixed_window;
+pub mod headers;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
@@ -132,10 +133,7 @@ mod window;
 
 pub use alignment::Alignment;
 pub use clock::{Clock, CoarseClock, DefaultClock, ManualClock, SystemClock};
-pub use decision::{
-    DecidedBy, Decision, HeaderInt, Headers, MAX_QUOTAS, QuotaState, RETRY_AFTER,
-    X_RATELIMIT_LIMIT, X_RATELIMIT_REMAINING, X_RATELIMIT_RESET,
-};
+pub use decision::{DecidedBy, Decision, MAX_QUOTAS, QuotaState};
 pub use error::{BackendErrorKind, Error};
 pub use key::MAX_KEY_LEN;
 pub use limiter::{BoxFuture, DynRateLimiter, RateLimiter};

@@ -139,7 +139,10 @@ fn scenarios() -> Vec<Scenario> {
                 check_n(
                     "k",
                     6,
-                    Expect::Fails(Error::CostExceedsLimit { cost: 6, limit: 5 }),
+                    Expect::Fails(Error::CostExceedsLimit {
+                        cost: 6,
+                        min_limit: 5,
+                    }),
                 ),
                 check_n("k", 0, Expect::Fails(Error::ZeroCost)),
                 check_n("k", 5, allowed(5, 0, 60)),

@@ -130,7 +130,7 @@ fn costs_and_refunds_at_their_extremes() {
     for cost in [6, u64::MAX / 2, u64::MAX] {
         assert_eq!(
             limiter.check_n("k", cost).unwrap_err(),
-            Error::CostExceedsLimit { cost, limit: 5 }
+            Error::CostExceedsLimit { cost, min_limit: 5 }
         );
     }
     // None of those consumed anything or created state.
@@ -364,7 +364,7 @@ mod redis {
                 limiter.check_n("k", u64::MAX).await.unwrap_err(),
                 Error::CostExceedsLimit {
                     cost: u64::MAX,
-                    limit: 1
+                    min_limit: 1
                 }
             );
             for now_ms in [MAX_TIME_MS + 1, YEAR_9999_MS, u64::MAX] {

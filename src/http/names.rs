@@ -3,11 +3,14 @@
 use ::http::HeaderName;
 
 /// `x-ratelimit-limit`: the binding quota's limit.
-pub const X_RATELIMIT_LIMIT: HeaderName = HeaderName::from_static(crate::X_RATELIMIT_LIMIT);
+pub const X_RATELIMIT_LIMIT: HeaderName =
+    HeaderName::from_static(crate::headers::X_RATELIMIT_LIMIT);
 /// `x-ratelimit-remaining`: units left in the binding quota's window.
-pub const X_RATELIMIT_REMAINING: HeaderName = HeaderName::from_static(crate::X_RATELIMIT_REMAINING);
+pub const X_RATELIMIT_REMAINING: HeaderName =
+    HeaderName::from_static(crate::headers::X_RATELIMIT_REMAINING);
 /// `x-ratelimit-reset`: when the binding quota's window ends, in unix epoch seconds.
-pub const X_RATELIMIT_RESET: HeaderName = HeaderName::from_static(crate::X_RATELIMIT_RESET);
+pub const X_RATELIMIT_RESET: HeaderName =
+    HeaderName::from_static(crate::headers::X_RATELIMIT_RESET);
 /// `x-ratelimit-used` (GitHub): units used in the binding quota's window.
 pub const X_RATELIMIT_USED: HeaderName = HeaderName::from_static("x-ratelimit-used");
 /// `x-ratelimit-resource` (GitHub): the binding quota's [`PolicyName`](super::PolicyName).

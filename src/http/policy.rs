@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-use crate::{Decision, HeaderInt, QuotaState};
+use crate::headers::HeaderInt;
+use crate::{Decision, QuotaState};
 
 const SECOND_MS: u64 = 1_000;
 const MINUTE_MS: u64 = 60 * SECOND_MS;

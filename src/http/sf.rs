@@ -1,7 +1,7 @@
 //! A fixed-capacity byte buffer that Structured Field Values (RFC 9651) are serialized into, so
 //! a header value is built on the stack and copied once into its `HeaderValue`.
 
-use crate::HeaderInt;
+use crate::headers::HeaderInt;
 
 /// The largest Integer a structured field may carry (RFC 9651, section 3.3.1): 15 digits.
 /// Larger values (a limit near `u64::MAX`) are written as this, which no client can exhaust.

@@ -336,7 +336,7 @@ fn header_name_constants() {
         RETRY_AFTER,
     ];
     assert_eq!(names.map(|n| n.to_string()), ORDER.map(String::from));
-    assert_eq!(X_RATELIMIT_LIMIT, crate::X_RATELIMIT_LIMIT);
+    assert_eq!(X_RATELIMIT_LIMIT, crate::headers::X_RATELIMIT_LIMIT);
 }
 
 /// The samples in the module docs are exactly what the writers produce: the README's header

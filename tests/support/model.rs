@@ -202,7 +202,10 @@ impl Model {
         }
         let min = self.quotas.iter().map(Quota::limit).min().unwrap();
         if cost > min {
-            return Err(Error::CostExceedsLimit { cost, limit: min });
+            return Err(Error::CostExceedsLimit {
+                cost,
+                min_limit: min,
+            });
         }
         self.decide(key, now, cost, true)
     }

@@ -14,7 +14,8 @@ use ::redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 use parking_lot::Mutex;
 
 use super::cluster::Request;
-use super::limiter::{RedisConnection, RedisLimiter, RedisLimiterBuilder, backend_error, bounded};
+use super::errors::backend_error;
+use super::limiter::{RedisConnection, RedisLimiter, RedisLimiterBuilder, bounded};
 use crate::{BackendErrorKind, Error};
 
 /// How often the server is checked by default.

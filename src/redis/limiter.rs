@@ -8,13 +8,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind, Value};
+use ::redis::{FromRedisValue, RedisResult};
 
 use super::breaker::Breaker;
 use super::cache::OverLimitCache;
 use super::cluster::{ClusterRouter, Request};
+use super::errors::{backend_error, master_failed, refused_for_good, scrubbed, url_error};
 use super::eviction::{EvictionSettings, EvictionWatch};
 use super::policy::FailurePolicy;
+use super::reply::{Reply, unexpected_reply};
 use super::{keys, script};
 use crate::decision::QuotaState;
 use crate::quota;
@@ -710,181 +712,6 @@ pub(super) async fn bounded<T>(
         })
 }
 
-/// A script's reply, decoded: the time decided at, whether a check was denied, and each
-/// counter's count as it stands after the operation.
-struct Reply {
-    now_ms: u64,
-    denied: bool,
-    counts: [u64; MAX_QUOTAS],
-}
-
-impl Reply {
-    /// Decodes the reply of [`script::CHECK`] (decided at `local_ms`) or, with `local_ms`
-    /// `None`, of [`script::GENERAL`], over `counters` counters; `None` unless it has the shape
-    /// the script returns.
-    fn parse(reply: &Value, counters: usize, local_ms: Option<u64>) -> Option<Reply> {
-        let mut decoded = Reply {
-            now_ms: local_ms.unwrap_or(0),
-            denied: false,
-            counts: [0; MAX_QUOTAS],
-        };
-        // A counter set below zero by hand counts as empty.
-        let count = |value: &Value| match value {
-            Value::Int(n) => Some((*n).max(0) as u64),
-            _ => None,
-        };
-        match reply {
-            // One counter, cost 1: the count charged to, or minus one more than the count that
-            // denied.
-            &Value::Int(n) if local_ms.is_some() && counters == 1 => {
-                (decoded.denied, decoded.counts[0]) = if n > 0 {
-                    (false, n as u64)
-                } else {
-                    (true, (-1 - n).max(0) as u64)
-                };
-            }
-            // `{now, violated, counts...}` from GENERAL, `{violated, counts...}` from CHECK.
-            Value::Array(items) => {
-                let mut items = items.as_slice();
-                if local_ms.is_none() {
-                    let (now, rest) = items.split_first()?;
-                    decoded.now_ms = count(now)?;
-                    items = rest;
-                }
-                let (violated, counts) = items.split_first()?;
-                if counts.len() != counters {
-                    return None;
-                }
-                decoded.denied = count(violated)? != 0;
-                for (slot, value) in decoded.counts.iter_mut().zip(counts) {
-                    *slot = count(value)?;
-                }
-            }
-            _ => return None,
-        }
-        Some(decoded)
-    }
-}
-
-fn unexpected_reply(reply: &Value) -> Error {
-    let shape = match reply {
-        Value::Array(items) => format!("an array of {}", items.len()),
-        Value::Int(_) => "an integer".to_string(),
-        _ => "a value of another type".to_string(),
-    };
-    Error::Backend {
-        kind: BackendErrorKind::Protocol,
-        detail: format!("unexpected script reply: {shape}"),
-    }
-}
-
-/// `error` with every occurrence of `secrets` (the Redis key, the API key) in its text
-/// replaced by `<key>`: whatever Redis or the client put into a message, an error that reaches
-/// a log never carries a key. One pass, longest secret first at each place, so a short key
-/// never rewrites a replacement already made.
-fn scrubbed(error: Error, secrets: &[&str]) -> Error {
-    match error {
-        Error::Backend { kind, detail } => Error::Backend {
-            kind,
-            detail: without(&detail, secrets),
-        },
-        other => other,
-    }
-}
-
-fn without(text: &str, secrets: &[&str]) -> String {
-    let mut secrets: Vec<&str> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
-    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
-    if !secrets.iter().any(|secret| text.contains(secret)) {
-        return text.to_owned();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(c) = rest.chars().next() {
-        match secrets.iter().find(|secret| rest.starts_with(**secret)) {
-            Some(secret) => {
-                out.push_str("<key>");
-                rest = &rest[secret.len()..];
-            }
-            None => {
-                out.push(c);
-                rest = &rest[c.len_utf8()..];
-            }
-        }
-    }
-    out
-}
-
-/// A client configuration redis-rs refuses (a URL that does not parse, `rediss://` without
-/// TLS support, ...) is the caller's to fix, not the backend failing. The reasons are static,
-/// chosen from redis-rs's own static descriptions, so that no part of the URL (a password)
-/// reaches a log.
-fn url_error(error: RedisError) -> Error {
-    if error.kind() != ErrorKind::InvalidClientConfig {
-        return backend_error(error);
-    }
-    let text = error.to_string();
-    let reason = if text.contains("rediss://") {
-        "a TLS connection with a CA needs a rediss:// URL"
-    } else if text.contains("TLS") && text.contains("feature") {
-        "a rediss:// URL needs the tls feature"
-    } else if text.contains("TLS") {
-        "the TLS settings (e.g. the CA certificate) are not usable"
-    } else {
-        "the Redis URL does not parse (expected e.g. redis://[user:password@]host[:port][/db])"
-    };
-    Error::InvalidConfig { reason }
-}
-
-/// Whether connecting failed in a way that trying again cannot mend: the credentials were
-/// refused, or the server sent what a client cannot accept (a certificate it does not trust,
-/// plain text on a TLS connection or the reverse), which the I/O layer reports as invalid data.
-fn refused_for_good(error: &RedisError) -> bool {
-    use std::error::Error as StdError;
-    // redis-rs keeps the I/O error behind an `Arc`; another layout just means "try again".
-    let io = error.source().and_then(|source| {
-        source.downcast_ref::<std::io::Error>().or_else(|| {
-            source
-                .downcast_ref::<Arc<dyn StdError + Send + Sync>>()
-                .and_then(|inner| inner.downcast_ref::<std::io::Error>())
-        })
-    });
-    error.kind() == ErrorKind::AuthenticationFailed
-        || io.is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
-}
-
-/// Whether a Cluster call failed because its master did (so every slot of it will), rather than
-/// for its slot or key alone.
-fn master_failed(error: &RedisError) -> bool {
-    error.is_timeout()
-        || error.is_io_error()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || matches!(
-            error.kind(),
-            ErrorKind::Io | ErrorKind::Server(ServerErrorKind::ClusterDown)
-        )
-}
-
-pub(super) fn backend_error(error: RedisError) -> Error {
-    let kind = if error.is_timeout() {
-        BackendErrorKind::Timeout
-    } else if error.is_io_error()
-        || error.is_cluster_error()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || matches!(error.kind(), ErrorKind::Io | ErrorKind::Client)
-    {
-        BackendErrorKind::Unavailable
-    } else {
-        BackendErrorKind::Protocol
-    };
-    Error::Backend {
-        kind,
-        detail: error.to_string(),
-    }
-}
-
 impl<C: Clock> RateLimiter for RedisLimiter<C> {
     async fn check_n(&self, key: &str, cost: u64) -> Result<Decision, Error> {
         key::validate_request(key, cost, self.min_limit)?;
@@ -1124,37 +951,4 @@ fn scaled(quotas: &[Quota], instances: u64) -> Vec<Quota> {
             Quota::from_millis(limit, q.window_ms()).unwrap_or(*q)
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scrubbed_errors_carry_no_key() {
-        let error = Error::Backend {
-            kind: BackendErrorKind::Protocol,
-            detail: "WRONGTYPE at app:{sk_live_1}:60000 for sk_live_1".into(),
-        };
-        let scrubbed = scrubbed(error, &["sk_live_1", "app:{sk_live_1}:"]);
-        assert_eq!(
-            scrubbed.to_string(),
-            "backend protocol error: WRONGTYPE at <key>60000 for <key>"
-        );
-        // A short key never rewrites a replacement, and text around it stays readable.
-        assert_eq!(
-            without("key e at {e}: e", &["e", "{e}"]),
-            "k<key>y <key> at <key>: <key>"
-        );
-        assert_eq!(without("é{é}é", &["é"]), "<key>{<key>}<key>");
-        // Other errors, and empty secrets, are left alone.
-        assert_eq!(
-            scrubbed_text(Error::EmptyKey, &["k"]),
-            Error::EmptyKey.to_string()
-        );
-    }
-
-    fn scrubbed_text(error: Error, secrets: &[&str]) -> String {
-        scrubbed(error, secrets).to_string()
-    }
 }

@@ -4,10 +4,12 @@
 mod breaker;
 mod cache;
 mod cluster;
+mod errors;
 mod eviction;
 mod keys;
 mod limiter;
 mod policy;
+mod reply;
 mod script;
 
 pub use eviction::{EvictionReport, RedisWarning, ServerMemory};

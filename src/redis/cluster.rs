@@ -22,8 +22,8 @@ use ::redis::{
 };
 use parking_lot::{Mutex, RwLock};
 
+use super::connection::Request;
 use super::keys::SLOTS;
-use super::script::Script;
 
 /// Redirects one call follows (`MOVED` and `ASK`) before it gives up: a slot moves once, and
 /// one migration adds an `ASK`; more is a loop between nodes that disagree.
@@ -90,29 +90,6 @@ struct Router {
     /// When the latest refresh started, in ms from `epoch`.
     refreshed_ms: AtomicU64,
     epoch: Instant,
-}
-
-/// What a call sends.
-#[derive(Clone, Copy)]
-pub(crate) enum Request<'a> {
-    /// `EVALSHA` (the command), loading the script after `NOSCRIPT`.
-    Script(&'a Script, &'a Cmd),
-    /// Any other command: `DEL`, `CLUSTER SLOTS`.
-    Command(&'a Cmd),
-}
-
-impl Request<'_> {
-    pub(super) async fn send<T: FromRedisValue>(
-        self,
-        connection: &mut impl ConnectionLike,
-    ) -> RedisResult<T> {
-        match self {
-            Request::Script(script, command) => {
-                Ok(T::from_redis_value(script.run(command, connection).await?)?)
-            }
-            Request::Command(command) => command.query_async(connection).await,
-        }
-    }
 }
 
 impl ClusterRouter {

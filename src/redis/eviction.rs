@@ -13,9 +13,9 @@ use std::time::Duration;
 use ::redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 use parking_lot::Mutex;
 
-use super::cluster::Request;
+use super::connection::{RedisConnection, Request, bounded};
 use super::errors::backend_error;
-use super::limiter::{RedisConnection, RedisLimiter, RedisLimiterBuilder, bounded};
+use super::limiter::{RedisLimiter, RedisLimiterBuilder};
 use crate::{BackendErrorKind, Error};
 
 /// How often the server is checked by default.

@@ -2,18 +2,15 @@
 //! process that talks to one Redis (or Redis Cluster).
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{FromRedisValue, RedisResult};
-
 use super::breaker::Breaker;
 use super::cache::OverLimitCache;
-use super::cluster::{ClusterRouter, Request};
-use super::errors::{backend_error, master_failed, refused_for_good, scrubbed, url_error};
+use super::cluster::ClusterRouter;
+use super::connection::{RedisConnection, Request, bounded};
+use super::errors::{backend_error, master_failed, scrubbed};
 use super::eviction::{EvictionSettings, EvictionWatch};
 use super::policy::FailurePolicy;
 use super::reply::{Reply, unexpected_reply};
@@ -26,7 +23,7 @@ use crate::{
 };
 
 /// How long a call may take by default, round trip included.
-const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
 /// After a failure, how long calls skip Redis before one tries it again.
 const DEFAULT_RETRY_AFTER: Duration = Duration::from_millis(250);
 /// Keys remembered as over a quota, at most.
@@ -38,227 +35,6 @@ const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(1);
 /// than a day.
 const MAX_CLOCK_SKEW: Duration = Duration::from_secs(86_400);
 const DEFAULT_PREFIX: &str = "ratewindow";
-
-/// A connection to a single Redis server (reconnecting by itself) or to a Redis Cluster (each
-/// call routed to its key's master only, so a master that is down fails its own keys and no
-/// others). Both multiplex every concurrent call over their connections; cloning one is cheap
-/// and shares them. Made by the `connect*` functions; what it is built on is its own business.
-#[derive(Clone)]
-pub struct RedisConnection(Connection);
-
-#[derive(Clone)]
-enum Connection {
-    /// One server, through redis-rs's `ConnectionManager`.
-    Single(ConnectionManager),
-    /// A cluster, through the crate's own router.
-    Cluster(ClusterRouter),
-}
-
-impl RedisConnection {
-    /// Connects to one server, e.g. `redis://127.0.0.1:6379/`.
-    ///
-    /// The connection has no response timeout of redis-rs's own: a limiter bounds each of its
-    /// calls by its [`timeout`](RedisLimiterBuilder::timeout).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] if the URL does not parse; [`Error::Backend`] if the server
-    /// cannot be reached.
-    pub async fn connect(url: &str) -> Result<RedisConnection, Error> {
-        #[cfg(feature = "tls")]
-        if is_tls(url) {
-            install_tls_provider();
-        }
-        let client = ::redis::Client::open(url).map_err(url_error)?;
-        Self::single(client).await
-    }
-
-    /// Connects to one server over TLS, e.g. `rediss://redis.internal:6380/`, trusting the
-    /// certificate authorities in `ca_pem` (PEM) rather than the system's: for a server whose
-    /// certificate a private CA signed. The server's name (or IP address) must match its
-    /// certificate.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] if the URL does not parse or is not `rediss://`;
-    /// [`Error::Backend`] if the server cannot be reached or its certificate is not trusted
-    /// (e.g. `ca_pem` holds no certificate).
-    #[cfg(feature = "tls")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
-    pub async fn connect_with_ca(url: &str, ca_pem: &[u8]) -> Result<RedisConnection, Error> {
-        install_tls_provider();
-        let certificates = ::redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(ca_pem.to_vec()),
-        };
-        let client = ::redis::Client::build_with_tls(url, certificates).map_err(url_error)?;
-        Self::single(client).await
-    }
-
-    async fn single(client: ::redis::Client) -> Result<RedisConnection, Error> {
-        // A refused password or certificate is final, but the connection manager retries it
-        // with backoff for about ten seconds, as it does an unreachable server (which may be
-        // starting): one plain connection first reports it at once.
-        if let Err(error) = client.get_multiplexed_async_connection().await {
-            if refused_for_good(&error) {
-                return Err(backend_error(error));
-            }
-        }
-        // No response timeout of redis-rs's own (500 ms by default): every call is bounded by
-        // its limiter's timeout, and a second timer per call would cost as much again.
-        let config = ConnectionManagerConfig::new().set_response_timeout(None);
-        Ok(RedisConnection(Connection::Single(
-            ConnectionManager::new_with_config(client, config)
-                .await
-                .map_err(backend_error)?,
-        )))
-    }
-
-    /// Connects to a cluster through any of its nodes, reading slot maps within 50 ms (the
-    /// limiter's default timeout); see
-    /// [`connect_cluster_with_timeout`](Self::connect_cluster_with_timeout).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] if a URL does not parse; [`Error::Backend`] if no node can be
-    /// reached.
-    pub async fn connect_cluster(urls: &[&str]) -> Result<RedisConnection, Error> {
-        Self::connect_cluster_with_timeout(urls, DEFAULT_TIMEOUT).await
-    }
-
-    /// Connects to a cluster through any of its nodes (`redis://` or `rediss://`, credentials
-    /// in the URL), reading its slot map from the first that answers; `timeout` bounds each
-    /// read of the slot map, and each connection attempt is given at least a second (it runs
-    /// on its own, so no call waits for it beyond the call's own timeout). A limiter's calls
-    /// are bounded by the limiter's [`timeout`](RedisLimiterBuilder::timeout) alone. The first
-    /// URL's credentials and scheme are used for every node the cluster names.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] if a URL does not parse; [`Error::Backend`] if no node gives
-    /// its slot map within `timeout`.
-    pub async fn connect_cluster_with_timeout(
-        urls: &[&str],
-        timeout: Duration,
-    ) -> Result<RedisConnection, Error> {
-        #[cfg(feature = "tls")]
-        if urls.iter().any(|url| is_tls(url)) {
-            install_tls_provider();
-        }
-        let router = ClusterRouter::connect(urls, timeout)
-            .await
-            .map_err(url_error)?;
-        Ok(RedisConnection(Connection::Cluster(router)))
-    }
-}
-
-impl RedisConnection {
-    /// The cluster router, unless this is one server.
-    pub(super) fn cluster(&self) -> Option<&ClusterRouter> {
-        match &self.0 {
-            Connection::Single(_) => None,
-            Connection::Cluster(router) => Some(router),
-        }
-    }
-
-    /// Connects to a cluster over TLS (`rediss://` URLs), trusting the certificate authorities
-    /// in `ca_pem` (PEM) rather than the system's, as
-    /// [`connect_with_ca`](Self::connect_with_ca) does for one server; otherwise as
-    /// [`connect_cluster`](Self::connect_cluster).
-    ///
-    /// The router connects to each master at the address `CLUSTER SLOTS` gives, which is an IP
-    /// address unless the nodes announce hostnames (`cluster-announce-hostname` with
-    /// `cluster-preferred-endpoint-type hostname`): the nodes' certificates must name what they
-    /// announce, e.g. `subjectAltName=IP:10.0.0.1`.
-    ///
-    /// # Errors
-    ///
-    /// As [`connect_cluster`](Self::connect_cluster); a URL that is not `rediss://` is
-    /// [`Error::InvalidConfig`].
-    ///
-    /// # Example
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), ratewindow::Error> {
-    /// use ratewindow::RedisConnection;
-    ///
-    /// let ca = std::fs::read("/etc/redis/ca.crt").expect("the CA certificate");
-    /// let urls = ["rediss://10.0.0.1:6380/", "rediss://10.0.0.2:6380/"];
-    /// let connection = RedisConnection::connect_cluster_with_ca(&urls, &ca).await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    #[cfg(feature = "tls")]
-    pub async fn connect_cluster_with_ca(
-        urls: &[&str],
-        ca_pem: &[u8],
-    ) -> Result<RedisConnection, Error> {
-        install_tls_provider();
-        let mut infos = Vec::with_capacity(urls.len());
-        for url in urls {
-            if !is_tls(url) {
-                return Err(Error::InvalidConfig {
-                    reason: "a TLS connection with a CA needs rediss:// URLs",
-                });
-            }
-            let certificates = ::redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(ca_pem.to_vec()),
-            };
-            let client = ::redis::Client::build_with_tls(*url, certificates).map_err(url_error)?;
-            infos.push(client.get_connection_info().clone());
-        }
-        let router = ClusterRouter::connect_to(infos, DEFAULT_TIMEOUT)
-            .await
-            .map_err(url_error)?;
-        Ok(RedisConnection(Connection::Cluster(router)))
-    }
-
-    /// Sends `request` to the server, or on a Cluster to the master of `slot`; `master_answered`
-    /// is set once a Cluster call has had an answer from that master (a redirect, `TRYAGAIN`),
-    /// so that a caller whose call fails or times out after that point does not blame it.
-    pub(super) async fn send<T: FromRedisValue>(
-        &self,
-        slot: u16,
-        request: Request<'_>,
-        master_answered: &AtomicBool,
-    ) -> RedisResult<T> {
-        match &self.0 {
-            Connection::Single(c) => request.send(&mut c.clone()).await,
-            // Boxed: the router's future (redirects, retries) is kilobytes, and a single
-            // server's calls should not carry it.
-            Connection::Cluster(c) => Box::pin(c.query(slot, request, master_answered)).await,
-        }
-    }
-}
-
-/// redis-rs builds its TLS configuration on the process's default rustls provider, which rustls
-/// picks by itself only when exactly one provider is compiled in. An application that also
-/// pulls in `aws-lc-rs` would have none, so ring is installed unless one already is; only when
-/// a `rediss://` connection is made, so that plain connections leave the process default alone.
-#[cfg(feature = "tls")]
-fn is_tls(url: &str) -> bool {
-    url.trim_start()
-        .get(..9)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
-}
-
-#[cfg(feature = "tls")]
-fn install_tls_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Another thread may install one first; either is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-}
-
-impl fmt::Debug for RedisConnection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.0 {
-            Connection::Single(_) => "RedisConnection(one server)",
-            Connection::Cluster(_) => "RedisConnection(cluster)",
-        })
-    }
-}
 
 /// An exact fixed-window rate limiter whose counters live in Redis, shared by every process
 /// that uses the same server (or cluster) and key prefix.
@@ -697,19 +473,6 @@ impl<C: Clock> RedisLimiter<C> {
         decision.finish(self.quotas.len(), violated);
         decision
     }
-}
-
-/// `call`'s output, or a timeout error past `timeout`: the bound on every call to Redis.
-pub(super) async fn bounded<T>(
-    timeout: Duration,
-    call: impl Future<Output = T>,
-) -> Result<T, Error> {
-    tokio::time::timeout(timeout, call)
-        .await
-        .map_err(|_| Error::Backend {
-            kind: BackendErrorKind::Timeout,
-            detail: format!("no answer from Redis within {timeout:?}"),
-        })
 }
 
 impl<C: Clock> RateLimiter for RedisLimiter<C> {

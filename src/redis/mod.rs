@@ -4,6 +4,7 @@
 mod breaker;
 mod cache;
 mod cluster;
+mod connection;
 mod errors;
 mod eviction;
 mod keys;
@@ -11,7 +12,10 @@ mod limiter;
 mod policy;
 mod reply;
 mod script;
+#[cfg(feature = "tls")]
+mod tls;
 
+pub use connection::RedisConnection;
 pub use eviction::{EvictionReport, RedisWarning, ServerMemory};
-pub use limiter::{RedisConnection, RedisLimiter, RedisLimiterBuilder};
+pub use limiter::{RedisLimiter, RedisLimiterBuilder};
 pub use policy::FailurePolicy;

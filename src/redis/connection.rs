@@ -8,9 +8,9 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Cmd, FromRedisValue, RedisResult};
 
+use super::builder::DEFAULT_TIMEOUT;
 use super::cluster::ClusterRouter;
 use super::errors::{backend_error, refused_for_good, url_error};
-use super::limiter::DEFAULT_TIMEOUT;
 use super::script::Script;
 #[cfg(feature = "tls")]
 use super::tls::{install_tls_provider, is_tls};

@@ -13,9 +13,10 @@ use std::time::Duration;
 use ::redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 use parking_lot::Mutex;
 
+use super::builder::RedisLimiterBuilder;
 use super::connection::{RedisConnection, Request, bounded};
 use super::errors::backend_error;
-use super::limiter::{RedisLimiter, RedisLimiterBuilder};
+use super::limiter::RedisLimiter;
 use crate::{BackendErrorKind, Error};
 
 /// How often the server is checked by default.

@@ -2,6 +2,7 @@
 //! window, Redis Cluster.
 
 mod breaker;
+mod builder;
 mod cache;
 mod cluster;
 mod connection;
@@ -15,7 +16,8 @@ mod script;
 #[cfg(feature = "tls")]
 mod tls;
 
+pub use builder::RedisLimiterBuilder;
 pub use connection::RedisConnection;
 pub use eviction::{EvictionReport, RedisWarning, ServerMemory};
-pub use limiter::{RedisLimiter, RedisLimiterBuilder};
+pub use limiter::RedisLimiter;
 pub use policy::FailurePolicy;

@@ -1,10 +1,10 @@
 //! TLS (feature `tls`): connecting with a private certificate authority, and the rustls
 //! provider that redis-rs's TLS needs.
 
+use super::builder::DEFAULT_TIMEOUT;
 use super::cluster::ClusterRouter;
 use super::connection::RedisConnection;
 use super::errors::url_error;
-use super::limiter::DEFAULT_TIMEOUT;
 use crate::Error;
 
 impl RedisConnection {

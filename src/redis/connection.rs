@@ -1,8 +1,6 @@
 //! [`RedisConnection`]: how calls reach Redis, one server or a Cluster, and what a call sends.
 
 use std::fmt;
-use std::future::Future;
-use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
@@ -10,11 +8,11 @@ use ::redis::{Cmd, FromRedisValue, RedisResult};
 
 use super::builder::DEFAULT_TIMEOUT;
 use super::cluster::ClusterRouter;
-use super::errors::{backend_error, refused_for_good, url_error};
+use super::errors::{Failure, backend_error, refused_for_good, url_error, within};
 use super::script::Script;
 #[cfg(feature = "tls")]
 use super::tls::{install_tls_provider, is_tls};
-use crate::{BackendErrorKind, Error};
+use crate::Error;
 
 /// A connection to a single Redis server (reconnecting by itself) or to a Redis Cluster (each
 /// call routed to its key's master only, so a master that is down fails its own keys and no
@@ -122,20 +120,21 @@ impl RedisConnection {
         }
     }
 
-    /// Sends `request` to the server, or on a Cluster to the master of `slot`; `master_answered`
-    /// is set once a Cluster call has had an answer from that master (a redirect, `TRYAGAIN`),
-    /// so that a caller whose call fails or times out after that point does not blame it.
+    /// Sends `request` to the server, or on a Cluster to the master of `slot`, and waits for
+    /// its reply up to `timeout`; a call that gets none says what failed (see [`Failure`]).
     pub(super) async fn send<T: FromRedisValue>(
         &self,
         slot: u16,
         request: Request<'_>,
-        master_answered: &AtomicBool,
-    ) -> RedisResult<T> {
+        timeout: Duration,
+    ) -> Result<T, Failure> {
         match &self.0 {
-            Connection::Single(c) => request.send(&mut c.clone()).await,
+            Connection::Single(c) => within(timeout, request.send(&mut c.clone()))
+                .await
+                .map_err(|cause| Failure::new(cause, false)),
             // Boxed: the router's future (redirects, retries) is kilobytes, and a single
             // server's calls should not carry it.
-            Connection::Cluster(c) => Box::pin(c.query(slot, request, master_answered)).await,
+            Connection::Cluster(c) => Box::pin(c.query(slot, request, timeout)).await,
         }
     }
 }
@@ -170,17 +169,4 @@ impl fmt::Debug for RedisConnection {
             Connection::Cluster(_) => "RedisConnection(cluster)",
         })
     }
-}
-
-/// `call`'s output, or a timeout error past `timeout`: the bound on every call to Redis.
-pub(super) async fn bounded<T>(
-    timeout: Duration,
-    call: impl Future<Output = T>,
-) -> Result<T, Error> {
-    tokio::time::timeout(timeout, call)
-        .await
-        .map_err(|_| Error::Backend {
-            kind: BackendErrorKind::Timeout,
-            detail: format!("no answer from Redis within {timeout:?}"),
-        })
 }

@@ -1,12 +1,91 @@
-//! What the caller sees of a failed call to Redis: redis-rs's errors as the crate's
-//! [`Error`] (with a [`BackendErrorKind`]), scrubbed of keys, and which failures say the server
-//! itself failed.
+//! Failed calls to Redis: what failed (the master of the call's slot, or the call alone), and
+//! what the caller sees of it, redis-rs's errors as the crate's [`Error`] (with a
+//! [`BackendErrorKind`]) scrubbed of keys.
 
+use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use ::redis::{ErrorKind, RedisError, ServerErrorKind};
+use ::redis::{ErrorKind, RedisError, RedisResult, ServerErrorKind};
 
 use crate::{BackendErrorKind, Error};
+
+/// A call to Redis that got no reply, by what failed. On a Cluster the difference decides how
+/// much the failure breaker shuts: a failed master fails all its slots, a failed call only its
+/// own.
+pub(super) enum Failure {
+    /// The server, or on a Cluster the master of the call's slot, failed before it had answered
+    /// anything: no answer within the timeout, a broken or refused connection, the cluster down.
+    Master(Cause),
+    /// The call failed, not its master: an error about the call's key or command, or whatever
+    /// went wrong after the master had answered (a redirect not followed, `TRYAGAIN` retried
+    /// until the timeout).
+    Call(Cause),
+}
+
+/// What went wrong with a call.
+pub(super) enum Cause {
+    /// An error from Redis or from the connection.
+    Redis(RedisError),
+    /// No answer within the call's timeout, given here for the error's message.
+    TimedOut(Duration),
+}
+
+impl Failure {
+    /// The failure that `cause` is, for a call that had (`master_answered`) or had not had an
+    /// answer from the master of its slot before it: once the master has answered (a redirect,
+    /// `TRYAGAIN`), what follows is not the master's failure.
+    pub(super) fn new(cause: Cause, master_answered: bool) -> Failure {
+        let master_failed = !master_answered
+            && match &cause {
+                Cause::Redis(error) => fails_master(error),
+                Cause::TimedOut(_) => true,
+            };
+        if master_failed {
+            Failure::Master(cause)
+        } else {
+            Failure::Call(cause)
+        }
+    }
+
+    /// What went wrong.
+    pub(super) fn cause(&self) -> &Cause {
+        match self {
+            Failure::Master(cause) | Failure::Call(cause) => cause,
+        }
+    }
+
+    /// The error the caller sees.
+    pub(super) fn into_error(self) -> Error {
+        match self {
+            Failure::Master(cause) | Failure::Call(cause) => cause.into_error(),
+        }
+    }
+}
+
+impl Cause {
+    /// The error the caller sees.
+    pub(super) fn into_error(self) -> Error {
+        match self {
+            Cause::Redis(error) => backend_error(error),
+            Cause::TimedOut(timeout) => Error::Backend {
+                kind: BackendErrorKind::Timeout,
+                detail: format!("no answer from Redis within {timeout:?}"),
+            },
+        }
+    }
+}
+
+/// `call`'s reply, or why there is none past `timeout`: the bound on every call to Redis.
+pub(super) async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = RedisResult<T>>,
+) -> Result<T, Cause> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(reply) => reply.map_err(Cause::Redis),
+        Err(_) => Err(Cause::TimedOut(timeout)),
+    }
+}
 
 /// `error` with every occurrence of `secrets` (the Redis key, the API key) in its text
 /// replaced by `<key>`: whatever Redis or the client put into a message, an error that reaches
@@ -83,9 +162,9 @@ pub(super) fn refused_for_good(error: &RedisError) -> bool {
         || io.is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
 }
 
-/// Whether a Cluster call failed because its master did (so every slot of it will), rather than
-/// for its slot or key alone.
-pub(super) fn master_failed(error: &RedisError) -> bool {
+/// Whether `error` says that the master of a Cluster call's slot failed (so every slot of it
+/// will), rather than the call for its slot or key alone.
+fn fails_master(error: &RedisError) -> bool {
     error.is_timeout()
         || error.is_io_error()
         || error.is_connection_dropped()

@@ -3,15 +3,14 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use super::breaker::Breaker;
 use super::builder::{check_limits, scaled};
 use super::cache::OverLimitCache;
 use super::cluster::ClusterRouter;
-use super::connection::{RedisConnection, Request, bounded};
-use super::errors::{backend_error, master_failed, scrubbed};
+use super::connection::{RedisConnection, Request};
+use super::errors::{Cause, Failure, scrubbed};
 use super::eviction::EvictionWatch;
 use super::policy::FailurePolicy;
 use super::reply::{Reply, unexpected_reply};
@@ -124,6 +123,38 @@ impl Op {
     }
 }
 
+/// One run of the script: `op` with `amount` for `key`, whose counters' names start with
+/// `base` (on Cluster `slot`), at local time `now_ms` unless windows follow Redis's time.
+struct Call<'a> {
+    key: &'a str,
+    base: &'a mut String,
+    slot: u16,
+    op: Op,
+    amount: u64,
+    now_ms: u64,
+}
+
+/// Why a run of the script did not decide.
+struct Undecided {
+    error: Error,
+    /// Read only on a Cluster failure (an [`Error::Backend`]): whether the master of the slot
+    /// failed (no answer, a broken connection, the cluster down), so that every slot it serves
+    /// waits for the retry, or only this slot or key (an answer from the master first, a
+    /// redirect not followed, an error about the key's own value).
+    whole_master: bool,
+}
+
+impl From<Error> for Undecided {
+    /// An error of the request's own, met before or after the call (a clock out of range): no
+    /// failure of Redis, so it never reaches the breaker.
+    fn from(error: Error) -> Undecided {
+        Undecided {
+            error,
+            whole_master: false,
+        }
+    }
+}
+
 impl<C: Clock> RedisLimiter<C> {
     /// The quotas this limiter enforces, in order.
     pub fn quotas(&self) -> &[Quota] {
@@ -192,19 +223,15 @@ impl<C: Clock> RedisLimiter<C> {
             };
             return self.on_failure(key, op, amount, error);
         }
-        let whole_master = AtomicBool::new(true);
-        match self
-            .run(
-                key,
-                &mut base,
-                slot as u16,
-                op,
-                amount,
-                local_ms,
-                &whole_master,
-            )
-            .await
-        {
+        let call = Call {
+            key,
+            base: &mut base,
+            slot: slot as u16,
+            op,
+            amount,
+            now_ms: local_ms,
+        };
+        match self.run(call).await {
             Ok(decision) => {
                 self.breaker.close(slot);
                 if let Op::Check = op {
@@ -216,12 +243,12 @@ impl<C: Clock> RedisLimiter<C> {
                 }
                 Ok(decision)
             }
-            Err(error @ Error::Backend { .. }) => {
+            Err(Undecided {
+                error: error @ Error::Backend { .. },
+                whole_master,
+            }) => {
                 match self.connection.cluster() {
-                    Some(router)
-                        if whole_master.load(Ordering::Relaxed)
-                            && !self.breaker.is_open(slot, local_ms) =>
-                    {
+                    Some(router) if whole_master && !self.breaker.is_open(slot, local_ms) => {
                         // The master failed, not the slot: every key it serves waits for the
                         // retry. (Once per failure: a call that finds the slot already open
                         // found the others open too.)
@@ -238,7 +265,7 @@ impl<C: Clock> RedisLimiter<C> {
                 }
                 self.on_failure(key, op, amount, error)
             }
-            Err(error) => Err(error),
+            Err(Undecided { error, .. }) => Err(error),
         }
     }
 
@@ -295,24 +322,18 @@ impl<C: Clock> RedisLimiter<C> {
         }))
     }
 
-    /// Runs the script for `key`, whose counters' names start with `base` (on Cluster `slot`),
-    /// at local time `now_ms` unless windows follow Redis's time. On a Cluster failure,
-    /// `whole_master` says whether the master failed (no answer, a broken connection, the
-    /// cluster down) or only this slot or key (an answer from the master first, a redirect not
-    /// followed, an error about the key's own value).
-    #[allow(clippy::too_many_arguments)]
-    async fn run(
-        &self,
-        key: &str,
-        base: &mut String,
-        slot: u16,
-        op: Op,
-        amount: u64,
-        now_ms: u64,
-        whole_master: &AtomicBool,
-    ) -> Result<Decision, Error> {
+    /// Runs the script for `call`; when Redis does not decide, says what failed.
+    async fn run(&self, call: Call<'_>) -> Result<Decision, Undecided> {
+        let Call {
+            key,
+            base,
+            slot,
+            op,
+            amount,
+            now_ms,
+        } = call;
         if !self.redis_time && now_ms > window::MAX_TIME_MS {
-            return Err(Error::ClockOutOfRange { now_ms });
+            return Err(Error::ClockOutOfRange { now_ms }.into());
         }
         let phases = self.alignment.phases(key);
         let n = self.counters.len();
@@ -366,30 +387,39 @@ impl<C: Clock> RedisLimiter<C> {
                 }
             }
         }
-        let master_answered = AtomicBool::new(false);
         let sent = self
             .connection
-            .send(slot, Request::Script(script, &command), &master_answered);
-        // `whole_master` is read only on a Cluster, where a failed master fails all its slots;
-        // a failure met after the master answered (following a redirect, retrying `TRYAGAIN`)
-        // is the slot's alone.
-        let at_master = || !master_answered.load(Ordering::Relaxed);
-        let reply = match bounded(self.timeout, sent).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(error)) => {
-                whole_master.store(master_failed(&error) && at_master(), Ordering::Relaxed);
-                return Err(scrubbed(backend_error(error), &[base, key]));
-            }
-            Err(timeout) => {
-                whole_master.store(at_master(), Ordering::Relaxed);
-                if let Some(router) = self.connection.cluster() {
-                    router.timed_out(slot, at_master());
-                }
-                return Err(timeout);
+            .send(slot, Request::Script(script, &command), self.timeout)
+            .await;
+        let reply = match sent {
+            Ok(reply) => reply,
+            Err(failure) => {
+                // A failure met after the master answered (following a redirect, retrying
+                // `TRYAGAIN`) is the slot's alone.
+                let whole_master = matches!(failure, Failure::Master(_));
+                let error = match failure.cause() {
+                    Cause::Redis(_) => scrubbed(failure.into_error(), &[base, key]),
+                    Cause::TimedOut(_) => {
+                        if let Some(router) = self.connection.cluster() {
+                            // A timeout is the master's unless the master had answered.
+                            router.timed_out(slot, whole_master);
+                        }
+                        failure.into_error()
+                    }
+                };
+                return Err(Undecided {
+                    error,
+                    whole_master,
+                });
             }
         };
-        let reply = Reply::parse(&reply, n, local_check.then_some(now_ms))
-            .ok_or_else(|| unexpected_reply(&reply))?;
+        let reply =
+            Reply::parse(&reply, n, local_check.then_some(now_ms)).ok_or_else(|| Undecided {
+                error: unexpected_reply(&reply),
+                // A reply of another shape than the script's is blamed on the master, for
+                // every slot it serves.
+                whole_master: true,
+            })?;
         let windows = match local {
             Some(windows) => windows,
             None => self.windows(reply.now_ms, phases)?,
@@ -463,10 +493,16 @@ impl<C: Clock> RateLimiter for RedisLimiter<C> {
         let mut base = keys::base(&self.prefix, key);
         let slot = keys::slot(&base);
         let now_ms = self.clock.now_ms();
+        let call = Call {
+            key,
+            base: &mut base,
+            slot,
+            op: Op::Reset,
+            amount: 0,
+            now_ms,
+        };
         // A reset is no decision: no breaker, no failure policy, so the master is not blamed.
-        let whole_master = AtomicBool::new(false);
-        self.run(key, &mut base, slot, Op::Reset, 0, now_ms, &whole_master)
-            .await?;
+        self.run(call).await.map_err(|undecided| undecided.error)?;
         Ok(())
     }
 

@@ -29,6 +29,7 @@ use parking_lot::{Mutex, RwLock};
 use self::node::{Asking, MIN_CONNECT_TIMEOUT, Node, UNANSWERED_FOR};
 use self::slots::config_epochs;
 use super::connection::Request;
+use super::errors::{Failure, within};
 use super::keys::SLOTS;
 
 /// Redirects one call follows (`MOVED` and `ASK`) before it gives up: a slot moves once, and
@@ -150,13 +151,30 @@ impl ClusterRouter {
         Ok(ClusterRouter { inner: router })
     }
 
-    /// Sends `request` to the master of `slot`, following redirects and retrying `TRYAGAIN`
-    /// (setting `master_answered` once the master has answered either way).
+    /// Sends `request` to the master of `slot`, following redirects and retrying `TRYAGAIN`,
+    /// for up to `timeout`. A call that fails after the master has answered (a redirect,
+    /// `TRYAGAIN`) fails alone ([`Failure::Call`]), a timeout then included: the master is not
+    /// to blame for it.
     pub(crate) async fn query<T: FromRedisValue>(
         &self,
         slot: u16,
         request: Request<'_>,
-        master_answered: &AtomicBool,
+        timeout: Duration,
+    ) -> Result<T, Failure> {
+        // Set by the call as it goes, and read however it ended: a timeout drops the call
+        // wherever it was.
+        let mut master_answered = false;
+        let reply = within(timeout, self.follow(slot, request, &mut master_answered)).await;
+        reply.map_err(|cause| Failure::new(cause, master_answered))
+    }
+
+    /// [`query`](Self::query) without its timeout: sets `master_answered` once the master has
+    /// answered either way.
+    async fn follow<T: FromRedisValue>(
+        &self,
+        slot: u16,
+        request: Request<'_>,
+        master_answered: &mut bool,
     ) -> RedisResult<T> {
         let router = &self.inner;
         // One clock read per call serves the refresh schedule and the connection's health.
@@ -187,7 +205,7 @@ impl ClusterRouter {
                 Err(error) => error,
             };
             // Whatever comes next, the master answered: a timeout from here on is not its own.
-            master_answered.store(true, Ordering::Relaxed);
+            *master_answered = true;
             if error.kind() == ErrorKind::Server(ServerErrorKind::TryAgain) {
                 // A multi-key call whose keys are split between the two nodes of a migrating
                 // slot: the migration moves them within moments.

@@ -7,14 +7,16 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use ::redis::{Cmd, ErrorKind, RedisError, ServerErrorKind, Value};
 use parking_lot::Mutex;
 
-use super::cluster::Request;
-use super::limiter::{RedisConnection, RedisLimiter, RedisLimiterBuilder, backend_error, bounded};
+use super::builder::RedisLimiterBuilder;
+use super::connection::{RedisConnection, Request};
+use super::errors::Cause;
+use super::limiter::RedisLimiter;
 use crate::{BackendErrorKind, Error};
 
 /// How often the server is checked by default.
@@ -548,16 +550,16 @@ impl EvictionWatch {
     /// Sends `command` to the server (the master of `slot`): `None` when the server refuses it
     /// (renamed, disabled, not permitted), an error when it does not answer.
     async fn ask(&self, slot: u16, command: &Cmd) -> Result<Option<Value>, Error> {
-        let reply = bounded(
-            self.timeout,
-            self.connection
-                .send(slot, Request::Command(command), &AtomicBool::new(false)),
-        )
-        .await?;
+        let reply = self
+            .connection
+            .send(slot, Request::Command(command), self.timeout)
+            .await;
         match reply {
             Ok(value) => Ok(Some(value)),
-            Err(error) if refused(&error) => Ok(None),
-            Err(error) => Err(backend_error(error)),
+            Err(failure) if matches!(failure.cause(), Cause::Redis(error) if refused(error)) => {
+                Ok(None)
+            }
+            Err(failure) => Err(failure.into_error()),
         }
     }
 }

@@ -2,19 +2,18 @@
 //! process that talks to one Redis (or Redis Cluster).
 
 use std::fmt;
-use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use ::redis::{ErrorKind, FromRedisValue, RedisError, RedisResult, ServerErrorKind, Value};
-
 use super::breaker::Breaker;
+use super::builder::{check_limits, scaled};
 use super::cache::OverLimitCache;
-use super::cluster::{ClusterRouter, Request};
-use super::eviction::{EvictionSettings, EvictionWatch};
+use super::cluster::ClusterRouter;
+use super::connection::{RedisConnection, Request};
+use super::errors::{Cause, Failure, scrubbed};
+use super::eviction::EvictionWatch;
 use super::policy::FailurePolicy;
+use super::reply::{Reply, unexpected_reply};
 use super::{keys, script};
 use crate::decision::QuotaState;
 use crate::quota;
@@ -23,241 +22,6 @@ use crate::{
     MemoryLimiter, Quota, RateLimiter, key, window,
 };
 
-/// How long a call may take by default, round trip included.
-const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
-/// After a failure, how long calls skip Redis before one tries it again.
-const DEFAULT_RETRY_AFTER: Duration = Duration::from_millis(250);
-/// Keys remembered as over a quota, at most.
-const DEFAULT_OVER_LIMIT_CAPACITY: usize = 10_000;
-/// How far apart the processes' clocks may be by default; counters outlive their window by
-/// this much.
-const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(1);
-/// The largest skew allowance accepted: past it a counter would outlive its window by more
-/// than a day.
-const MAX_CLOCK_SKEW: Duration = Duration::from_secs(86_400);
-const DEFAULT_PREFIX: &str = "ratewindow";
-
-/// A connection to a single Redis server (reconnecting by itself) or to a Redis Cluster (each
-/// call routed to its key's master only, so a master that is down fails its own keys and no
-/// others). Both multiplex every concurrent call over their connections; cloning one is cheap
-/// and shares them. Made by the `connect*` functions; what it is built on is its own business.
-#[derive(Clone)]
-pub struct RedisConnection(Connection);
-
-#[derive(Clone)]
-enum Connection {
-    /// One server, through redis-rs's `ConnectionManager`.
-    Single(ConnectionManager),
-    /// A cluster, through the crate's own router.
-    Cluster(ClusterRouter),
-}
-
-impl RedisConnection {
-    /// Connects to one server, e.g. `redis://127.0.0.1:6379/`.
-    ///
-    /// The connection has no response timeout of redis-rs's own: a limiter bounds each of its
-    /// calls by its [`timeout`](RedisLimiterBuilder::timeout).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] if the URL does not parse; [`Error::Backend`] if the server
-    /// cannot be reached.
-    pub async fn connect(url: &str) -> Result<RedisConnection, Error> {
-        #[cfg(feature = "tls")]
-        if is_tls(url) {
-            install_tls_provider();
-        }
-        let client = ::redis::Client::open(url).map_err(url_error)?;
-        Self::single(client).await
-    }
-
-    /// Connects to one server over TLS, e.g. `rediss://redis.internal:6380/`, trusting the
-    /// certificate authorities in `ca_pem` (PEM) rather than the system's: for a server whose
-    /// certificate a private CA signed. The server's name (or IP address) must match its
-    /// certificate.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] if the URL does not parse or is not `rediss://`;
-    /// [`Error::Backend`] if the server cannot be reached or its certificate is not trusted
-    /// (e.g. `ca_pem` holds no certificate).
-    #[cfg(feature = "tls")]
-    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
-    pub async fn connect_with_ca(url: &str, ca_pem: &[u8]) -> Result<RedisConnection, Error> {
-        install_tls_provider();
-        let certificates = ::redis::TlsCertificates {
-            client_tls: None,
-            root_cert: Some(ca_pem.to_vec()),
-        };
-        let client = ::redis::Client::build_with_tls(url, certificates).map_err(url_error)?;
-        Self::single(client).await
-    }
-
-    async fn single(client: ::redis::Client) -> Result<RedisConnection, Error> {
-        // A refused password or certificate is final, but the connection manager retries it
-        // with backoff for about ten seconds, as it does an unreachable server (which may be
-        // starting): one plain connection first reports it at once.
-        if let Err(error) = client.get_multiplexed_async_connection().await {
-            if refused_for_good(&error) {
-                return Err(backend_error(error));
-            }
-        }
-        // No response timeout of redis-rs's own (500 ms by default): every call is bounded by
-        // its limiter's timeout, and a second timer per call would cost as much again.
-        let config = ConnectionManagerConfig::new().set_response_timeout(None);
-        Ok(RedisConnection(Connection::Single(
-            ConnectionManager::new_with_config(client, config)
-                .await
-                .map_err(backend_error)?,
-        )))
-    }
-
-    /// Connects to a cluster through any of its nodes, reading slot maps within 50 ms (the
-    /// limiter's default timeout); see
-    /// [`connect_cluster_with_timeout`](Self::connect_cluster_with_timeout).
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] if a URL does not parse; [`Error::Backend`] if no node can be
-    /// reached.
-    pub async fn connect_cluster(urls: &[&str]) -> Result<RedisConnection, Error> {
-        Self::connect_cluster_with_timeout(urls, DEFAULT_TIMEOUT).await
-    }
-
-    /// Connects to a cluster through any of its nodes (`redis://` or `rediss://`, credentials
-    /// in the URL), reading its slot map from the first that answers; `timeout` bounds each
-    /// read of the slot map, and each connection attempt is given at least a second (it runs
-    /// on its own, so no call waits for it beyond the call's own timeout). A limiter's calls
-    /// are bounded by the limiter's [`timeout`](RedisLimiterBuilder::timeout) alone. The first
-    /// URL's credentials and scheme are used for every node the cluster names.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::InvalidConfig`] if a URL does not parse; [`Error::Backend`] if no node gives
-    /// its slot map within `timeout`.
-    pub async fn connect_cluster_with_timeout(
-        urls: &[&str],
-        timeout: Duration,
-    ) -> Result<RedisConnection, Error> {
-        #[cfg(feature = "tls")]
-        if urls.iter().any(|url| is_tls(url)) {
-            install_tls_provider();
-        }
-        let router = ClusterRouter::connect(urls, timeout)
-            .await
-            .map_err(url_error)?;
-        Ok(RedisConnection(Connection::Cluster(router)))
-    }
-}
-
-impl RedisConnection {
-    /// The cluster router, unless this is one server.
-    pub(super) fn cluster(&self) -> Option<&ClusterRouter> {
-        match &self.0 {
-            Connection::Single(_) => None,
-            Connection::Cluster(router) => Some(router),
-        }
-    }
-
-    /// Connects to a cluster over TLS (`rediss://` URLs), trusting the certificate authorities
-    /// in `ca_pem` (PEM) rather than the system's, as
-    /// [`connect_with_ca`](Self::connect_with_ca) does for one server; otherwise as
-    /// [`connect_cluster`](Self::connect_cluster).
-    ///
-    /// The router connects to each master at the address `CLUSTER SLOTS` gives, which is an IP
-    /// address unless the nodes announce hostnames (`cluster-announce-hostname` with
-    /// `cluster-preferred-endpoint-type hostname`): the nodes' certificates must name what they
-    /// announce, e.g. `subjectAltName=IP:10.0.0.1`.
-    ///
-    /// # Errors
-    ///
-    /// As [`connect_cluster`](Self::connect_cluster); a URL that is not `rediss://` is
-    /// [`Error::InvalidConfig`].
-    ///
-    /// # Example
-    ///
-    /// ```no_run
-    /// # async fn run() -> Result<(), ratewindow::Error> {
-    /// use ratewindow::RedisConnection;
-    ///
-    /// let ca = std::fs::read("/etc/redis/ca.crt").expect("the CA certificate");
-    /// let urls = ["rediss://10.0.0.1:6380/", "rediss://10.0.0.2:6380/"];
-    /// let connection = RedisConnection::connect_cluster_with_ca(&urls, &ca).await?;
-    /// # Ok(())
-    /// # }
-    /// ```
-    #[cfg(feature = "tls")]
-    pub async fn connect_cluster_with_ca(
-        urls: &[&str],
-        ca_pem: &[u8],
-    ) -> Result<RedisConnection, Error> {
-        install_tls_provider();
-        let mut infos = Vec::with_capacity(urls.len());
-        for url in urls {
-            if !is_tls(url) {
-                return Err(Error::InvalidConfig {
-                    reason: "a TLS connection with a CA needs rediss:// URLs",
-                });
-            }
-            let certificates = ::redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(ca_pem.to_vec()),
-            };
-            let client = ::redis::Client::build_with_tls(*url, certificates).map_err(url_error)?;
-            infos.push(client.get_connection_info().clone());
-        }
-        let router = ClusterRouter::connect_to(infos, DEFAULT_TIMEOUT)
-            .await
-            .map_err(url_error)?;
-        Ok(RedisConnection(Connection::Cluster(router)))
-    }
-
-    /// Sends `request` to the server, or on a Cluster to the master of `slot`; `master_answered`
-    /// is set once a Cluster call has had an answer from that master (a redirect, `TRYAGAIN`),
-    /// so that a caller whose call fails or times out after that point does not blame it.
-    pub(super) async fn send<T: FromRedisValue>(
-        &self,
-        slot: u16,
-        request: Request<'_>,
-        master_answered: &AtomicBool,
-    ) -> RedisResult<T> {
-        match &self.0 {
-            Connection::Single(c) => request.send(&mut c.clone()).await,
-            // Boxed: the router's future (redirects, retries) is kilobytes, and a single
-            // server's calls should not carry it.
-            Connection::Cluster(c) => Box::pin(c.query(slot, request, master_answered)).await,
-        }
-    }
-}
-
-/// redis-rs builds its TLS configuration on the process's default rustls provider, which rustls
-/// picks by itself only when exactly one provider is compiled in. An application that also
-/// pulls in `aws-lc-rs` would have none, so ring is installed unless one already is; only when
-/// a `rediss://` connection is made, so that plain connections leave the process default alone.
-#[cfg(feature = "tls")]
-fn is_tls(url: &str) -> bool {
-    url.trim_start()
-        .get(..9)
-        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("rediss://"))
-}
-
-#[cfg(feature = "tls")]
-fn install_tls_provider() {
-    if rustls::crypto::CryptoProvider::get_default().is_none() {
-        // Another thread may install one first; either is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-}
-
-impl fmt::Debug for RedisConnection {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.0 {
-            Connection::Single(_) => "RedisConnection(one server)",
-            Connection::Cluster(_) => "RedisConnection(cluster)",
-        })
-    }
-}
-
 /// An exact fixed-window rate limiter whose counters live in Redis, shared by every process
 /// that uses the same server (or cluster) and key prefix.
 ///
@@ -265,13 +29,13 @@ impl fmt::Debug for RedisConnection {
 /// (`INCR` or `INCRBY` on one integer counter per window length and window) and gives the
 /// charges back if any quota is over its limit: all or nothing, and a denied request consumes
 /// nothing. A counter gets its
-/// expiry (its window's end plus the [skew allowance](RedisLimiterBuilder::max_clock_skew)) in
+/// expiry (its window's end plus the [skew allowance](crate::RedisLimiterBuilder::max_clock_skew)) in
 /// the script that creates it, so none outlives its window by more. See the module docs of the
 /// key layout for how hostile keys are kept apart and on one Cluster slot.
 ///
 /// # Clocks and exactness across processes
 ///
-/// With [`redis_time`](RedisLimiterBuilder::redis_time), every window is decided by Redis's
+/// With [`redis_time`](crate::RedisLimiterBuilder::redis_time), every window is decided by Redis's
 /// clock and the local clocks do not matter: for every key and window, the processes together
 /// admit exactly `min(limit, offered)` units.
 ///
@@ -295,8 +59,8 @@ impl fmt::Debug for RedisConnection {
 /// but `noeviction`, a server short of memory lets keys over their limits. The limiter reads
 /// the policy and `evicted_keys` on its first call and then every minute, warns of a server that
 /// may evict ([`RedisWarning`](crate::RedisWarning), to
-/// [`on_warning`](RedisLimiterBuilder::on_warning)'s hook or stderr), and can refuse it
-/// ([`refuse_evicting_server`](RedisLimiterBuilder::refuse_evicting_server)); await
+/// [`on_warning`](crate::RedisLimiterBuilder::on_warning)'s hook or stderr), and can refuse it
+/// ([`refuse_evicting_server`](crate::RedisLimiterBuilder::refuse_evicting_server)); await
 /// [`check_eviction`](Self::check_eviction) to check at startup. Run Redis with
 /// `maxmemory-policy noeviction` and memory for one key per user key and quota window.
 ///
@@ -315,47 +79,28 @@ impl fmt::Debug for RedisConnection {
 /// ```
 #[derive(Clone)]
 pub struct RedisLimiter<C = DefaultClock> {
-    quotas: Vec<Quota>,
+    pub(super) quotas: Vec<Quota>,
     /// The counters the quotas use in Redis: one per window length.
-    counters: keys::Counters,
-    min_limit: u64,
-    alignment: Alignment,
-    prefix: Arc<str>,
-    clock: C,
+    pub(super) counters: keys::Counters,
+    pub(super) min_limit: u64,
+    pub(super) alignment: Alignment,
+    pub(super) prefix: Arc<str>,
+    pub(super) clock: C,
     /// Decide at Redis's `TIME` rather than `clock`'s (which then only times the breaker and
     /// the caches).
-    redis_time: bool,
+    pub(super) redis_time: bool,
     /// How long a counter outlives its window's end: the clock skew allowed.
-    expiry_margin_ms: u64,
-    timeout: Duration,
-    connection: RedisConnection,
-    policy: FailurePolicy,
+    pub(super) expiry_margin_ms: u64,
+    pub(super) timeout: Duration,
+    pub(super) connection: RedisConnection,
+    pub(super) policy: FailurePolicy,
     /// Only with [`FailurePolicy::Fallback`].
-    fallback: Option<MemoryLimiter<C>>,
-    breaker: Arc<Breaker>,
-    retry_after_ms: u64,
-    over_limit: Arc<OverLimitCache>,
+    pub(super) fallback: Option<MemoryLimiter<C>>,
+    pub(super) breaker: Arc<Breaker>,
+    pub(super) retry_after_ms: u64,
+    pub(super) over_limit: Arc<OverLimitCache>,
     /// The server's eviction policy, checked periodically.
     pub(super) eviction: Arc<EvictionWatch>,
-}
-
-impl RedisLimiter {
-    /// Starts configuring a limiter whose first quota is `quota`.
-    pub fn builder(quota: Quota) -> RedisLimiterBuilder {
-        RedisLimiterBuilder {
-            quotas: vec![quota],
-            alignment: Alignment::Epoch,
-            prefix: DEFAULT_PREFIX.into(),
-            clock: DefaultClock::default(),
-            redis_time: false,
-            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
-            timeout: DEFAULT_TIMEOUT,
-            policy: FailurePolicy::default(),
-            retry_after: DEFAULT_RETRY_AFTER,
-            over_limit_capacity: DEFAULT_OVER_LIMIT_CAPACITY,
-            eviction: EvictionSettings::default(),
-        }
-    }
 }
 
 /// What the script is asked to do.
@@ -378,6 +123,38 @@ impl Op {
     }
 }
 
+/// One run of the script: `op` with `amount` for `key`, whose counters' names start with
+/// `base` (on Cluster `slot`), at local time `now_ms` unless windows follow Redis's time.
+struct Call<'a> {
+    key: &'a str,
+    base: &'a mut String,
+    slot: u16,
+    op: Op,
+    amount: u64,
+    now_ms: u64,
+}
+
+/// Why a run of the script did not decide.
+struct Undecided {
+    error: Error,
+    /// Read only on a Cluster failure (an [`Error::Backend`]): whether the master of the slot
+    /// failed (no answer, a broken connection, the cluster down), so that every slot it serves
+    /// waits for the retry, or only this slot or key (an answer from the master first, a
+    /// redirect not followed, an error about the key's own value).
+    whole_master: bool,
+}
+
+impl From<Error> for Undecided {
+    /// An error of the request's own, met before or after the call (a clock out of range): no
+    /// failure of Redis, so it never reaches the breaker.
+    fn from(error: Error) -> Undecided {
+        Undecided {
+            error,
+            whole_master: false,
+        }
+    }
+}
+
 impl<C: Clock> RedisLimiter<C> {
     /// The quotas this limiter enforces, in order.
     pub fn quotas(&self) -> &[Quota] {
@@ -391,7 +168,7 @@ impl<C: Clock> RedisLimiter<C> {
     /// # Errors
     ///
     /// [`Error::IncompatibleQuotas`] unless `quotas` has the same windows in the same order;
-    /// [`Error::LimitTooLarge`] as for [`RedisLimiterBuilder::build`].
+    /// [`Error::LimitTooLarge`] as for [`RedisLimiterBuilder::build`](crate::RedisLimiterBuilder::build).
     pub fn with_quotas(&self, quotas: impl IntoIterator<Item = Quota>) -> Result<Self, Error>
     where
         C: Clone,
@@ -446,19 +223,15 @@ impl<C: Clock> RedisLimiter<C> {
             };
             return self.on_failure(key, op, amount, error);
         }
-        let whole_master = AtomicBool::new(true);
-        match self
-            .run(
-                key,
-                &mut base,
-                slot as u16,
-                op,
-                amount,
-                local_ms,
-                &whole_master,
-            )
-            .await
-        {
+        let call = Call {
+            key,
+            base: &mut base,
+            slot: slot as u16,
+            op,
+            amount,
+            now_ms: local_ms,
+        };
+        match self.run(call).await {
             Ok(decision) => {
                 self.breaker.close(slot);
                 if let Op::Check = op {
@@ -470,12 +243,12 @@ impl<C: Clock> RedisLimiter<C> {
                 }
                 Ok(decision)
             }
-            Err(error @ Error::Backend { .. }) => {
+            Err(Undecided {
+                error: error @ Error::Backend { .. },
+                whole_master,
+            }) => {
                 match self.connection.cluster() {
-                    Some(router)
-                        if whole_master.load(Ordering::Relaxed)
-                            && !self.breaker.is_open(slot, local_ms) =>
-                    {
+                    Some(router) if whole_master && !self.breaker.is_open(slot, local_ms) => {
                         // The master failed, not the slot: every key it serves waits for the
                         // retry. (Once per failure: a call that finds the slot already open
                         // found the others open too.)
@@ -492,7 +265,7 @@ impl<C: Clock> RedisLimiter<C> {
                 }
                 self.on_failure(key, op, amount, error)
             }
-            Err(error) => Err(error),
+            Err(Undecided { error, .. }) => Err(error),
         }
     }
 
@@ -549,24 +322,18 @@ impl<C: Clock> RedisLimiter<C> {
         }))
     }
 
-    /// Runs the script for `key`, whose counters' names start with `base` (on Cluster `slot`),
-    /// at local time `now_ms` unless windows follow Redis's time. On a Cluster failure,
-    /// `whole_master` says whether the master failed (no answer, a broken connection, the
-    /// cluster down) or only this slot or key (an answer from the master first, a redirect not
-    /// followed, an error about the key's own value).
-    #[allow(clippy::too_many_arguments)]
-    async fn run(
-        &self,
-        key: &str,
-        base: &mut String,
-        slot: u16,
-        op: Op,
-        amount: u64,
-        now_ms: u64,
-        whole_master: &AtomicBool,
-    ) -> Result<Decision, Error> {
+    /// Runs the script for `call`; when Redis does not decide, says what failed.
+    async fn run(&self, call: Call<'_>) -> Result<Decision, Undecided> {
+        let Call {
+            key,
+            base,
+            slot,
+            op,
+            amount,
+            now_ms,
+        } = call;
         if !self.redis_time && now_ms > window::MAX_TIME_MS {
-            return Err(Error::ClockOutOfRange { now_ms });
+            return Err(Error::ClockOutOfRange { now_ms }.into());
         }
         let phases = self.alignment.phases(key);
         let n = self.counters.len();
@@ -620,30 +387,39 @@ impl<C: Clock> RedisLimiter<C> {
                 }
             }
         }
-        let master_answered = AtomicBool::new(false);
         let sent = self
             .connection
-            .send(slot, Request::Script(script, &command), &master_answered);
-        // `whole_master` is read only on a Cluster, where a failed master fails all its slots;
-        // a failure met after the master answered (following a redirect, retrying `TRYAGAIN`)
-        // is the slot's alone.
-        let at_master = || !master_answered.load(Ordering::Relaxed);
-        let reply = match bounded(self.timeout, sent).await {
-            Ok(Ok(reply)) => reply,
-            Ok(Err(error)) => {
-                whole_master.store(master_failed(&error) && at_master(), Ordering::Relaxed);
-                return Err(scrubbed(backend_error(error), &[base, key]));
-            }
-            Err(timeout) => {
-                whole_master.store(at_master(), Ordering::Relaxed);
-                if let Some(router) = self.connection.cluster() {
-                    router.timed_out(slot, at_master());
-                }
-                return Err(timeout);
+            .send(slot, Request::Script(script, &command), self.timeout)
+            .await;
+        let reply = match sent {
+            Ok(reply) => reply,
+            Err(failure) => {
+                // A failure met after the master answered (following a redirect, retrying
+                // `TRYAGAIN`) is the slot's alone.
+                let whole_master = matches!(failure, Failure::Master(_));
+                let error = match failure.cause() {
+                    Cause::Redis(_) => scrubbed(failure.into_error(), &[base, key]),
+                    Cause::TimedOut(_) => {
+                        if let Some(router) = self.connection.cluster() {
+                            // A timeout is the master's unless the master had answered.
+                            router.timed_out(slot, whole_master);
+                        }
+                        failure.into_error()
+                    }
+                };
+                return Err(Undecided {
+                    error,
+                    whole_master,
+                });
             }
         };
-        let reply = Reply::parse(&reply, n, local_check.then_some(now_ms))
-            .ok_or_else(|| unexpected_reply(&reply))?;
+        let reply =
+            Reply::parse(&reply, n, local_check.then_some(now_ms)).ok_or_else(|| Undecided {
+                error: unexpected_reply(&reply),
+                // A reply of another shape than the script's is blamed on the master, for
+                // every slot it serves.
+                whole_master: true,
+            })?;
         let windows = match local {
             Some(windows) => windows,
             None => self.windows(reply.now_ms, phases)?,
@@ -697,194 +473,6 @@ impl<C: Clock> RedisLimiter<C> {
     }
 }
 
-/// `call`'s output, or a timeout error past `timeout`: the bound on every call to Redis.
-pub(super) async fn bounded<T>(
-    timeout: Duration,
-    call: impl Future<Output = T>,
-) -> Result<T, Error> {
-    tokio::time::timeout(timeout, call)
-        .await
-        .map_err(|_| Error::Backend {
-            kind: BackendErrorKind::Timeout,
-            detail: format!("no answer from Redis within {timeout:?}"),
-        })
-}
-
-/// A script's reply, decoded: the time decided at, whether a check was denied, and each
-/// counter's count as it stands after the operation.
-struct Reply {
-    now_ms: u64,
-    denied: bool,
-    counts: [u64; MAX_QUOTAS],
-}
-
-impl Reply {
-    /// Decodes the reply of [`script::CHECK`] (decided at `local_ms`) or, with `local_ms`
-    /// `None`, of [`script::GENERAL`], over `counters` counters; `None` unless it has the shape
-    /// the script returns.
-    fn parse(reply: &Value, counters: usize, local_ms: Option<u64>) -> Option<Reply> {
-        let mut decoded = Reply {
-            now_ms: local_ms.unwrap_or(0),
-            denied: false,
-            counts: [0; MAX_QUOTAS],
-        };
-        // A counter set below zero by hand counts as empty.
-        let count = |value: &Value| match value {
-            Value::Int(n) => Some((*n).max(0) as u64),
-            _ => None,
-        };
-        match reply {
-            // One counter, cost 1: the count charged to, or minus one more than the count that
-            // denied.
-            &Value::Int(n) if local_ms.is_some() && counters == 1 => {
-                (decoded.denied, decoded.counts[0]) = if n > 0 {
-                    (false, n as u64)
-                } else {
-                    (true, (-1 - n).max(0) as u64)
-                };
-            }
-            // `{now, violated, counts...}` from GENERAL, `{violated, counts...}` from CHECK.
-            Value::Array(items) => {
-                let mut items = items.as_slice();
-                if local_ms.is_none() {
-                    let (now, rest) = items.split_first()?;
-                    decoded.now_ms = count(now)?;
-                    items = rest;
-                }
-                let (violated, counts) = items.split_first()?;
-                if counts.len() != counters {
-                    return None;
-                }
-                decoded.denied = count(violated)? != 0;
-                for (slot, value) in decoded.counts.iter_mut().zip(counts) {
-                    *slot = count(value)?;
-                }
-            }
-            _ => return None,
-        }
-        Some(decoded)
-    }
-}
-
-fn unexpected_reply(reply: &Value) -> Error {
-    let shape = match reply {
-        Value::Array(items) => format!("an array of {}", items.len()),
-        Value::Int(_) => "an integer".to_string(),
-        _ => "a value of another type".to_string(),
-    };
-    Error::Backend {
-        kind: BackendErrorKind::Protocol,
-        detail: format!("unexpected script reply: {shape}"),
-    }
-}
-
-/// `error` with every occurrence of `secrets` (the Redis key, the API key) in its text
-/// replaced by `<key>`: whatever Redis or the client put into a message, an error that reaches
-/// a log never carries a key. One pass, longest secret first at each place, so a short key
-/// never rewrites a replacement already made.
-fn scrubbed(error: Error, secrets: &[&str]) -> Error {
-    match error {
-        Error::Backend { kind, detail } => Error::Backend {
-            kind,
-            detail: without(&detail, secrets),
-        },
-        other => other,
-    }
-}
-
-fn without(text: &str, secrets: &[&str]) -> String {
-    let mut secrets: Vec<&str> = secrets.iter().copied().filter(|s| !s.is_empty()).collect();
-    secrets.sort_by_key(|secret| std::cmp::Reverse(secret.len()));
-    if !secrets.iter().any(|secret| text.contains(secret)) {
-        return text.to_owned();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(c) = rest.chars().next() {
-        match secrets.iter().find(|secret| rest.starts_with(**secret)) {
-            Some(secret) => {
-                out.push_str("<key>");
-                rest = &rest[secret.len()..];
-            }
-            None => {
-                out.push(c);
-                rest = &rest[c.len_utf8()..];
-            }
-        }
-    }
-    out
-}
-
-/// A client configuration redis-rs refuses (a URL that does not parse, `rediss://` without
-/// TLS support, ...) is the caller's to fix, not the backend failing. The reasons are static,
-/// chosen from redis-rs's own static descriptions, so that no part of the URL (a password)
-/// reaches a log.
-fn url_error(error: RedisError) -> Error {
-    if error.kind() != ErrorKind::InvalidClientConfig {
-        return backend_error(error);
-    }
-    let text = error.to_string();
-    let reason = if text.contains("rediss://") {
-        "a TLS connection with a CA needs a rediss:// URL"
-    } else if text.contains("TLS") && text.contains("feature") {
-        "a rediss:// URL needs the tls feature"
-    } else if text.contains("TLS") {
-        "the TLS settings (e.g. the CA certificate) are not usable"
-    } else {
-        "the Redis URL does not parse (expected e.g. redis://[user:password@]host[:port][/db])"
-    };
-    Error::InvalidConfig { reason }
-}
-
-/// Whether connecting failed in a way that trying again cannot mend: the credentials were
-/// refused, or the server sent what a client cannot accept (a certificate it does not trust,
-/// plain text on a TLS connection or the reverse), which the I/O layer reports as invalid data.
-fn refused_for_good(error: &RedisError) -> bool {
-    use std::error::Error as StdError;
-    // redis-rs keeps the I/O error behind an `Arc`; another layout just means "try again".
-    let io = error.source().and_then(|source| {
-        source.downcast_ref::<std::io::Error>().or_else(|| {
-            source
-                .downcast_ref::<Arc<dyn StdError + Send + Sync>>()
-                .and_then(|inner| inner.downcast_ref::<std::io::Error>())
-        })
-    });
-    error.kind() == ErrorKind::AuthenticationFailed
-        || io.is_some_and(|io| io.kind() == std::io::ErrorKind::InvalidData)
-}
-
-/// Whether a Cluster call failed because its master did (so every slot of it will), rather than
-/// for its slot or key alone.
-fn master_failed(error: &RedisError) -> bool {
-    error.is_timeout()
-        || error.is_io_error()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || matches!(
-            error.kind(),
-            ErrorKind::Io | ErrorKind::Server(ServerErrorKind::ClusterDown)
-        )
-}
-
-pub(super) fn backend_error(error: RedisError) -> Error {
-    let kind = if error.is_timeout() {
-        BackendErrorKind::Timeout
-    } else if error.is_io_error()
-        || error.is_cluster_error()
-        || error.is_connection_dropped()
-        || error.is_connection_refusal()
-        || matches!(error.kind(), ErrorKind::Io | ErrorKind::Client)
-    {
-        BackendErrorKind::Unavailable
-    } else {
-        BackendErrorKind::Protocol
-    };
-    Error::Backend {
-        kind,
-        detail: error.to_string(),
-    }
-}
-
 impl<C: Clock> RateLimiter for RedisLimiter<C> {
     async fn check_n(&self, key: &str, cost: u64) -> Result<Decision, Error> {
         key::validate_request(key, cost, self.min_limit)?;
@@ -905,10 +493,16 @@ impl<C: Clock> RateLimiter for RedisLimiter<C> {
         let mut base = keys::base(&self.prefix, key);
         let slot = keys::slot(&base);
         let now_ms = self.clock.now_ms();
+        let call = Call {
+            key,
+            base: &mut base,
+            slot,
+            op: Op::Reset,
+            amount: 0,
+            now_ms,
+        };
         // A reset is no decision: no breaker, no failure policy, so the master is not blamed.
-        let whole_master = AtomicBool::new(false);
-        self.run(key, &mut base, slot, Op::Reset, 0, now_ms, &whole_master)
-            .await?;
+        self.run(call).await.map_err(|undecided| undecided.error)?;
         Ok(())
     }
 
@@ -927,234 +521,5 @@ impl<C> fmt::Debug for RedisLimiter<C> {
             .field("timeout", &self.timeout)
             .field("connection", &self.connection)
             .finish_non_exhaustive()
-    }
-}
-
-/// Configures a [`RedisLimiter`]; made by [`RedisLimiter::builder`].
-#[derive(Debug, Clone)]
-#[must_use]
-pub struct RedisLimiterBuilder<C = DefaultClock> {
-    quotas: Vec<Quota>,
-    alignment: Alignment,
-    prefix: String,
-    clock: C,
-    redis_time: bool,
-    max_clock_skew: Duration,
-    timeout: Duration,
-    policy: FailurePolicy,
-    retry_after: Duration,
-    over_limit_capacity: usize,
-    pub(super) eviction: EvictionSettings,
-}
-
-impl<C: Clock + Clone> RedisLimiterBuilder<C> {
-    /// Adds a quota; a request must fit every quota (up to [`MAX_QUOTAS`]).
-    pub fn quota(mut self, quota: Quota) -> Self {
-        self.quotas.push(quota);
-        self
-    }
-
-    /// Where windows start (default: [`Alignment::Epoch`]).
-    pub fn alignment(mut self, alignment: Alignment) -> Self {
-        self.alignment = alignment;
-        self
-    }
-
-    /// The prefix of every Redis key (default `ratewindow`); limiters with different prefixes
-    /// never share counters. It may not contain `{` or `}`.
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
-        self
-    }
-
-    /// The longest a call may take, round trip included (default 50 ms). Past it, the failure
-    /// policy answers.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// What to answer when Redis fails (default [`FailurePolicy::FailOpen`]).
-    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
-        self.policy = policy;
-        self
-    }
-
-    /// After a failure, how long calls go straight to the failure policy before one tries Redis
-    /// again (default 250 ms): a dead server costs one timeout per interval, not one per call.
-    /// On a Cluster each hash slot has its own interval, and a failure opens it for every slot
-    /// of the same master: a failed master costs one timeout per interval and sends only its
-    /// own keys to the policy.
-    pub fn retry_after(mut self, retry_after: Duration) -> Self {
-        self.retry_after = retry_after;
-        self
-    }
-
-    /// How many keys the local over-limit cache remembers (default 10 000; 0 turns it off). A
-    /// key Redis has found over a quota is denied here, without a round trip, until the window
-    /// ends by this process's clock; with skewed clocks that can outlast the window by the skew
-    /// (denying longer, never admitting more).
-    pub fn over_limit_cache(mut self, capacity: usize) -> Self {
-        self.over_limit_capacity = capacity;
-        self
-    }
-
-    /// The local clock (default: [`CoarseClock`](crate::CoarseClock)). It decides windows
-    /// unless [`redis_time`](Self::redis_time) is set, and always times the failure breaker,
-    /// the over-limit cache and the fallback limiter.
-    pub fn clock<C2: Clock + Clone>(self, clock: C2) -> RedisLimiterBuilder<C2> {
-        RedisLimiterBuilder {
-            quotas: self.quotas,
-            alignment: self.alignment,
-            prefix: self.prefix,
-            clock,
-            redis_time: self.redis_time,
-            max_clock_skew: self.max_clock_skew,
-            timeout: self.timeout,
-            policy: self.policy,
-            retry_after: self.retry_after,
-            over_limit_capacity: self.over_limit_capacity,
-            eviction: self.eviction,
-        }
-    }
-
-    /// Decides windows by Redis's `TIME`, read inside the script, so that processes with skewed
-    /// clocks still agree on windows.
-    pub fn redis_time(mut self) -> Self {
-        self.redis_time = true;
-        self
-    }
-
-    /// How far apart the clocks of the processes sharing these counters may be (default 1 s, at
-    /// most a day). Each counter outlives its window's end, on the clock of the process that
-    /// created it, by this much, so that a process behind by up to this much never finds the
-    /// counter of its current window gone and counts that window again. The cost is keys kept
-    /// this much longer. With [`redis_time`](Self::redis_time) the local clocks do not matter.
-    /// See [`RedisLimiter`] for the guarantee.
-    pub fn max_clock_skew(mut self, skew: Duration) -> Self {
-        self.max_clock_skew = skew;
-        self
-    }
-
-    /// Builds the limiter on `connection`.
-    ///
-    /// # Errors
-    ///
-    /// [`Error::TooManyQuotas`] past [`MAX_QUOTAS`]; [`Error::InvalidConfig`] for a prefix that
-    /// is empty or contains a brace, or a clock skew allowance above a day;
-    /// [`Error::LimitTooLarge`] for a limit above 2^53 − 1, the largest the server-side script
-    /// counts exactly; for [`FailurePolicy::Fallback`], what building its [`MemoryLimiter`]
-    /// returns.
-    pub fn build(self, connection: RedisConnection) -> Result<RedisLimiter<C>, Error> {
-        if self.quotas.len() > MAX_QUOTAS {
-            return Err(Error::TooManyQuotas {
-                count: self.quotas.len(),
-            });
-        }
-        keys::validate_prefix(&self.prefix)?;
-        if self.max_clock_skew > MAX_CLOCK_SKEW {
-            return Err(Error::InvalidConfig {
-                reason: "the clock skew allowance is above a day",
-            });
-        }
-        check_limits(&self.quotas)?;
-        let fallback = match self.policy {
-            FailurePolicy::Fallback { instances } => {
-                let quotas = scaled(&self.quotas, instances);
-                let mut builder = MemoryLimiter::builder(quotas[0])
-                    .alignment(self.alignment)
-                    .clock(self.clock.clone());
-                for &quota in &quotas[1..] {
-                    builder = builder.quota(quota);
-                }
-                Some(builder.build()?)
-            }
-            _ => None,
-        };
-        let slots = match connection.cluster() {
-            None => 1,
-            Some(_) => keys::SLOTS,
-        };
-        let eviction = EvictionWatch::new(self.eviction, connection.clone(), self.timeout);
-        Ok(RedisLimiter {
-            min_limit: quota::min_limit(&self.quotas),
-            counters: keys::Counters::new(&self.quotas),
-            quotas: self.quotas,
-            alignment: self.alignment,
-            prefix: self.prefix.into(),
-            clock: self.clock,
-            redis_time: self.redis_time,
-            expiry_margin_ms: self.max_clock_skew.as_millis() as u64,
-            timeout: self.timeout,
-            connection,
-            policy: self.policy,
-            fallback,
-            breaker: Arc::new(Breaker::new(slots)),
-            retry_after_ms: u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX),
-            over_limit: Arc::new(OverLimitCache::new(self.over_limit_capacity)),
-            eviction: Arc::new(eviction),
-        })
-    }
-}
-
-/// The largest limit the script counts exactly: Lua's numbers are doubles, which hold every
-/// integer up to 2^53 and no longer count one by one above it (2^53 + 1 == 2^53). Not 2^53
-/// itself: a full count of 2^53 plus one is 2^53 again, which is not above a limit of 2^53, so
-/// the request would be admitted and not counted. With limits below 2^53 any sum above the
-/// limit is exact or rounds to at least 2^53, still above it.
-const MAX_LIMIT: u64 = (1 << 53) - 1;
-
-/// Refuses limits the script could not count exactly.
-fn check_limits(quotas: &[Quota]) -> Result<(), Error> {
-    match quotas.iter().find(|q| q.limit() > MAX_LIMIT) {
-        Some(quota) => Err(Error::LimitTooLarge {
-            limit: quota.limit(),
-            max: MAX_LIMIT,
-        }),
-        None => Ok(()),
-    }
-}
-
-/// The quotas with each limit divided among `instances` processes (at least 1 each).
-fn scaled(quotas: &[Quota], instances: u64) -> Vec<Quota> {
-    quotas
-        .iter()
-        .map(|q| {
-            let limit = (q.limit() / instances.max(1)).max(1);
-            Quota::from_millis(limit, q.window_ms()).unwrap_or(*q)
-        })
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn scrubbed_errors_carry_no_key() {
-        let error = Error::Backend {
-            kind: BackendErrorKind::Protocol,
-            detail: "WRONGTYPE at app:{sk_live_1}:60000 for sk_live_1".into(),
-        };
-        let scrubbed = scrubbed(error, &["sk_live_1", "app:{sk_live_1}:"]);
-        assert_eq!(
-            scrubbed.to_string(),
-            "backend protocol error: WRONGTYPE at <key>60000 for <key>"
-        );
-        // A short key never rewrites a replacement, and text around it stays readable.
-        assert_eq!(
-            without("key e at {e}: e", &["e", "{e}"]),
-            "k<key>y <key> at <key>: <key>"
-        );
-        assert_eq!(without("é{é}é", &["é"]), "<key>{<key>}<key>");
-        // Other errors, and empty secrets, are left alone.
-        assert_eq!(
-            scrubbed_text(Error::EmptyKey, &["k"]),
-            Error::EmptyKey.to_string()
-        );
-    }
-
-    fn scrubbed_text(error: Error, secrets: &[&str]) -> String {
-        scrubbed(error, secrets).to_string()
     }
 }

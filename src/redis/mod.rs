@@ -2,14 +2,22 @@
 //! window, Redis Cluster.
 
 mod breaker;
+mod builder;
 mod cache;
 mod cluster;
+mod connection;
+mod errors;
 mod eviction;
 mod keys;
 mod limiter;
 mod policy;
+mod reply;
 mod script;
+#[cfg(feature = "tls")]
+mod tls;
 
+pub use builder::RedisLimiterBuilder;
+pub use connection::RedisConnection;
 pub use eviction::{EvictionReport, RedisWarning, ServerMemory};
-pub use limiter::{RedisConnection, RedisLimiter, RedisLimiterBuilder};
+pub use limiter::RedisLimiter;
 pub use policy::FailurePolicy;

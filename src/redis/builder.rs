@@ -1,0 +1,243 @@
+//! [`RedisLimiterBuilder`]: a [`RedisLimiter`]'s settings, their defaults and their checks.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::breaker::Breaker;
+use super::cache::OverLimitCache;
+use super::connection::RedisConnection;
+use super::eviction::{EvictionSettings, EvictionWatch};
+use super::keys;
+use super::limiter::RedisLimiter;
+use super::policy::FailurePolicy;
+use crate::quota;
+use crate::{Alignment, Clock, DefaultClock, Error, MAX_QUOTAS, MemoryLimiter, Quota};
+
+/// How long a call may take by default, round trip included.
+pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+/// After a failure, how long calls skip Redis before one tries it again.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_millis(250);
+/// Keys remembered as over a quota, at most.
+const DEFAULT_OVER_LIMIT_CAPACITY: usize = 10_000;
+/// How far apart the processes' clocks may be by default; counters outlive their window by
+/// this much.
+const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(1);
+/// The largest skew allowance accepted: past it a counter would outlive its window by more
+/// than a day.
+const MAX_CLOCK_SKEW: Duration = Duration::from_secs(86_400);
+const DEFAULT_PREFIX: &str = "ratewindow";
+
+impl RedisLimiter {
+    /// Starts configuring a limiter whose first quota is `quota`.
+    pub fn builder(quota: Quota) -> RedisLimiterBuilder {
+        RedisLimiterBuilder {
+            quotas: vec![quota],
+            alignment: Alignment::Epoch,
+            prefix: DEFAULT_PREFIX.into(),
+            clock: DefaultClock::default(),
+            redis_time: false,
+            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
+            timeout: DEFAULT_TIMEOUT,
+            policy: FailurePolicy::default(),
+            retry_after: DEFAULT_RETRY_AFTER,
+            over_limit_capacity: DEFAULT_OVER_LIMIT_CAPACITY,
+            eviction: EvictionSettings::default(),
+        }
+    }
+}
+
+/// Configures a [`RedisLimiter`]; made by [`RedisLimiter::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RedisLimiterBuilder<C = DefaultClock> {
+    quotas: Vec<Quota>,
+    alignment: Alignment,
+    prefix: String,
+    clock: C,
+    redis_time: bool,
+    max_clock_skew: Duration,
+    timeout: Duration,
+    policy: FailurePolicy,
+    retry_after: Duration,
+    over_limit_capacity: usize,
+    pub(super) eviction: EvictionSettings,
+}
+
+impl<C: Clock + Clone> RedisLimiterBuilder<C> {
+    /// Adds a quota; a request must fit every quota (up to [`MAX_QUOTAS`]).
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quotas.push(quota);
+        self
+    }
+
+    /// Where windows start (default: [`Alignment::Epoch`]).
+    pub fn alignment(mut self, alignment: Alignment) -> Self {
+        self.alignment = alignment;
+        self
+    }
+
+    /// The prefix of every Redis key (default `ratewindow`); limiters with different prefixes
+    /// never share counters. It may not contain `{` or `}`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// The longest a call may take, round trip included (default 50 ms). Past it, the failure
+    /// policy answers.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// What to answer when Redis fails (default [`FailurePolicy::FailOpen`]).
+    pub fn failure_policy(mut self, policy: FailurePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// After a failure, how long calls go straight to the failure policy before one tries Redis
+    /// again (default 250 ms): a dead server costs one timeout per interval, not one per call.
+    /// On a Cluster each hash slot has its own interval, and a failure opens it for every slot
+    /// of the same master: a failed master costs one timeout per interval and sends only its
+    /// own keys to the policy.
+    pub fn retry_after(mut self, retry_after: Duration) -> Self {
+        self.retry_after = retry_after;
+        self
+    }
+
+    /// How many keys the local over-limit cache remembers (default 10 000; 0 turns it off). A
+    /// key Redis has found over a quota is denied here, without a round trip, until the window
+    /// ends by this process's clock; with skewed clocks that can outlast the window by the skew
+    /// (denying longer, never admitting more).
+    pub fn over_limit_cache(mut self, capacity: usize) -> Self {
+        self.over_limit_capacity = capacity;
+        self
+    }
+
+    /// The local clock (default: [`CoarseClock`](crate::CoarseClock)). It decides windows
+    /// unless [`redis_time`](Self::redis_time) is set, and always times the failure breaker,
+    /// the over-limit cache and the fallback limiter.
+    pub fn clock<C2: Clock + Clone>(self, clock: C2) -> RedisLimiterBuilder<C2> {
+        RedisLimiterBuilder {
+            quotas: self.quotas,
+            alignment: self.alignment,
+            prefix: self.prefix,
+            clock,
+            redis_time: self.redis_time,
+            max_clock_skew: self.max_clock_skew,
+            timeout: self.timeout,
+            policy: self.policy,
+            retry_after: self.retry_after,
+            over_limit_capacity: self.over_limit_capacity,
+            eviction: self.eviction,
+        }
+    }
+
+    /// Decides windows by Redis's `TIME`, read inside the script, so that processes with skewed
+    /// clocks still agree on windows.
+    pub fn redis_time(mut self) -> Self {
+        self.redis_time = true;
+        self
+    }
+
+    /// How far apart the clocks of the processes sharing these counters may be (default 1 s, at
+    /// most a day). Each counter outlives its window's end, on the clock of the process that
+    /// created it, by this much, so that a process behind by up to this much never finds the
+    /// counter of its current window gone and counts that window again. The cost is keys kept
+    /// this much longer. With [`redis_time`](Self::redis_time) the local clocks do not matter.
+    /// See [`RedisLimiter`] for the guarantee.
+    pub fn max_clock_skew(mut self, skew: Duration) -> Self {
+        self.max_clock_skew = skew;
+        self
+    }
+
+    /// Builds the limiter on `connection`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyQuotas`] past [`MAX_QUOTAS`]; [`Error::InvalidConfig`] for a prefix that
+    /// is empty or contains a brace, or a clock skew allowance above a day;
+    /// [`Error::LimitTooLarge`] for a limit above 2^53 − 1, the largest the server-side script
+    /// counts exactly; for [`FailurePolicy::Fallback`], what building its [`MemoryLimiter`]
+    /// returns.
+    pub fn build(self, connection: RedisConnection) -> Result<RedisLimiter<C>, Error> {
+        if self.quotas.len() > MAX_QUOTAS {
+            return Err(Error::TooManyQuotas {
+                count: self.quotas.len(),
+            });
+        }
+        keys::validate_prefix(&self.prefix)?;
+        if self.max_clock_skew > MAX_CLOCK_SKEW {
+            return Err(Error::InvalidConfig {
+                reason: "the clock skew allowance is above a day",
+            });
+        }
+        check_limits(&self.quotas)?;
+        let fallback = match self.policy {
+            FailurePolicy::Fallback { instances } => {
+                let quotas = scaled(&self.quotas, instances);
+                let mut builder = MemoryLimiter::builder(quotas[0])
+                    .alignment(self.alignment)
+                    .clock(self.clock.clone());
+                for &quota in &quotas[1..] {
+                    builder = builder.quota(quota);
+                }
+                Some(builder.build()?)
+            }
+            _ => None,
+        };
+        let slots = match connection.cluster() {
+            None => 1,
+            Some(_) => keys::SLOTS,
+        };
+        let eviction = EvictionWatch::new(self.eviction, connection.clone(), self.timeout);
+        Ok(RedisLimiter {
+            min_limit: quota::min_limit(&self.quotas),
+            counters: keys::Counters::new(&self.quotas),
+            quotas: self.quotas,
+            alignment: self.alignment,
+            prefix: self.prefix.into(),
+            clock: self.clock,
+            redis_time: self.redis_time,
+            expiry_margin_ms: self.max_clock_skew.as_millis() as u64,
+            timeout: self.timeout,
+            connection,
+            policy: self.policy,
+            fallback,
+            breaker: Arc::new(Breaker::new(slots)),
+            retry_after_ms: u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX),
+            over_limit: Arc::new(OverLimitCache::new(self.over_limit_capacity)),
+            eviction: Arc::new(eviction),
+        })
+    }
+}
+
+/// The largest limit the script counts exactly: Lua's numbers are doubles, which hold every
+/// integer up to 2^53 and no longer count one by one above it (2^53 + 1 == 2^53). Not 2^53
+/// itself: a full count of 2^53 plus one is 2^53 again, which is not above a limit of 2^53, so
+/// the request would be admitted and not counted. With limits below 2^53 any sum above the
+/// limit is exact or rounds to at least 2^53, still above it.
+const MAX_LIMIT: u64 = (1 << 53) - 1;
+
+/// Refuses limits the script could not count exactly.
+pub(super) fn check_limits(quotas: &[Quota]) -> Result<(), Error> {
+    match quotas.iter().find(|q| q.limit() > MAX_LIMIT) {
+        Some(quota) => Err(Error::LimitTooLarge {
+            limit: quota.limit(),
+            max: MAX_LIMIT,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The quotas with each limit divided among `instances` processes (at least 1 each).
+pub(super) fn scaled(quotas: &[Quota], instances: u64) -> Vec<Quota> {
+    quotas
+        .iter()
+        .map(|q| {
+            let limit = (q.limit() / instances.max(1)).max(1);
+            Quota::from_millis(limit, q.window_ms()).unwrap_or(*q)
+        })
+        .collect()
+}

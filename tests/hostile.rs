@@ -445,7 +445,7 @@ mod demo_server {
 
     use std::time::Duration;
 
-    use crate::server_redis::run_to_exit;
+    use crate::http::server_redis::run_to_exit;
 
     #[test]
     fn the_example_binary_names_the_variable_it_refuses() {

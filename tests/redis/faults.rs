@@ -1366,7 +1366,7 @@ fn security_wrong_or_missing_password_is_a_typed_error() {
 #[cfg(feature = "tower")]
 #[test]
 fn security_the_demo_server_never_logs_the_password() {
-    use crate::server_redis::Example;
+    use crate::http::server_redis::Example;
 
     let server = RedisServer::with_args(&["--requirepass", "pw-s3cret"]);
     let port = server.port();

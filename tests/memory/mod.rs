@@ -1,0 +1,4 @@
+//! The in-memory backend's own behaviour.
+
+mod concurrency;
+mod spray;

@@ -1,20 +1,249 @@
-//! Redis Cluster under faults, on real clusters of three masters: a master frozen or killed
-//! under load and under bursts (only its own keys follow the failure policy), the breaker
-//! opening for every slot of a failed master but not for an error about one key or a timeout
-//! after a redirect, and a connection made again only when its master stops answering.
+//! Redis Cluster, on real clusters of three masters: the conformance table; a slot resharded
+//! under a warm slot map (`ASK`, then `MOVED`) and migrated counter by counter under load
+//! (`TRYAGAIN`); a password in the seed URL. Then faults: a master frozen or killed under load
+//! and under bursts (only its own keys follow the failure policy), the breaker opening for
+//! every slot of a failed master but not for an error about one key or a timeout after a
+//! redirect, and a connection made again only when its master stops answering.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ratewindow::{DecidedBy, FailurePolicy, Quota, RateLimiter, RedisConnection, RedisLimiter};
+use ratewindow::{
+    DecidedBy, FailurePolicy, ManualClock, Quota, RateLimiter, RedisConnection, RedisLimiter,
+};
 use tokio::runtime::Runtime;
 
 use super::load::{Call, KEYS, Load, MARGIN, RECOVERY_BOUND, TIMEOUT, key_name};
-use super::{HOUR_MS, assert_every_key_expires, redis_count};
+use super::{
+    HOUR_MS, Redis, TEST_TIMEOUT, assert_every_key_expires, cluster_connection, counter, one_value,
+    redis_count,
+};
 use crate::support::redis_server::{RedisCluster, RedisServer};
-use crate::support::{Elapsed, runtime};
+use crate::support::{Elapsed, block_on, runtime};
+
+/// A minute and hour boundary: where the manual clocks of the resharding tests start.
+const T0_MS: u64 = 1_800_000_000_000;
+
+#[test]
+fn redis_cluster_passes_the_conformance_table() {
+    let cluster = RedisCluster::new();
+    crate::conformance::run(&Redis::cluster(&cluster));
+}
+
+/// A slot resharded while a limiter uses it, by the steps `redis-cli --cluster reshard` takes:
+/// the limiter's warm slot map still names the old master throughout, and every decision is
+/// made by Redis and counted exactly. While the slot migrates, the old master answers `ASK` for
+/// the key it no longer holds, and the call must be sent with `ASKING` to the new one; once the
+/// slot is reassigned, the old master answers `MOVED`, and the call must follow it.
+#[test]
+fn a_resharded_slot_is_followed_through_ask_and_moved() {
+    let cluster = RedisCluster::new();
+    let connection = cluster_connection(&cluster);
+    const LIMIT: u64 = 100;
+    let limiter = RedisLimiter::builder(Quota::per_hour(LIMIT).unwrap())
+        .prefix("moved")
+        .timeout(TEST_TIMEOUT)
+        .failure_policy(FailurePolicy::ReturnError)
+        .clock(ManualClock::at_millis(T0_MS))
+        .build(connection)
+        .unwrap();
+    let key = "moving-tenant";
+    let redis_key = counter("moved", key, 3_600_000, T0_MS);
+    let nodes = cluster.nodes();
+    let slot = one_value(&nodes[0].command(&["CLUSTER", "KEYSLOT", &redis_key])).to_owned();
+    let source = (0..3)
+        .find(|&i| {
+            !nodes[i]
+                .command(&["EXISTS", &redis_key])
+                .starts_with("-MOVED")
+        })
+        .expect("an owner");
+    let target = (source + 1) % 3;
+    let id = |i: usize| one_value(&nodes[i].command(&["CLUSTER", "MYID"])).to_owned();
+    let (source_id, target_id) = (id(source), id(target));
+    let mut used = 0;
+    let mut check = |when: &str| {
+        let decision = block_on(limiter.check(key)).unwrap_or_else(|e| panic!("{when}: {e}"));
+        used += 1;
+        assert_eq!(decision.decided_by(), DecidedBy::Backend, "{when}");
+        assert_eq!(decision.remaining(), LIMIT - used, "{when}");
+    };
+    let count = |i: usize| {
+        let value = nodes[i].command(&["GET", &redis_key]);
+        one_value(&value).parse::<u64>().unwrap()
+    };
+
+    check("before");
+    check("before");
+    let ok = |reply: String| assert!(reply.starts_with("+OK"), "{reply}");
+    ok(nodes[target].command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]));
+    ok(nodes[source].command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]));
+    // Still on the old master, which serves the keys it holds.
+    check("migrating, the key not moved yet");
+    let target_port = nodes[target].port().to_string();
+    ok(nodes[source].command(&[
+        "MIGRATE",
+        "127.0.0.1",
+        &target_port,
+        &redis_key,
+        "0",
+        "5000",
+    ]));
+    // The old master answers ASK: the call goes to the new one, with ASKING, and counts on
+    // from the migrated count (which `remaining` shows).
+    check("migrating, the key moved");
+    check("migrating, the key moved");
+    // The slot is the new master's: the old one answers MOVED, which the call follows.
+    for i in [target, source, (source + 2) % 3] {
+        ok(nodes[i].command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]));
+    }
+    check("moved");
+    check("moved");
+    assert_eq!(count(target), 7);
+    assert!(
+        nodes[source]
+            .command(&["EXISTS", &redis_key])
+            .starts_with("-MOVED")
+    );
+    let ttl: i64 = one_value(&nodes[target].command(&["PTTL", &redis_key]))
+        .parse()
+        .unwrap();
+    assert!(ttl > 0, "PTTL {ttl}");
+}
+
+/// The password in the seed URL is used for every master the cluster names, not only the
+/// seed: the router connects to masters by the addresses `CLUSTER SLOTS` gives.
+#[test]
+fn a_password_in_the_seed_url_reaches_every_master() {
+    let cluster = RedisCluster::with_args(&["--requirepass", "s3cret"]);
+    let seed = format!("redis://:s3cret@127.0.0.1:{}/", cluster.nodes()[0].port());
+    let connection = block_on(RedisConnection::connect_cluster_with_timeout(
+        &[&seed],
+        TEST_TIMEOUT,
+    ))
+    .expect("connect to the cluster");
+    let limiter = RedisLimiter::builder(Quota::per_hour(10).unwrap())
+        .prefix("pw")
+        .timeout(TEST_TIMEOUT)
+        .failure_policy(FailurePolicy::ReturnError)
+        .clock(ManualClock::at_millis(T0_MS))
+        .build(connection)
+        .unwrap();
+    for i in 0..30 {
+        let decision = block_on(limiter.check(&format!("tenant-{i}"))).expect("decided");
+        assert_eq!(decision.decided_by(), DecidedBy::Backend);
+    }
+    for node in cluster.nodes() {
+        let keys: u64 = one_value(&node.command(&["DBSIZE"])).parse().unwrap();
+        assert!(keys > 0, "no key on the master at {}", node.port());
+    }
+}
+
+/// A slot migrated key by key while 16 tasks decide its key. The key's two quotas have two
+/// window lengths, so two counters, which the migration moves one at a time: while they are
+/// split between the nodes, Redis answers `TRYAGAIN`, and the call is retried until the second
+/// one has moved. Every decision is made by Redis, and each counter on the new master holds
+/// exactly the admitted requests.
+///
+/// Regression test: `TRYAGAIN` was an error, so the key got the failure policy for as long as
+/// its counters were split.
+#[test]
+fn a_slot_migrated_key_by_key_under_load_is_counted_exactly() {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+
+    let cluster = RedisCluster::new();
+    let connection = cluster_connection(&cluster);
+    let limiter = RedisLimiter::builder(Quota::per_minute(1_000_000).unwrap())
+        .quota(Quota::per_hour(1_000_000).unwrap())
+        .prefix("mig")
+        .timeout(Duration::from_secs(1))
+        .failure_policy(FailurePolicy::FailClosed)
+        .clock(ManualClock::at_millis(T0_MS))
+        .build(connection)
+        .unwrap();
+    let key = "migrating-tenant";
+    let counters = [
+        counter("mig", key, 60_000, T0_MS),
+        counter("mig", key, 3_600_000, T0_MS),
+    ];
+    let nodes = cluster.nodes();
+    let slot = one_value(&nodes[0].command(&["CLUSTER", "KEYSLOT", &counters[0]])).to_owned();
+    let source = (0..3)
+        .find(|&i| {
+            !nodes[i]
+                .command(&["EXISTS", &counters[0]])
+                .starts_with("-MOVED")
+        })
+        .expect("an owner");
+    let target = (source + 1) % 3;
+    let id = |i: usize| one_value(&nodes[i].command(&["CLUSTER", "MYID"])).to_owned();
+    let (source_id, target_id) = (id(source), id(target));
+    let ok = |reply: String| assert!(reply.starts_with("+OK"), "{reply}");
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (limiter, stop) = (limiter.clone(), stop.clone());
+            runtime.spawn(async move {
+                let mut outcomes = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let decision = limiter.check(key).await.expect("a policy answers");
+                    outcomes.push((decision.decided_by(), decision.is_allowed()));
+                }
+                outcomes
+            })
+        })
+        .collect();
+    let pause = || std::thread::sleep(Duration::from_millis(100));
+    pause();
+    ok(nodes[target].command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]));
+    ok(nodes[source].command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]));
+    pause();
+    let target_port = nodes[target].port().to_string();
+    for counter in &counters {
+        ok(nodes[source].command(&["MIGRATE", "127.0.0.1", &target_port, counter, "0", "5000"]));
+        // Split for a while: calls meet `TRYAGAIN` (then, moved, `ASK`).
+        pause();
+    }
+    for i in [target, source, (source + 2) % 3] {
+        ok(nodes[i].command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]));
+    }
+    pause();
+    stop.store(true, Ordering::Relaxed);
+    let outcomes: Vec<(DecidedBy, bool)> = tasks
+        .into_iter()
+        .flat_map(|task| runtime.block_on(task).expect("no task panicked"))
+        .collect();
+    let by_policy = outcomes
+        .iter()
+        .filter(|o| o.0 != DecidedBy::Backend)
+        .count();
+    let admitted = outcomes.iter().filter(|o| o.1).count() as u64;
+    assert_eq!(
+        by_policy,
+        0,
+        "{by_policy} of {} by the policy",
+        outcomes.len()
+    );
+    for counter in &counters {
+        let counted: u64 = one_value(&nodes[target].command(&["GET", counter]))
+            .parse()
+            .unwrap();
+        assert_eq!(counted, admitted, "{counter}");
+    }
+    assert!(admitted > 100, "too few calls to tell: {admitted}");
+}
+
+// Faults: a master frozen or killed, the breaker per master and per slot, connections made
+// again.
 
 /// A connection to every node of `cluster`, reading slot maps within [`TIMEOUT`].
 fn connect(runtime: &Runtime, cluster: &RedisCluster) -> RedisConnection {
@@ -262,7 +491,7 @@ fn faults_cluster_one_failure_opens_the_breaker_for_every_slot_of_its_master() {
     let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
     let runtime = runtime();
     let connection = connect(&runtime, &cluster);
-    let clock = ratewindow::ManualClock::at_millis(Elapsed::T0_MS);
+    let clock = ManualClock::at_millis(Elapsed::T0_MS);
     let limiter = RedisLimiter::builder(Quota::per_hour(5).unwrap())
         .prefix("br")
         .timeout(TIMEOUT)
@@ -337,7 +566,7 @@ fn faults_cluster_a_timeout_after_a_redirect_keeps_the_old_master_in_use() {
     let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
     let runtime = runtime();
     let connection = connect(&runtime, &cluster);
-    let clock = ratewindow::ManualClock::at_millis(Elapsed::T0_MS);
+    let clock = ManualClock::at_millis(Elapsed::T0_MS);
     let limiter = RedisLimiter::builder(Quota::per_hour(5).unwrap())
         .prefix("rd")
         .timeout(TIMEOUT)
@@ -403,7 +632,7 @@ fn faults_cluster_an_error_about_one_key_keeps_its_master_in_use() {
         .prefix("wt")
         .timeout(TIMEOUT)
         .failure_policy(FailurePolicy::FailClosed)
-        .clock(ratewindow::ManualClock::at_millis(Elapsed::T0_MS))
+        .clock(ManualClock::at_millis(Elapsed::T0_MS))
         .build(connection)
         .unwrap();
     // Only the hash tag matters for the slot; the counter that fails is this window's.

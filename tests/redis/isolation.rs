@@ -2,11 +2,16 @@
 
 use std::time::Duration;
 
-use ratewindow::{FailurePolicy, Quota, RateLimiter, RedisConnection, RedisLimiter};
+use ratewindow::{
+    Error, FailurePolicy, ManualClock, Quota, RateLimiter, RedisConnection, RedisLimiter,
+};
 
-use super::{HOUR_MS, assert_every_key_expires};
+use super::{HOUR_MS, Redis, assert_every_key_expires, limiter};
+use crate::support::block_on;
 use crate::support::redis_server::RedisServer;
 use crate::support::{Elapsed, runtime};
+
+const T0_MS: u64 = 1_800_000_000_000;
 
 /// User keys built to collide with, or address, other keys: braces (the hash tag), the
 /// escape character, the window suffix, glob characters, control bytes, and other tenants'
@@ -122,4 +127,26 @@ fn isolation_hostile_keys_and_prefixes_never_share_counters() {
         }
     });
     assert_every_key_expires(&server, "iso");
+}
+
+#[test]
+fn hostile_keys_and_prefixes() {
+    let server = RedisServer::new();
+    let redis = Redis::single(&server);
+    let limiter = limiter(
+        &redis,
+        Quota::per_minute(1).unwrap(),
+        ManualClock::at_millis(T0_MS),
+    );
+    block_on(async {
+        let long = "é{}:\n".repeat(800); // 4.8 KB
+        for key in ["{a}", "a}", "}{", "%7Ba%7D", "a\nb", long.as_str()] {
+            assert!(limiter.check(key).await.unwrap().is_allowed(), "{key:?}");
+            assert!(!limiter.check(key).await.unwrap().is_allowed(), "{key:?}");
+        }
+    });
+    let bad = RedisLimiter::builder(Quota::per_minute(1).unwrap())
+        .prefix("a{b}")
+        .build(redis.connection.clone());
+    assert!(matches!(bad, Err(Error::InvalidConfig { .. })));
 }

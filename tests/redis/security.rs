@@ -11,11 +11,12 @@ use ratewindow::{
 };
 use tokio::runtime::Runtime;
 
-use super::{HOUR_MS, redis_count};
-use crate::support::redis_server::{RedisCluster, RedisServer};
 #[cfg(feature = "tls")]
-use crate::support::tls;
+use super::{HOUR_MS, redis_count};
+use crate::support::redis_server::RedisServer;
 use crate::support::{Elapsed, runtime};
+#[cfg(feature = "tls")]
+use crate::support::{redis_server::RedisCluster, tls};
 
 /// A limiter that reports every failure (no policy hides it), on `connection` and `prefix`.
 fn strict(connection: RedisConnection, prefix: &str) -> RedisLimiter<Elapsed> {

@@ -1,5 +1,5 @@
 //! A key spray against the in-memory limiter's key cap, in a process of its own so that its
-//! resident memory is its own: `tests/spray.rs` runs it and checks what it prints.
+//! resident memory is its own: `tests/memory/spray.rs` runs it and checks what it prints.
 //!
 //! ```sh
 //! cargo run --release --example key_spray              # 10 000 000 keys, max_keys 1 000 000

@@ -6,7 +6,7 @@
 //! `{a}:b\n` and non-ASCII keys, cost 0 and cost above the limit, a clock at the epoch and at
 //! `u64::MAX`, a clock stepping back (`conformance.rs`, for every backend); quota validation
 //! and the `100/1m` parser (`src/quota.rs`); `LimitTooLarge` at a packing's edge and too many
-//! quotas (`memory.rs`); Redis key escaping (`src/redis/keys.rs`).
+//! quotas (`memory/config.rs`); Redis key escaping (`src/redis/keys.rs`).
 
 use std::time::Duration;
 
@@ -445,7 +445,7 @@ mod demo_server {
 
     use std::time::Duration;
 
-    use crate::server_redis::run_to_exit;
+    use crate::http::server_redis::run_to_exit;
 
     #[test]
     fn the_example_binary_names_the_variable_it_refuses() {

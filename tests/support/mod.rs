@@ -3,6 +3,8 @@
 
 pub(crate) mod model;
 pub(crate) mod redis_server;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};

@@ -13,7 +13,7 @@ use ratewindow::{DynRateLimiter, ManualClock, MemoryLimiter, Quota};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::demo_server::{app, redacted, utc_timestamp};
+use super::demo_server::{app, redacted, utc_timestamp};
 
 /// 20 s into a minute: the window ends at `WINDOW_END_SECS`.
 const NOW_MS: u64 = 1_700_000_000_000;

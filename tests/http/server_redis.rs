@@ -17,8 +17,8 @@ use ratewindow::{
     DynRateLimiter, FailurePolicy, ManualClock, Quota, RedisConnection, RedisLimiter,
 };
 
-use crate::demo_server::{VARIABLES, app, unreported_policy_decisions};
-use crate::server::{Reply, call};
+use super::demo_server::{VARIABLES, app, unreported_policy_decisions};
+use super::server::{Reply, call};
 use crate::support::example_binary;
 use crate::support::redis_server::RedisServer;
 

@@ -1,8 +1,8 @@
-//! The Redis backend against real `redis-server` processes: the shared conformance table and
-//! model, exactness under concurrency, expiry of every key, script reloads, restarts, Redis time,
-//! and a real 3-master cluster.
+//! The Redis backend on one real `redis-server`: the shared conformance table and model,
+//! exactness under concurrency, expiry of every key, script reloads, restarts, `FLUSHALL`, the
+//! failure policies, the over-limit cache, Redis time and clock skew, errors that never show
+//! the key, and counters the limiter did not write.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -11,86 +11,16 @@ use ratewindow::{
     RateLimiter, RedisConnection, RedisLimiter,
 };
 
-use crate::support::redis_server::{RedisCluster, RedisServer};
-use crate::support::{Backend, StepBack, block_on};
+use super::{Redis, TEST_TIMEOUT, counter, counters, limiter, one_value, ttls};
+use crate::support::redis_server::RedisServer;
+use crate::support::{Backend, block_on};
 
 const T0_MS: u64 = 1_800_000_000_000;
-/// Generous: tests run unoptimised on a shared two-core machine.
-const TEST_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Limiters on one connection, each on a prefix of its own (fresh state).
-pub(crate) struct Redis {
-    connection: RedisConnection,
-    next_prefix: AtomicU64,
-}
-
-impl Redis {
-    fn on(connection: RedisConnection) -> Redis {
-        Redis {
-            connection,
-            next_prefix: AtomicU64::new(0),
-        }
-    }
-
-    fn single(server: &RedisServer) -> Redis {
-        Redis::on(block_on(RedisConnection::connect(&server.url())).expect("connect"))
-    }
-
-    fn cluster(cluster: &RedisCluster) -> Redis {
-        Redis::on(cluster_connection(cluster))
-    }
-
-    fn prefix(&self) -> String {
-        format!("test{}", self.next_prefix.fetch_add(1, Ordering::Relaxed))
-    }
-}
-
-/// A connection to every node of `cluster`, reading slot maps within [`TEST_TIMEOUT`].
-pub(crate) fn cluster_connection(cluster: &RedisCluster) -> RedisConnection {
-    let urls = cluster.urls();
-    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
-    block_on(RedisConnection::connect_cluster_with_timeout(
-        &urls,
-        TEST_TIMEOUT,
-    ))
-    .expect("connect to the cluster")
-}
-
-impl Backend for Redis {
-    type Limiter = RedisLimiter<ManualClock>;
-
-    const STEP_BACK: StepBack = StepBack::OwnWindow;
-
-    fn limiter(&self, quotas: &[Quota], alignment: Alignment, clock: ManualClock) -> Self::Limiter {
-        let mut builder = RedisLimiter::builder(quotas[0])
-            .alignment(alignment)
-            .prefix(self.prefix())
-            .timeout(TEST_TIMEOUT)
-            .clock(clock);
-        for &quota in &quotas[1..] {
-            builder = builder.quota(quota);
-        }
-        builder
-            .build(self.connection.clone())
-            .expect("valid limiter")
-    }
-
-    fn requota(&self, base: &Self::Limiter, quotas: &[Quota]) -> Self::Limiter {
-        base.with_quotas(quotas.iter().copied())
-            .expect("same windows")
-    }
-}
 
 #[test]
 fn redis_backend_passes_the_conformance_table() {
     let server = RedisServer::new();
     crate::conformance::run(&Redis::single(&server));
-}
-
-#[test]
-fn redis_cluster_passes_the_conformance_table() {
-    let cluster = RedisCluster::new();
-    crate::conformance::run(&Redis::cluster(&cluster));
 }
 
 proptest! {
@@ -107,10 +37,6 @@ proptest! {
         });
         SERVER.with(|(_, redis)| crate::properties::same_as_model(redis, &case))?;
     }
-}
-
-fn limiter(redis: &Redis, quota: Quota, clock: ManualClock) -> RedisLimiter<ManualClock> {
-    redis.limiter(&[quota], Alignment::Epoch, clock)
 }
 
 #[test]
@@ -207,41 +133,6 @@ async fn futures_join_all<F: std::future::Future>(
     outputs
         .into_iter()
         .map(|o| o.expect("every future finished"))
-        .collect()
-}
-
-/// Every counter whose name starts with `window` (`<prefix>:{<key>}:<window_ms>:`, one per
-/// window), with its count.
-pub(crate) fn counters(server: &RedisServer, window: &str) -> Vec<(String, u64)> {
-    let keys = server.command(&["KEYS", &format!("{window}*")]);
-    keys.lines()
-        .filter(|line| line.starts_with(window))
-        .map(|key| {
-            let value = server.command(&["GET", key]);
-            let count = one_value(&value)
-                .parse()
-                .unwrap_or_else(|_| panic!("{key} holds {value:?}"));
-            (key.to_string(), count)
-        })
-        .collect()
-}
-
-/// The name of `key`'s counter (a plain key, epoch-aligned windows) for the window of
-/// `window_ms` that holds `now_ms`.
-pub(crate) fn counter(prefix: &str, key: &str, window_ms: u64, now_ms: u64) -> String {
-    format!("{prefix}:{{{key}}}:{window_ms}:{}", now_ms / window_ms + 1)
-}
-
-/// Every key under `prefix` with its remaining time to live in ms (-1: none, -2: gone).
-pub(crate) fn ttls(server: &RedisServer, prefix: &str) -> Vec<(String, i64)> {
-    let keys = server.command(&["KEYS", &format!("{prefix}:*")]);
-    keys.lines()
-        .filter(|line| line.starts_with(prefix))
-        .map(|key| {
-            let ttl = server.command(&["PTTL", key]);
-            let ttl = ttl.trim().trim_start_matches(':').parse().unwrap_or(-3);
-            (key.to_string(), ttl)
-        })
         .collect()
 }
 
@@ -540,28 +431,6 @@ fn redis_time_makes_skewed_processes_agree_on_windows() {
     });
 }
 
-#[test]
-fn hostile_keys_and_prefixes() {
-    let server = RedisServer::new();
-    let redis = Redis::single(&server);
-    let limiter = limiter(
-        &redis,
-        Quota::per_minute(1).unwrap(),
-        ManualClock::at_millis(T0_MS),
-    );
-    block_on(async {
-        let long = "é{}:\n".repeat(800); // 4.8 KB
-        for key in ["{a}", "a}", "}{", "%7Ba%7D", "a\nb", long.as_str()] {
-            assert!(limiter.check(key).await.unwrap().is_allowed(), "{key:?}");
-            assert!(!limiter.check(key).await.unwrap().is_allowed(), "{key:?}");
-        }
-    });
-    let bad = RedisLimiter::builder(Quota::per_minute(1).unwrap())
-        .prefix("a{b}")
-        .build(redis.connection.clone());
-    assert!(matches!(bad, Err(Error::InvalidConfig { .. })));
-}
-
 /// A backend error never carries the API key (or the Redis key built from it) in its text,
 /// whatever Redis answered: here a tenant's Redis key holds a list, so the script fails on it.
 #[test]
@@ -700,224 +569,6 @@ fn a_process_behind_by_the_allowed_skew_never_counts_a_window_again() {
         slow_clock.now_ms() >= window_end,
         "the counter outlived the window on the slow clock"
     );
-}
-
-/// The bulk string or integer of a one-value RESP reply (`$3\r\nabc\r\n`, `:12\r\n`).
-fn one_value(reply: &str) -> &str {
-    match reply.strip_prefix(':') {
-        Some(integer) => integer.trim_end(),
-        None => reply.lines().nth(1).unwrap_or_default(),
-    }
-}
-
-/// A slot resharded while a limiter uses it, by the steps `redis-cli --cluster reshard` takes:
-/// the limiter's warm slot map still names the old master throughout, and every decision is
-/// made by Redis and counted exactly. While the slot migrates, the old master answers `ASK` for
-/// the key it no longer holds, and the call must be sent with `ASKING` to the new one; once the
-/// slot is reassigned, the old master answers `MOVED`, and the call must follow it.
-#[test]
-fn a_resharded_slot_is_followed_through_ask_and_moved() {
-    let cluster = RedisCluster::new();
-    let connection = cluster_connection(&cluster);
-    const LIMIT: u64 = 100;
-    let limiter = RedisLimiter::builder(Quota::per_hour(LIMIT).unwrap())
-        .prefix("moved")
-        .timeout(TEST_TIMEOUT)
-        .failure_policy(FailurePolicy::ReturnError)
-        .clock(ManualClock::at_millis(T0_MS))
-        .build(connection)
-        .unwrap();
-    let key = "moving-tenant";
-    let redis_key = counter("moved", key, 3_600_000, T0_MS);
-    let nodes = cluster.nodes();
-    let slot = one_value(&nodes[0].command(&["CLUSTER", "KEYSLOT", &redis_key])).to_owned();
-    let source = (0..3)
-        .find(|&i| {
-            !nodes[i]
-                .command(&["EXISTS", &redis_key])
-                .starts_with("-MOVED")
-        })
-        .expect("an owner");
-    let target = (source + 1) % 3;
-    let id = |i: usize| one_value(&nodes[i].command(&["CLUSTER", "MYID"])).to_owned();
-    let (source_id, target_id) = (id(source), id(target));
-    let mut used = 0;
-    let mut check = |when: &str| {
-        let decision = block_on(limiter.check(key)).unwrap_or_else(|e| panic!("{when}: {e}"));
-        used += 1;
-        assert_eq!(decision.decided_by(), DecidedBy::Backend, "{when}");
-        assert_eq!(decision.remaining(), LIMIT - used, "{when}");
-    };
-    let count = |i: usize| {
-        let value = nodes[i].command(&["GET", &redis_key]);
-        one_value(&value).parse::<u64>().unwrap()
-    };
-
-    check("before");
-    check("before");
-    let ok = |reply: String| assert!(reply.starts_with("+OK"), "{reply}");
-    ok(nodes[target].command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]));
-    ok(nodes[source].command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]));
-    // Still on the old master, which serves the keys it holds.
-    check("migrating, the key not moved yet");
-    let target_port = nodes[target].port().to_string();
-    ok(nodes[source].command(&[
-        "MIGRATE",
-        "127.0.0.1",
-        &target_port,
-        &redis_key,
-        "0",
-        "5000",
-    ]));
-    // The old master answers ASK: the call goes to the new one, with ASKING, and counts on
-    // from the migrated count (which `remaining` shows).
-    check("migrating, the key moved");
-    check("migrating, the key moved");
-    // The slot is the new master's: the old one answers MOVED, which the call follows.
-    for i in [target, source, (source + 2) % 3] {
-        ok(nodes[i].command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]));
-    }
-    check("moved");
-    check("moved");
-    assert_eq!(count(target), 7);
-    assert!(
-        nodes[source]
-            .command(&["EXISTS", &redis_key])
-            .starts_with("-MOVED")
-    );
-    let ttl: i64 = one_value(&nodes[target].command(&["PTTL", &redis_key]))
-        .parse()
-        .unwrap();
-    assert!(ttl > 0, "PTTL {ttl}");
-}
-
-/// The password in the seed URL is used for every master the cluster names, not only the
-/// seed: the router connects to masters by the addresses `CLUSTER SLOTS` gives.
-#[test]
-fn a_password_in_the_seed_url_reaches_every_master() {
-    let cluster = RedisCluster::with_args(&["--requirepass", "s3cret"]);
-    let seed = format!("redis://:s3cret@127.0.0.1:{}/", cluster.nodes()[0].port());
-    let connection = block_on(RedisConnection::connect_cluster_with_timeout(
-        &[&seed],
-        TEST_TIMEOUT,
-    ))
-    .expect("connect to the cluster");
-    let limiter = RedisLimiter::builder(Quota::per_hour(10).unwrap())
-        .prefix("pw")
-        .timeout(TEST_TIMEOUT)
-        .failure_policy(FailurePolicy::ReturnError)
-        .clock(ManualClock::at_millis(T0_MS))
-        .build(connection)
-        .unwrap();
-    for i in 0..30 {
-        let decision = block_on(limiter.check(&format!("tenant-{i}"))).expect("decided");
-        assert_eq!(decision.decided_by(), DecidedBy::Backend);
-    }
-    for node in cluster.nodes() {
-        let keys: u64 = one_value(&node.command(&["DBSIZE"])).parse().unwrap();
-        assert!(keys > 0, "no key on the master at {}", node.port());
-    }
-}
-
-/// A slot migrated key by key while 16 tasks decide its key. The key's two quotas have two
-/// window lengths, so two counters, which the migration moves one at a time: while they are
-/// split between the nodes, Redis answers `TRYAGAIN`, and the call is retried until the second
-/// one has moved. Every decision is made by Redis, and each counter on the new master holds
-/// exactly the admitted requests.
-///
-/// Regression test: `TRYAGAIN` was an error, so the key got the failure policy for as long as
-/// its counters were split.
-#[test]
-fn a_slot_migrated_key_by_key_under_load_is_counted_exactly() {
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
-
-    let cluster = RedisCluster::new();
-    let connection = cluster_connection(&cluster);
-    let limiter = RedisLimiter::builder(Quota::per_minute(1_000_000).unwrap())
-        .quota(Quota::per_hour(1_000_000).unwrap())
-        .prefix("mig")
-        .timeout(Duration::from_secs(1))
-        .failure_policy(FailurePolicy::FailClosed)
-        .clock(ManualClock::at_millis(T0_MS))
-        .build(connection)
-        .unwrap();
-    let key = "migrating-tenant";
-    let counters = [
-        counter("mig", key, 60_000, T0_MS),
-        counter("mig", key, 3_600_000, T0_MS),
-    ];
-    let nodes = cluster.nodes();
-    let slot = one_value(&nodes[0].command(&["CLUSTER", "KEYSLOT", &counters[0]])).to_owned();
-    let source = (0..3)
-        .find(|&i| {
-            !nodes[i]
-                .command(&["EXISTS", &counters[0]])
-                .starts_with("-MOVED")
-        })
-        .expect("an owner");
-    let target = (source + 1) % 3;
-    let id = |i: usize| one_value(&nodes[i].command(&["CLUSTER", "MYID"])).to_owned();
-    let (source_id, target_id) = (id(source), id(target));
-    let ok = |reply: String| assert!(reply.starts_with("+OK"), "{reply}");
-
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let (limiter, stop) = (limiter.clone(), stop.clone());
-            runtime.spawn(async move {
-                let mut outcomes = Vec::new();
-                while !stop.load(Ordering::Relaxed) {
-                    let decision = limiter.check(key).await.expect("a policy answers");
-                    outcomes.push((decision.decided_by(), decision.is_allowed()));
-                }
-                outcomes
-            })
-        })
-        .collect();
-    let pause = || std::thread::sleep(Duration::from_millis(100));
-    pause();
-    ok(nodes[target].command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &source_id]));
-    ok(nodes[source].command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &target_id]));
-    pause();
-    let target_port = nodes[target].port().to_string();
-    for counter in &counters {
-        ok(nodes[source].command(&["MIGRATE", "127.0.0.1", &target_port, counter, "0", "5000"]));
-        // Split for a while: calls meet `TRYAGAIN` (then, moved, `ASK`).
-        pause();
-    }
-    for i in [target, source, (source + 2) % 3] {
-        ok(nodes[i].command(&["CLUSTER", "SETSLOT", &slot, "NODE", &target_id]));
-    }
-    pause();
-    stop.store(true, Ordering::Relaxed);
-    let outcomes: Vec<(DecidedBy, bool)> = tasks
-        .into_iter()
-        .flat_map(|task| runtime.block_on(task).expect("no task panicked"))
-        .collect();
-    let by_policy = outcomes
-        .iter()
-        .filter(|o| o.0 != DecidedBy::Backend)
-        .count();
-    let admitted = outcomes.iter().filter(|o| o.1).count() as u64;
-    assert_eq!(
-        by_policy,
-        0,
-        "{by_policy} of {} by the policy",
-        outcomes.len()
-    );
-    for counter in &counters {
-        let counted: u64 = one_value(&nodes[target].command(&["GET", counter]))
-            .parse()
-            .unwrap();
-        assert_eq!(counted, admitted, "{counter}");
-    }
-    assert!(admitted > 100, "too few calls to tell: {admitted}");
 }
 
 /// A rolling deploy from the earlier layout (`<prefix>:{<key>}:<window_ms>` holding

@@ -48,7 +48,7 @@ const RUN_MS: u64 = 6_000;
 /// Generous: a timeout would be a failure, and the machine is shared.
 const TIMEOUT: Duration = Duration::from_secs(5);
 /// The name of the worker test, as `--exact` wants it.
-const WORKER_TEST: &str = "processes::worker";
+const WORKER_TEST: &str = "redis::processes::worker";
 
 /// The system clock moved by a fixed offset: the clock of a process whose time is off. Built on
 /// `SystemClock` rather than the coarse default so that the bounds below hold to the millisecond.

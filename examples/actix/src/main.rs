@@ -2,8 +2,8 @@
 //! middleware written against ratewindow's public API (the library has no actix dependency).
 //!
 //! One route, `POST /api/v1/campaigns/{id}/start`, stands in for the API; the full seeded
-//! campaigns API (and the Redis backend) lives in `examples/server.rs`. The middleware wraps
-//! the whole `App`, so unknown routes are rate limited too:
+//! campaigns API (and the Redis backend) lives in the crate's `examples/server.rs`. The
+//! middleware wraps the whole `App`, so unknown routes are rate limited too:
 //!
 //! - every response to a request with an `X-API-Key` carries `X-RateLimit-Limit`,
 //!   `X-RateLimit-Remaining` and `X-RateLimit-Reset` (unix epoch seconds);
@@ -13,8 +13,8 @@
 //!   without rate-limit headers: nothing was counted.
 //!
 //! ```text
-//! cargo run --release --example actix
-//! RATE_LIMIT=2/1m BIND=127.0.0.1:9000 cargo run --release --example actix
+//! cargo run --release -p ratewindow-actix-example
+//! RATE_LIMIT=2/1m BIND=127.0.0.1:9000 cargo run --release -p ratewindow-actix-example
 //!
 //! curl -i -X POST http://127.0.0.1:8081/api/v1/campaigns/cmp_abc123/start \
 //!      -H "X-API-Key: otr_your_key"

@@ -1,0 +1,9 @@
+//! The tower layer and the demo server, end to end.
+
+#[path = "../../examples/server.rs"]
+#[allow(dead_code)]
+mod demo_server;
+mod layer;
+mod server;
+#[cfg(feature = "redis")]
+pub(crate) mod server_redis;

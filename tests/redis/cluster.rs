@@ -499,24 +499,7 @@ fn faults_cluster_one_failure_opens_the_breaker_for_every_slot_of_its_master() {
         .clock(clock.clone())
         .build(connection)
         .unwrap();
-    let redis_key = |name: &str| format!("br:{{{name}}}:{HOUR_MS}");
-    // Keys of master 2, each in a slot of its own, and one key of master 0.
-    let mut frozen: Vec<String> = Vec::new();
-    let mut slots = BTreeSet::new();
-    let mut live = None;
-    for i in 0.. {
-        if frozen.len() >= 20 && live.is_some() {
-            break;
-        }
-        let name = format!("spread-{i}");
-        let slot = cluster.nodes()[0].command(&["CLUSTER", "KEYSLOT", &redis_key(&name)]);
-        match cluster.owner(&redis_key(&name)) {
-            2 if slots.insert(slot) => frozen.push(name),
-            0 if live.is_none() => live = Some(name),
-            _ => {}
-        }
-    }
-    let live = live.unwrap();
+    let (frozen, live) = spread_over_master_2(&cluster, "br");
     let check = |key: &str| {
         let started = Instant::now();
         let decision = runtime
@@ -553,6 +536,70 @@ fn faults_cluster_one_failure_opens_the_breaker_for_every_slot_of_its_master() {
         Some(DecidedBy::Backend),
         "back on Redis after SIGCONT"
     );
+}
+
+/// A killed master fails its first call at once (the connection is refused): a failure of the
+/// master, not of one key, so the breaker opens for every slot it serves. A listener that
+/// accepts and never answers then takes the master's port, so a key whose call still went
+/// there would wait out the timeout.
+///
+/// Regression test: any error from the first send counted as an answer from the master, so a
+/// refused connection opened the breaker for the failing key's slot alone.
+#[test]
+fn faults_cluster_a_killed_master_opens_the_breaker_for_every_slot_of_its_master() {
+    let mut cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
+    let runtime = runtime();
+    let connection = connect(&runtime, &cluster);
+    let limiter = RedisLimiter::builder(Quota::per_hour(5).unwrap())
+        .prefix("bk")
+        .timeout(TIMEOUT)
+        .failure_policy(FailurePolicy::FailClosed)
+        .clock(ManualClock::at_millis(Elapsed::T0_MS))
+        .build(connection)
+        .unwrap();
+    let (dead, live) = spread_over_master_2(&cluster, "bk");
+    let check = |key: &str| {
+        let started = Instant::now();
+        let decision = runtime
+            .block_on(limiter.check(key))
+            .expect("a policy answers");
+        (decision.decided_by(), started.elapsed())
+    };
+    assert_eq!(check(&dead[0]).0, DecidedBy::Backend);
+
+    let port = cluster.nodes()[2].port();
+    cluster.nodes_mut()[2].stop();
+    assert_eq!(check(&dead[0]).0, DecidedBy::FailClosed);
+    let silent = std::net::TcpListener::bind(("127.0.0.1", port)).expect("the port is free");
+    thread::spawn(move || silent.incoming().collect::<Vec<_>>());
+    for key in &dead[1..] {
+        let (by, took) = check(key);
+        assert_eq!(by, DecidedBy::FailClosed, "{key}");
+        assert!(took < TIMEOUT / 2, "{key} waited {took:?}");
+    }
+    assert_eq!(check(&live).0, DecidedBy::Backend);
+}
+
+/// 20 keys of master 2, each in a slot of its own, and one key of master 0, for a limiter
+/// with `prefix` and an hourly quota.
+fn spread_over_master_2(cluster: &RedisCluster, prefix: &str) -> (Vec<String>, String) {
+    let redis_key = |name: &str| format!("{prefix}:{{{name}}}:{HOUR_MS}");
+    let mut on_2: Vec<String> = Vec::new();
+    let mut slots = BTreeSet::new();
+    let mut on_0 = None;
+    for i in 0.. {
+        if on_2.len() >= 20 && on_0.is_some() {
+            break;
+        }
+        let name = format!("spread-{i}");
+        let slot = cluster.nodes()[0].command(&["CLUSTER", "KEYSLOT", &redis_key(&name)]);
+        match cluster.owner(&redis_key(&name)) {
+            2 if slots.insert(slot) => on_2.push(name),
+            0 if on_0.is_none() => on_0 = Some(name),
+            _ => {}
+        }
+    }
+    (on_2, on_0.expect("some key is on master 0"))
 }
 
 /// A call that times out while following a redirect has not found its slot's master silent:

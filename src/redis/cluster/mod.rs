@@ -169,7 +169,7 @@ impl ClusterRouter {
     }
 
     /// [`query`](Self::query) without its timeout: sets `master_answered` once the master has
-    /// answered either way.
+    /// answered with a redirect or `TRYAGAIN`.
     async fn follow<T: FromRedisValue>(
         &self,
         slot: u16,
@@ -204,11 +204,11 @@ impl ClusterRouter {
                 }
                 Err(error) => error,
             };
-            // Whatever comes next, the master answered: a timeout from here on is not its own.
-            *master_answered = true;
             if error.kind() == ErrorKind::Server(ServerErrorKind::TryAgain) {
                 // A multi-key call whose keys are split between the two nodes of a migrating
-                // slot: the migration moves them within moments.
+                // slot: the migration moves them within moments. The master answered, so a
+                // timeout from here on is not its own.
+                *master_answered = true;
                 tokio::time::sleep(TRY_AGAIN_AFTER * (1 << retries.min(4))).await;
                 retries += 1;
                 continue;
@@ -219,6 +219,8 @@ impl ClusterRouter {
                 }
                 return Err(error);
             };
+            // A redirect is an answer too; a refused or broken connection is not.
+            *master_answered = true;
             if redirects == MAX_REDIRECTS {
                 return Err(error);
             }

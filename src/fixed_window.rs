@@ -45,6 +45,18 @@ pub(crate) fn decide_one(now_ms: u64, found: QuotaState, cost: u64) -> Decision 
     }
 }
 
+/// The decision on a request the quotas in `states` admitted and already count (a Redis
+/// script's reply to a charge).
+#[cfg(feature = "redis")]
+pub(crate) fn admitted(now_ms: u64, states: &[QuotaState]) -> Decision {
+    let mut decision = Decision::blank(now_ms);
+    for (i, &state) in states.iter().enumerate() {
+        decision.set_quota(i, state);
+    }
+    decision.finish(states.len(), 0);
+    decision
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

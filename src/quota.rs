@@ -288,27 +288,6 @@ impl std::ops::Deref for QuotaSet {
     }
 }
 
-/// The smallest limit among `quotas` (a cost above it can never be admitted).
-#[cfg(feature = "redis")]
-pub(crate) fn min_limit(quotas: &[Quota]) -> u64 {
-    quotas.iter().map(Quota::limit).min().unwrap_or(0)
-}
-
-/// New quotas for a limiter that keeps its counters: the same windows, in the same order.
-#[cfg(feature = "redis")]
-pub(crate) fn check_same_windows(old: &[Quota], new: &[Quota]) -> Result<(), Error> {
-    let same = old.len() == new.len()
-        && old
-            .iter()
-            .zip(new)
-            .all(|(a, b)| a.window_ms() == b.window_ms());
-    if same {
-        Ok(())
-    } else {
-        Err(Error::IncompatibleQuotas)
-    }
-}
-
 /// Digits only: no sign, no underscores, nothing `u64::from_str` would also forgive.
 fn parse_count(digits: &str) -> Option<u64> {
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {

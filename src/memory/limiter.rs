@@ -238,6 +238,12 @@ impl<C: Clock> MemoryLimiter<C> {
         self.quotas.as_slice()
     }
 
+    /// The smallest limit: no larger cost is ever admitted.
+    #[cfg(feature = "redis")]
+    pub(crate) fn min_limit(&self) -> u64 {
+        self.quotas.min_limit()
+    }
+
     /// How many keys currently hold state, including ones whose windows ended but were not yet
     /// swept. Takes every shard's read lock in turn: for tests and metrics, not the hot path.
     pub fn tracked_keys(&self) -> usize {

@@ -10,8 +10,8 @@ use super::eviction::{EvictionSettings, EvictionWatch};
 use super::keys;
 use super::limiter::RedisLimiter;
 use super::policy::FailurePolicy;
-use crate::quota;
-use crate::{Alignment, Clock, DefaultClock, Error, MAX_QUOTAS, MemoryLimiter, Quota};
+use crate::quota::QuotaSet;
+use crate::{Alignment, Clock, DefaultClock, Error, MemoryLimiter, Quota};
 
 /// How long a call may take by default, round trip included.
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
@@ -162,18 +162,13 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
     /// counts exactly; for [`FailurePolicy::Fallback`], what building its [`MemoryLimiter`]
     /// returns.
     pub fn build(self, connection: RedisConnection) -> Result<RedisLimiter<C>, Error> {
-        if self.quotas.len() > MAX_QUOTAS {
-            return Err(Error::TooManyQuotas {
-                count: self.quotas.len(),
-            });
-        }
+        let quotas = QuotaSet::new(&self.quotas, max_limit)?;
         keys::validate_prefix(&self.prefix)?;
         if self.max_clock_skew > MAX_CLOCK_SKEW {
             return Err(Error::InvalidConfig {
                 reason: "the clock skew allowance is above a day",
             });
         }
-        check_limits(&self.quotas)?;
         let fallback = match self.policy {
             FailurePolicy::Fallback { instances } => {
                 let quotas = scaled(&self.quotas, instances);
@@ -193,9 +188,8 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
         };
         let eviction = EvictionWatch::new(self.eviction, connection.clone(), self.timeout);
         Ok(RedisLimiter {
-            min_limit: quota::min_limit(&self.quotas),
-            counters: keys::Counters::new(&self.quotas),
-            quotas: self.quotas,
+            counters: keys::Counters::new(&quotas),
+            quotas,
             alignment: self.alignment,
             prefix: self.prefix.into(),
             clock: self.clock,
@@ -220,15 +214,9 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
 /// limit is exact or rounds to at least 2^53, still above it.
 const MAX_LIMIT: u64 = (1 << 53) - 1;
 
-/// Refuses limits the script could not count exactly.
-pub(super) fn check_limits(quotas: &[Quota]) -> Result<(), Error> {
-    match quotas.iter().find(|q| q.limit() > MAX_LIMIT) {
-        Some(quota) => Err(Error::LimitTooLarge {
-            limit: quota.limit(),
-            max: MAX_LIMIT,
-        }),
-        None => Ok(()),
-    }
+/// The largest limit the script counts exactly, whatever the window.
+pub(super) fn max_limit(_: Quota) -> u64 {
+    MAX_LIMIT
 }
 
 /// The quotas with each limit divided among `instances` processes (at least 1 each).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::breaker::Breaker;
-use super::builder::{check_limits, scaled};
+use super::builder::{max_limit, scaled};
 use super::cache::OverLimitCache;
 use super::cluster::ClusterRouter;
 use super::connection::{RedisConnection, Request};
@@ -16,7 +16,8 @@ use super::policy::FailurePolicy;
 use super::reply::{Reply, unexpected_reply};
 use super::{keys, script};
 use crate::decision::QuotaState;
-use crate::quota;
+use crate::fixed_window;
+use crate::quota::QuotaSet;
 use crate::{
     Alignment, BackendErrorKind, Clock, DecidedBy, Decision, DefaultClock, Error, MAX_QUOTAS,
     MemoryLimiter, Quota, RateLimiter, key, window,
@@ -79,10 +80,9 @@ use crate::{
 /// ```
 #[derive(Clone)]
 pub struct RedisLimiter<C = DefaultClock> {
-    pub(super) quotas: Vec<Quota>,
+    pub(super) quotas: QuotaSet,
     /// The counters the quotas use in Redis: one per window length.
     pub(super) counters: keys::Counters,
-    pub(super) min_limit: u64,
     pub(super) alignment: Alignment,
     pub(super) prefix: Arc<str>,
     pub(super) clock: C,
@@ -158,7 +158,7 @@ impl From<Error> for Undecided {
 impl<C: Clock> RedisLimiter<C> {
     /// The quotas this limiter enforces, in order.
     pub fn quotas(&self) -> &[Quota] {
-        &self.quotas
+        self.quotas.as_slice()
     }
 
     /// A limiter that shares this one's connection, prefix and counters but enforces new limits
@@ -174,17 +174,15 @@ impl<C: Clock> RedisLimiter<C> {
         C: Clone,
     {
         let quotas: Vec<Quota> = quotas.into_iter().collect();
-        quota::check_same_windows(&self.quotas, &quotas)?;
-        check_limits(&quotas)?;
+        let set = self.quotas.with_limits(&quotas, max_limit)?;
         let mut next = self.clone();
         if let (Some(fallback), FailurePolicy::Fallback { instances }) =
             (&self.fallback, self.policy)
         {
             next.fallback = Some(fallback.with_quotas(scaled(&quotas, instances))?);
         }
-        next.min_limit = quota::min_limit(&quotas);
         next.counters = keys::Counters::new(&quotas);
-        next.quotas = quotas;
+        next.quotas = set;
         // The cached denials were made under the old limits.
         next.over_limit = Arc::new(OverLimitCache::new(self.over_limit.capacity()));
         Ok(next)
@@ -274,8 +272,7 @@ impl<C: Clock> RedisLimiter<C> {
         match (self.policy, &self.fallback) {
             (FailurePolicy::Fallback { .. }, Some(fallback)) => {
                 let decision = match op {
-                    Op::Check => fallback
-                        .check_n(key, amount.min(quota::min_limit(fallback.quotas())).max(1)),
+                    Op::Check => fallback.check_n(key, amount.min(fallback.min_limit()).max(1)),
                     // A reset never comes here: it has no failure policy.
                     Op::Peek | Op::Reset => fallback.peek(key),
                     Op::Refund => fallback
@@ -295,26 +292,15 @@ impl<C: Clock> RedisLimiter<C> {
     fn local_decision(&self, key: &str, cost: u64, admit: bool) -> Result<Decision, Error> {
         let now_ms = self.clock.now_ms();
         let phases = self.alignment.phases(key);
-        let mut decision = Decision::blank(now_ms);
-        for (i, quota) in self.quotas.iter().enumerate() {
+        let mut found = [QuotaState::default(); MAX_QUOTAS];
+        for (state, quota) in found.iter_mut().zip(self.quotas.iter()) {
             let window_ms = quota.window_ms();
             let window = window::locate(now_ms, window_ms, phases.of(window_ms))?;
-            let used = if admit {
-                cost.min(quota.limit())
-            } else {
-                quota.limit()
-            };
-            decision.set_quota(
-                i,
-                QuotaState::new(quota.limit(), used, window_ms, window.end_ms),
-            );
+            // As if the request met empty windows, or full ones.
+            let used = if admit { 0 } else { quota.limit() };
+            *state = QuotaState::new(quota.limit(), used, window_ms, window.end_ms);
         }
-        let violated = if admit {
-            0
-        } else {
-            (1u8 << self.quotas.len()) - 1
-        };
-        decision.finish(self.quotas.len(), violated);
+        let decision = fixed_window::decide(now_ms, &found[..self.quotas.len()], cost);
         Ok(decision.attributed_to(if admit {
             DecidedBy::FailOpen
         } else {
@@ -447,35 +433,27 @@ impl<C: Clock> RedisLimiter<C> {
     /// counter) with its counter's count; a peek reports the counts as if charged, when the
     /// request would fit.
     fn decision(&self, reply: &Reply, windows: &[window::Window], op: Op, amount: u64) -> Decision {
-        let count = |i: usize| reply.counts[self.counters.of(i)];
-        // The script says whether a check was denied (it gave the charge back, so the counts
-        // are those the request met); which quotas deny follows from the counts, for a peek too.
-        let mut violated = 0u8;
+        let mut states = [QuotaState::default(); MAX_QUOTAS];
+        for (i, (state, quota)) in states.iter_mut().zip(self.quotas.iter()).enumerate() {
+            let counter = self.counters.of(i);
+            let window_ms = quota.window_ms();
+            let used = reply.counts[counter];
+            *state = QuotaState::new(quota.limit(), used, window_ms, windows[counter].end_ms);
+        }
+        let states = &states[..self.quotas.len()];
         if reply.denied || matches!(op, Op::Peek) {
-            for (i, quota) in self.quotas.iter().enumerate() {
-                if count(i).saturating_add(amount) > quota.limit() {
-                    violated |= 1 << i;
-                }
-            }
+            // The counts are those the request met (a denied check was given back): decide on
+            // them, as the script did.
+            fixed_window::decide(reply.now_ms, states, amount)
+        } else {
+            fixed_window::admitted(reply.now_ms, states)
         }
-        let charge = matches!(op, Op::Peek) && violated == 0;
-        let mut decision = Decision::blank(reply.now_ms);
-        for (i, quota) in self.quotas.iter().enumerate() {
-            let used = if charge { count(i) + amount } else { count(i) };
-            let end_ms = windows[self.counters.of(i)].end_ms;
-            decision.set_quota(
-                i,
-                QuotaState::new(quota.limit(), used, quota.window_ms(), end_ms),
-            );
-        }
-        decision.finish(self.quotas.len(), violated);
-        decision
     }
 }
 
 impl<C: Clock> RateLimiter for RedisLimiter<C> {
     async fn check_n(&self, key: &str, cost: u64) -> Result<Decision, Error> {
-        key::validate_request(key, cost, self.min_limit)?;
+        key::validate_request(key, cost, self.quotas.min_limit())?;
         self.decide(key, Op::Check, cost).await
     }
 
@@ -515,7 +493,7 @@ impl<C: Clock> RateLimiter for RedisLimiter<C> {
 impl<C> fmt::Debug for RedisLimiter<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisLimiter")
-            .field("quotas", &self.quotas)
+            .field("quotas", &self.quotas.as_slice())
             .field("alignment", &self.alignment)
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)

@@ -119,29 +119,16 @@ impl ClusterRouter {
             .filter_map(|info| host_port(info.addr()))
             .map(|(host, port)| Arc::<str>::from(address(host, port)))
             .collect();
-        let router = Arc::new(Router {
-            template,
-            seeds,
-            // Connecting runs in a task of its own (see `Node::connection`), which no call
-            // waits for beyond its own timeout: it may take as long as a handshake needs. No
-            // response timeout of redis-rs's: every call is bounded by its caller's (the
-            // limiter's, or the map read's own), and a second timer per call costs as much
-            // again; an unanswered call leaves its mark (`unanswered_since_ms`) all the same.
-            config: AsyncConnectionConfig::new()
-                .set_connection_timeout(Some(timeout.max(MIN_CONNECT_TIMEOUT)))
-                .set_response_timeout(None),
-            timeout,
-            slots: RwLock::new(vec![None; SLOTS].into_boxed_slice()),
-            epochs: Mutex::new(vec![0; SLOTS].into_boxed_slice()),
-            nodes: Mutex::new(HashMap::new()),
-            refreshing: AtomicBool::new(true),
-            map_generation: AtomicU64::new(0),
-            watching: AtomicBool::new(false),
-            watch_until_ms: AtomicU64::new(0),
-            moved_meanwhile: Mutex::new(Vec::new()),
-            refreshed_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-        });
+        // Connecting runs in a task of its own (see `Node::connection`), which no call waits
+        // for beyond its own timeout: it may take as long as a handshake needs. No response
+        // timeout of redis-rs's: every call is bounded by its caller's (the limiter's, or the
+        // map read's own), and a second timer per call costs as much again; an unanswered call
+        // leaves its mark (`unanswered_since_ms`) all the same.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(timeout.max(MIN_CONNECT_TIMEOUT)))
+            .set_response_timeout(None);
+        let router = Arc::new(Router::new(template, seeds, config, timeout));
+        router.refreshing.store(true, Ordering::Release);
         for seed in &router.seeds {
             router.node(seed)?;
         }
@@ -265,6 +252,31 @@ impl ClusterRouter {
 }
 
 impl Router {
+    /// A router with an empty slot map, from `seeds`.
+    fn new(
+        template: ConnectionInfo,
+        seeds: Vec<Arc<str>>,
+        config: AsyncConnectionConfig,
+        timeout: Duration,
+    ) -> Router {
+        Router {
+            template,
+            seeds,
+            config,
+            timeout,
+            slots: RwLock::new(vec![None; SLOTS].into_boxed_slice()),
+            epochs: Mutex::new(vec![0; SLOTS].into_boxed_slice()),
+            nodes: Mutex::new(HashMap::new()),
+            refreshing: AtomicBool::new(false),
+            map_generation: AtomicU64::new(0),
+            watching: AtomicBool::new(false),
+            watch_until_ms: AtomicU64::new(0),
+            moved_meanwhile: Mutex::new(Vec::new()),
+            refreshed_ms: AtomicU64::new(0),
+            epoch: Instant::now(),
+        }
+    }
+
     /// The node at `host:port`, made (without connecting) if it is new.
     fn node(&self, address: &str) -> RedisResult<Arc<Node>> {
         if let Some(node) = self.nodes.lock().get(address) {

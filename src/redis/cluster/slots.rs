@@ -233,31 +233,19 @@ fn malformed() -> RedisError {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::atomic::{AtomicBool, AtomicU64};
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use ::redis::{AsyncConnectionConfig, IntoConnectionInfo};
-    use parking_lot::{Mutex, RwLock};
 
     use super::*;
 
     fn router() -> Router {
-        Router {
-            template: "redis://127.0.0.1:1".into_connection_info().unwrap(),
-            seeds: Vec::new(),
-            config: AsyncConnectionConfig::new(),
-            timeout: Duration::from_millis(50),
-            slots: RwLock::new(vec![None; SLOTS].into_boxed_slice()),
-            epochs: Mutex::new(vec![0; SLOTS].into_boxed_slice()),
-            nodes: Mutex::new(HashMap::new()),
-            refreshing: AtomicBool::new(false),
-            map_generation: AtomicU64::new(0),
-            watching: AtomicBool::new(false),
-            watch_until_ms: AtomicU64::new(0),
-            moved_meanwhile: Mutex::new(Vec::new()),
-            refreshed_ms: AtomicU64::new(0),
-            epoch: Instant::now(),
-        }
+        Router::new(
+            "redis://127.0.0.1:1".into_connection_info().unwrap(),
+            Vec::new(),
+            AsyncConnectionConfig::new(),
+            Duration::from_millis(50),
+        )
     }
 
     /// A `CLUSTER SLOTS` reply: `(start, end, port)` ranges on 127.0.0.1.

@@ -124,7 +124,9 @@ use ratewindow::http::{
     X_RATELIMIT_REMAINING, X_RATELIMIT_USED, policy_names, write_headers,
 };
 use ratewindow::tower::{HeaderKey, RateLimitLayer};
-use ratewindow::{DecidedBy, Decision, DynRateLimiter, Error, MemoryLimiter, Quota, RateLimiter};
+use ratewindow::{
+    ConfigError, DecidedBy, Decision, DynRateLimiter, Error, MemoryLimiter, Quota, RateLimiter,
+};
 use serde_json::{Value, json};
 
 const DEFAULT_BIND: &str = "127.0.0.1:8080";
@@ -635,7 +637,7 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), String> {
     let rate_limit = env_or("RATE_LIMIT", DEFAULT_RATE_LIMIT)?;
-    let bad_rate_limit = |err: Error| format!("RATE_LIMIT={rate_limit:?}: {err}");
+    let bad_rate_limit = |err: ConfigError| format!("RATE_LIMIT={rate_limit:?}: {err}");
     let quota: Quota = rate_limit.parse().map_err(bad_rate_limit)?;
     let bind = env_or("BIND", DEFAULT_BIND)?;
     let addrs: Vec<SocketAddr> = bind
@@ -692,7 +694,7 @@ fn run() -> Result<(), String> {
 }
 
 /// The in-process backend.
-fn memory_backend(quota: Quota) -> Result<Arc<dyn DynRateLimiter>, Error> {
+fn memory_backend(quota: Quota) -> Result<Arc<dyn DynRateLimiter>, ConfigError> {
     Ok(Arc::new(MemoryLimiter::new(quota)?))
 }
 
@@ -724,7 +726,7 @@ async fn redis_backend(
         .map_err(|_| format!("cannot connect to {at}: no answer within {REDIS_STARTUP_TIMEOUT:?}"))?
         .map_err(|err| match err {
             // A URL that does not parse: say which variable holds it.
-            Error::InvalidConfig { .. } => {
+            Error::Config(_) => {
                 format!("{}={:?}: {err}", target.variable(), target.urls())
             }
             _ => format!("cannot connect to {at}: {err}"),
@@ -737,8 +739,10 @@ async fn redis_backend(
     if settings.redis_time {
         builder = builder.redis_time();
     }
-    let invalid = |err: Error| match err {
-        Error::InvalidConfig { .. } => format!("REDIS_PREFIX={:?}: {err}", settings.prefix),
+    let invalid = |err: ConfigError| match err {
+        ConfigError::InvalidSetting { .. } => {
+            format!("REDIS_PREFIX={:?}: {err}", settings.prefix)
+        }
         _ => format!("cannot configure the Redis limiter: {err}"),
     };
     // Connected is not yet usable (a cluster node given as REDIS_URL, a missing permission, no

@@ -1,46 +1,28 @@
-//! The one error type of the crate.
+//! The crate's errors: [`Error`] for calls, [`ConfigError`] for configurations.
 
 use std::fmt;
 
-/// Why a quota, a limiter or a call was rejected.
+/// Why a call could not be decided.
 ///
 /// A request that is over its limit is **not** an error: it is a [`Decision`](crate::Decision)
-/// whose [`is_allowed`](crate::Decision::is_allowed) is `false`. Errors are reserved for input
-/// that can never be decided (an empty key, a cost above the limit, an invalid quota) and for a
-/// limiter that cannot take more state.
+/// whose [`is_allowed`](crate::Decision::is_allowed) is `false`. Errors are for input that can
+/// never be decided (an empty key, a cost above the limit), a limiter that cannot take more
+/// state, and a networked backend that did not answer.
+///
+/// What each call can return:
+///
+/// | call | errors |
+/// |---|---|
+/// | `check`, `check_n` | [`EmptyKey`](Error::EmptyKey), [`KeyTooLong`](Error::KeyTooLong), [`ZeroCost`](Error::ZeroCost), [`CostExceedsLimit`](Error::CostExceedsLimit), [`ClockOutOfRange`](Error::ClockOutOfRange), [`CapacityExhausted`](Error::CapacityExhausted) (in memory), [`Backend`](Error::Backend) (Redis, under `FailurePolicy::ReturnError`) |
+/// | `peek`, `refund` | [`EmptyKey`](Error::EmptyKey), [`KeyTooLong`](Error::KeyTooLong), [`ClockOutOfRange`](Error::ClockOutOfRange), [`Backend`](Error::Backend) |
+/// | `clear` | [`EmptyKey`](Error::EmptyKey), [`KeyTooLong`](Error::KeyTooLong), [`Backend`](Error::Backend) |
+/// | `RedisConnection::connect*` | [`Config`](Error::Config), [`Backend`](Error::Backend) |
+///
+/// Building a quota or a limiter returns a [`ConfigError`] instead, which `?` turns into
+/// [`Error::Config`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// A quota's limit was 0: it could never admit anything.
-    ZeroLimit,
-    /// A quota's window was shorter than one millisecond.
-    ZeroWindow,
-    /// A quota's window was not a whole number of milliseconds.
-    WindowNotWholeMillis,
-    /// A quota's window was longer than [`Quota::MAX_WINDOW`](crate::Quota::MAX_WINDOW).
-    WindowTooLong {
-        /// The window asked for, in milliseconds (saturated at `u64::MAX`).
-        window_ms: u64,
-    },
-    /// A quota specification such as `100/1m` could not be parsed.
-    InvalidQuotaSpec {
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// A limiter was given more quotas than [`MAX_QUOTAS`](crate::MAX_QUOTAS).
-    TooManyQuotas {
-        /// How many quotas were given.
-        count: usize,
-    },
-    /// A quota's limit is larger than the backend can count exactly for that window.
-    LimitTooLarge {
-        /// The limit asked for.
-        limit: u64,
-        /// The largest limit the backend supports for this window.
-        max: u64,
-    },
-    /// New quotas for a limiter that shares counters must keep the same windows, in order.
-    IncompatibleQuotas,
     /// The key was empty.
     EmptyKey,
     /// The key was longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes.
@@ -77,12 +59,59 @@ pub enum Error {
         /// The backend's own description, for logs. Never contains a key.
         detail: String,
     },
-    /// A backend was configured wrongly, e.g. a key prefix containing `{` or `}`, or a Redis
-    /// URL that does not parse.
-    InvalidConfig {
+    /// A configuration was refused: from connecting to a backend (a URL that does not parse),
+    /// or a [`ConfigError`] passed on by `?`. Never returned by a call that decides.
+    Config(ConfigError),
+}
+
+/// Why a quota or a limiter's configuration was refused. Returned when quotas and limiters are
+/// built, never by a call that decides. Every field is `Copy`, so a `const` can check a quota
+/// (see [`quota!`](crate::quota!)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A quota's limit was 0: it could never admit anything.
+    ZeroLimit,
+    /// A quota's window was shorter than one millisecond.
+    ZeroWindow,
+    /// A quota's window was not a whole number of milliseconds.
+    WindowNotWholeMillis,
+    /// A quota's window was longer than [`Quota::MAX_WINDOW`](crate::Quota::MAX_WINDOW).
+    WindowTooLong {
+        /// The window asked for, in milliseconds (saturated at `u64::MAX`).
+        window_ms: u64,
+    },
+    /// A quota specification such as `100/1m` could not be parsed.
+    InvalidQuotaSpec {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A limiter was given more quotas than [`MAX_QUOTAS`](crate::MAX_QUOTAS).
+    TooManyQuotas {
+        /// How many quotas were given.
+        count: usize,
+    },
+    /// A quota's limit is larger than the backend can count exactly for that window.
+    LimitTooLarge {
+        /// The limit asked for.
+        limit: u64,
+        /// The largest limit the backend supports for this window.
+        max: u64,
+    },
+    /// New quotas for a limiter that shares counters must keep the same windows, in order.
+    IncompatibleQuotas,
+    /// A setting was refused, e.g. a key prefix containing `{` or `}`, or a Redis URL that does
+    /// not parse.
+    InvalidSetting {
         /// What is wrong.
         reason: &'static str,
     },
+}
+
+impl From<ConfigError> for Error {
+    fn from(error: ConfigError) -> Error {
+        Error::Config(error)
+    }
 }
 
 /// The broad cause of an [`Error::Backend`].
@@ -110,29 +139,6 @@ impl fmt::Display for BackendErrorKind {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::ZeroLimit => f.write_str("quota limit must be at least 1"),
-            Error::ZeroWindow => f.write_str("quota window must be at least 1 ms"),
-            Error::WindowNotWholeMillis => {
-                f.write_str("quota window must be a whole number of milliseconds")
-            }
-            Error::WindowTooLong { window_ms } => write!(
-                f,
-                "quota window of {window_ms} ms is longer than the maximum of {} ms",
-                crate::quota::MAX_WINDOW_MS
-            ),
-            Error::InvalidQuotaSpec { reason } => write!(f, "invalid quota: {reason}"),
-            Error::TooManyQuotas { count } => write!(
-                f,
-                "{count} quotas given, at most {} are supported",
-                crate::MAX_QUOTAS
-            ),
-            Error::LimitTooLarge { limit, max } => write!(
-                f,
-                "limit {limit} is larger than the {max} this backend can count for that window"
-            ),
-            Error::IncompatibleQuotas => {
-                f.write_str("new quotas must keep the same windows in the same order")
-            }
             Error::EmptyKey => f.write_str("key is empty"),
             Error::KeyTooLong { len } => write!(
                 f,
@@ -152,9 +158,42 @@ impl fmt::Display for Error {
                 "limiter is tracking its maximum of {max_keys} keys with open windows"
             ),
             Error::Backend { kind, detail } => write!(f, "backend {kind}: {detail}"),
-            Error::InvalidConfig { reason } => write!(f, "invalid configuration: {reason}"),
+            Error::Config(error) => fmt::Display::fmt(error, f),
         }
     }
 }
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::ZeroLimit => f.write_str("quota limit must be at least 1"),
+            ConfigError::ZeroWindow => f.write_str("quota window must be at least 1 ms"),
+            ConfigError::WindowNotWholeMillis => {
+                f.write_str("quota window must be a whole number of milliseconds")
+            }
+            ConfigError::WindowTooLong { window_ms } => write!(
+                f,
+                "quota window of {window_ms} ms is longer than the maximum of {} ms",
+                crate::quota::MAX_WINDOW_MS
+            ),
+            ConfigError::InvalidQuotaSpec { reason } => write!(f, "invalid quota: {reason}"),
+            ConfigError::TooManyQuotas { count } => write!(
+                f,
+                "{count} quotas given, at most {} are supported",
+                crate::MAX_QUOTAS
+            ),
+            ConfigError::LimitTooLarge { limit, max } => write!(
+                f,
+                "limit {limit} is larger than the {max} this backend can count for that window"
+            ),
+            ConfigError::IncompatibleQuotas => {
+                f.write_str("new quotas must keep the same windows in the same order")
+            }
+            ConfigError::InvalidSetting { reason } => write!(f, "invalid configuration: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
 
 impl std::error::Error for Error {}

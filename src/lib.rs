@@ -25,9 +25,9 @@
 //! # Example: limit a request and write its headers
 //!
 //! ```
-//! use ratewindow::{MemoryLimiter, Quota};
+//! use ratewindow::{MemoryLimiter, quota};
 //!
-//! let limiter = MemoryLimiter::new(Quota::per_minute(100)?)?;
+//! let limiter = MemoryLimiter::new(quota!(100 per minute))?;
 //! let decision = limiter.check("api-key-123")?;
 //! let status = if decision.is_allowed() { 200 } else { 429 };
 //! for (name, value) in decision.headers() {
@@ -44,11 +44,11 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use ratewindow::{ManualClock, MemoryLimiter, Quota};
+//! use ratewindow::{ManualClock, MemoryLimiter, quota};
 //!
 //! let clock = ManualClock::at_millis(1_800_000_000_000); // an hour boundary
-//! let limiter = MemoryLimiter::builder(Quota::per_second(2)?)
-//!     .quota(Quota::per_hour(3)?)
+//! let limiter = MemoryLimiter::builder(quota!(2 per second))
+//!     .quota(quota!(3 per hour))
 //!     .clock(clock.clone())
 //!     .build()?;
 //! assert!(limiter.check("k")?.is_allowed());
@@ -134,7 +134,7 @@ mod window;
 pub use alignment::Alignment;
 pub use clock::{Clock, CoarseClock, DefaultClock, ManualClock, SystemClock};
 pub use decision::{DecidedBy, Decision, MAX_QUOTAS, QuotaState};
-pub use error::{BackendErrorKind, Error};
+pub use error::{BackendErrorKind, ConfigError, Error};
 pub use key::MAX_KEY_LEN;
 pub use limiter::{BoxFuture, DynRateLimiter, RateLimiter};
 pub use memory::{MemoryLimiter, MemoryLimiterBuilder};

@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::{Error, MAX_QUOTAS};
+use crate::{ConfigError, MAX_QUOTAS};
 
 const SECOND_MS: u64 = 1_000;
 const MINUTE_MS: u64 = 60 * SECOND_MS;
@@ -16,7 +16,7 @@ pub(crate) const MAX_WINDOW_MS: u64 = 1 << 40;
 /// A limit of requests (or cost units) per fixed window.
 ///
 /// The limit is at least 1 and the window a whole number of milliseconds between 1 ms and
-/// [`Quota::MAX_WINDOW`]. Every constructor checks this and returns a typed [`Error`] instead of
+/// [`Quota::MAX_WINDOW`]. Every constructor checks this and returns a typed [`ConfigError`] instead of
 /// panicking.
 ///
 /// # Example
@@ -52,11 +52,11 @@ impl Quota {
     ///
     /// # Errors
     ///
-    /// [`Error::ZeroLimit`], [`Error::ZeroWindow`], [`Error::WindowNotWholeMillis`] or
-    /// [`Error::WindowTooLong`].
-    pub fn new(limit: u64, window: Duration) -> Result<Self, Error> {
+    /// [`ConfigError::ZeroLimit`], [`ConfigError::ZeroWindow`], [`ConfigError::WindowNotWholeMillis`] or
+    /// [`ConfigError::WindowTooLong`].
+    pub fn new(limit: u64, window: Duration) -> Result<Self, ConfigError> {
         if window.subsec_nanos() % 1_000_000 != 0 {
-            return Err(Error::WindowNotWholeMillis);
+            return Err(ConfigError::WindowNotWholeMillis);
         }
         let window_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX);
         Self::from_millis(limit, window_ms)
@@ -66,16 +66,16 @@ impl Quota {
     ///
     /// # Errors
     ///
-    /// [`Error::ZeroLimit`], [`Error::ZeroWindow`] or [`Error::WindowTooLong`].
-    pub const fn from_millis(limit: u64, window_ms: u64) -> Result<Self, Error> {
+    /// [`ConfigError::ZeroLimit`], [`ConfigError::ZeroWindow`] or [`ConfigError::WindowTooLong`].
+    pub const fn from_millis(limit: u64, window_ms: u64) -> Result<Self, ConfigError> {
         if limit == 0 {
-            return Err(Error::ZeroLimit);
+            return Err(ConfigError::ZeroLimit);
         }
         if window_ms == 0 {
-            return Err(Error::ZeroWindow);
+            return Err(ConfigError::ZeroWindow);
         }
         if window_ms > MAX_WINDOW_MS {
-            return Err(Error::WindowTooLong { window_ms });
+            return Err(ConfigError::WindowTooLong { window_ms });
         }
         Ok(Quota { limit, window_ms })
     }
@@ -84,8 +84,8 @@ impl Quota {
     ///
     /// # Errors
     ///
-    /// [`Error::ZeroLimit`] when `limit` is 0.
-    pub const fn per_second(limit: u64) -> Result<Self, Error> {
+    /// [`ConfigError::ZeroLimit`] when `limit` is 0.
+    pub const fn per_second(limit: u64) -> Result<Self, ConfigError> {
         Self::from_millis(limit, SECOND_MS)
     }
 
@@ -93,8 +93,8 @@ impl Quota {
     ///
     /// # Errors
     ///
-    /// [`Error::ZeroLimit`] when `limit` is 0.
-    pub const fn per_minute(limit: u64) -> Result<Self, Error> {
+    /// [`ConfigError::ZeroLimit`] when `limit` is 0.
+    pub const fn per_minute(limit: u64) -> Result<Self, ConfigError> {
         Self::from_millis(limit, MINUTE_MS)
     }
 
@@ -102,8 +102,8 @@ impl Quota {
     ///
     /// # Errors
     ///
-    /// [`Error::ZeroLimit`] when `limit` is 0.
-    pub const fn per_hour(limit: u64) -> Result<Self, Error> {
+    /// [`ConfigError::ZeroLimit`] when `limit` is 0.
+    pub const fn per_hour(limit: u64) -> Result<Self, ConfigError> {
         Self::from_millis(limit, HOUR_MS)
     }
 
@@ -111,8 +111,8 @@ impl Quota {
     ///
     /// # Errors
     ///
-    /// [`Error::ZeroLimit`] when `limit` is 0.
-    pub const fn per_day(limit: u64) -> Result<Self, Error> {
+    /// [`ConfigError::ZeroLimit`] when `limit` is 0.
+    pub const fn per_day(limit: u64) -> Result<Self, ConfigError> {
         Self::from_millis(limit, DAY_MS)
     }
 
@@ -130,6 +130,50 @@ impl Quota {
     pub const fn window_ms(&self) -> u64 {
         self.window_ms
     }
+}
+
+/// A [`Quota`] from a literal limit and a unit, checked when the program compiles: no `?`, and
+/// nothing left to fail at run time. Limits known only at run time take the constructors or
+/// the text form.
+///
+/// ```
+/// use ratewindow::{MemoryLimiter, Quota, quota};
+///
+/// const API: Quota = quota!(100 per minute);
+/// let limiter = MemoryLimiter::builder(API).quota(quota!(5_000 per hour)).build()?;
+/// assert_eq!(limiter.quotas(), [Quota::per_minute(100)?, Quota::per_hour(5_000)?]);
+/// # Ok::<(), ratewindow::ConfigError>(())
+/// ```
+///
+/// The units are `second`, `minute`, `hour` and `day`. A limit of 0 does not compile:
+///
+/// ```compile_fail
+/// let never = ratewindow::quota!(0 per second);
+/// ```
+#[macro_export]
+macro_rules! quota {
+    ($limit:literal per second) => {
+        $crate::quota!(@checked $limit, 1_000)
+    };
+    ($limit:literal per minute) => {
+        $crate::quota!(@checked $limit, 60_000)
+    };
+    ($limit:literal per hour) => {
+        $crate::quota!(@checked $limit, 3_600_000)
+    };
+    ($limit:literal per day) => {
+        $crate::quota!(@checked $limit, 86_400_000)
+    };
+    (@checked $limit:expr, $window_ms:expr) => {
+        const {
+            match $crate::Quota::from_millis($limit, $window_ms) {
+                ::core::result::Result::Ok(quota) => quota,
+                ::core::result::Result::Err(_) => {
+                    ::core::panic!("a quota's limit must be at least 1")
+                }
+            }
+        }
+    };
 }
 
 /// Writes the text form `<limit>/<window>` with the largest unit that divides the window
@@ -155,10 +199,10 @@ impl fmt::Display for Quota {
 /// unit out of `ms`, `s`, `m`, `h`, `d` (also `sec`, `min`, `hour`, `day`). Examples: `100/1m`,
 /// `100/m`, `10/5s`, `1000/1h`, `5/250ms`. Surrounding whitespace is ignored.
 impl FromStr for Quota {
-    type Err = Error;
+    type Err = ConfigError;
 
-    fn from_str(text: &str) -> Result<Self, Error> {
-        let invalid = |reason| Error::InvalidQuotaSpec { reason };
+    fn from_str(text: &str) -> Result<Self, ConfigError> {
+        let invalid = |reason| ConfigError::InvalidQuotaSpec { reason };
         let (limit, window) = text
             .trim()
             .split_once('/')
@@ -183,9 +227,11 @@ impl FromStr for Quota {
             "d" | "day" => DAY_MS,
             _ => return Err(invalid("unknown window unit; use ms, s, m, h or d")),
         };
-        let window_ms = count.checked_mul(unit_ms).ok_or(Error::WindowTooLong {
-            window_ms: u64::MAX,
-        })?;
+        let window_ms = count
+            .checked_mul(unit_ms)
+            .ok_or(ConfigError::WindowTooLong {
+                window_ms: u64::MAX,
+            })?;
         Quota::from_millis(limit, window_ms)
     }
 }
@@ -207,16 +253,19 @@ impl QuotaSet {
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyQuotas`] past [`MAX_QUOTAS`], [`Error::InvalidConfig`] for none,
-    /// [`Error::LimitTooLarge`] for a limit above `max_limit`.
-    pub(crate) fn new(quotas: &[Quota], max_limit: impl Fn(Quota) -> u64) -> Result<Self, Error> {
+    /// [`ConfigError::TooManyQuotas`] past [`MAX_QUOTAS`], [`ConfigError::InvalidSetting`] for none,
+    /// [`ConfigError::LimitTooLarge`] for a limit above `max_limit`.
+    pub(crate) fn new(
+        quotas: &[Quota],
+        max_limit: impl Fn(Quota) -> u64,
+    ) -> Result<Self, ConfigError> {
         let Some(&first) = quotas.first() else {
-            return Err(Error::InvalidConfig {
+            return Err(ConfigError::InvalidSetting {
                 reason: "a limiter needs at least one quota",
             });
         };
         if quotas.len() > MAX_QUOTAS {
-            return Err(Error::TooManyQuotas {
+            return Err(ConfigError::TooManyQuotas {
                 count: quotas.len(),
             });
         }
@@ -228,7 +277,7 @@ impl QuotaSet {
         for (slot, &quota) in set.quotas.iter_mut().zip(quotas) {
             let max = max_limit(quota);
             if quota.limit() > max {
-                return Err(Error::LimitTooLarge {
+                return Err(ConfigError::LimitTooLarge {
                     limit: quota.limit(),
                     max,
                 });
@@ -243,19 +292,19 @@ impl QuotaSet {
     ///
     /// # Errors
     ///
-    /// [`Error::IncompatibleQuotas`] for other windows; then as [`new`](Self::new).
+    /// [`ConfigError::IncompatibleQuotas`] for other windows; then as [`new`](Self::new).
     pub(crate) fn with_limits(
         &self,
         quotas: &[Quota],
         max_limit: impl Fn(Quota) -> u64,
-    ) -> Result<Self, Error> {
+    ) -> Result<Self, ConfigError> {
         let same_windows = self.len() == quotas.len()
             && self
                 .iter()
                 .zip(quotas)
                 .all(|(a, b)| a.window_ms() == b.window_ms());
         if !same_windows {
-            return Err(Error::IncompatibleQuotas);
+            return Err(ConfigError::IncompatibleQuotas);
         }
         QuotaSet::new(quotas, max_limit)
     }
@@ -302,22 +351,22 @@ mod tests {
 
     #[test]
     fn constructors_validate() {
-        assert_eq!(Quota::per_minute(0), Err(Error::ZeroLimit));
-        assert_eq!(Quota::from_millis(1, 0), Err(Error::ZeroWindow));
-        assert_eq!(Quota::new(1, Duration::ZERO), Err(Error::ZeroWindow));
+        assert_eq!(Quota::per_minute(0), Err(ConfigError::ZeroLimit));
+        assert_eq!(Quota::from_millis(1, 0), Err(ConfigError::ZeroWindow));
+        assert_eq!(Quota::new(1, Duration::ZERO), Err(ConfigError::ZeroWindow));
         assert_eq!(
             Quota::new(1, Duration::from_nanos(1_000_001)),
-            Err(Error::WindowNotWholeMillis)
+            Err(ConfigError::WindowNotWholeMillis)
         );
         assert_eq!(
             Quota::new(1, Duration::from_secs(u64::MAX)),
-            Err(Error::WindowTooLong {
+            Err(ConfigError::WindowTooLong {
                 window_ms: u64::MAX
             })
         );
         assert_eq!(
             Quota::new(1, Duration::MAX),
-            Err(Error::WindowNotWholeMillis)
+            Err(ConfigError::WindowNotWholeMillis)
         );
         let max = Quota::new(u64::MAX, Quota::MAX_WINDOW).unwrap();
         assert_eq!(max.window(), Quota::MAX_WINDOW);
@@ -338,24 +387,24 @@ mod tests {
         assert_eq!(q("1000/1h"), Quota::per_hour(1000));
         assert_eq!(q("5/250ms"), Quota::from_millis(5, 250));
         assert_eq!(q("2/day"), Quota::per_day(2));
-        assert_eq!(q("0/1m"), Err(Error::ZeroLimit));
-        assert_eq!(q("1/0s"), Err(Error::ZeroWindow));
+        assert_eq!(q("0/1m"), Err(ConfigError::ZeroLimit));
+        assert_eq!(q("1/0s"), Err(ConfigError::ZeroWindow));
         for bad in [
             "", "100", "/1m", "x/1m", "-1/1m", "+1/1m", "1/1y", "1/1", "1/m1", "1/ 1 m",
         ] {
             assert!(
-                matches!(q(bad), Err(Error::InvalidQuotaSpec { .. })),
+                matches!(q(bad), Err(ConfigError::InvalidQuotaSpec { .. })),
                 "{bad:?} parsed as {:?}",
                 q(bad)
             );
         }
         assert!(matches!(
             q("1/99999999999999999999d"),
-            Err(Error::InvalidQuotaSpec { .. })
+            Err(ConfigError::InvalidQuotaSpec { .. })
         ));
         assert_eq!(
             q("1/999999999999d"),
-            Err(Error::WindowTooLong {
+            Err(ConfigError::WindowTooLong {
                 window_ms: u64::MAX
             })
         );

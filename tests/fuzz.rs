@@ -10,7 +10,7 @@
 //! ```
 
 use proptest::prelude::*;
-use ratewindow::{Error, MAX_KEY_LEN, ManualClock, MemoryLimiter, Quota};
+use ratewindow::{ConfigError, Error, MAX_KEY_LEN, ManualClock, MemoryLimiter, Quota};
 
 const MAX_WINDOW_MS: u64 = 1 << 40;
 
@@ -84,15 +84,15 @@ proptest! {
             }
             // Numbers past u64 are spec errors; then the window's overflow, then the quota's
             // own checks in order: limit, window, length.
-            (Err(Error::InvalidQuotaSpec { .. }), Some((limit, count, _))) => {
+            (Err(ConfigError::InvalidQuotaSpec { .. }), Some((limit, count, _))) => {
                 prop_assert!(limit > max || count > max, "{:?}", text);
             }
-            (Err(Error::WindowTooLong { .. }), Some((limit, count, unit))) => {
+            (Err(ConfigError::WindowTooLong { .. }), Some((limit, count, unit))) => {
                 prop_assert!(count * unit > max || (limit > 0 && count * unit > u128::from(MAX_WINDOW_MS)));
             }
-            (Err(Error::ZeroLimit), Some((0, count, unit))) => prop_assert!(count * unit <= max),
-            (Err(Error::ZeroWindow), Some((_, 0, _))) => {}
-            (Err(Error::InvalidQuotaSpec { .. }), None) => {}
+            (Err(ConfigError::ZeroLimit), Some((0, count, unit))) => prop_assert!(count * unit <= max),
+            (Err(ConfigError::ZeroWindow), Some((_, 0, _))) => {}
+            (Err(ConfigError::InvalidQuotaSpec { .. }), None) => {}
             (other, model) => prop_assert!(false, "{:?}: {:?}, model {:?}", text, other, model),
         }
         if let Err(err) = &parsed {
@@ -199,7 +199,7 @@ mod headers {
     use ratewindow::http::{
         HeaderStyle, IetfDraft, PartitionKey, policy_names, write_headers_partitioned,
     };
-    use ratewindow::{Alignment, Decision};
+    use ratewindow::{Alignment, ConfigError, Decision};
 
     /// The latest time limiters decide for: 2^46 ms.
     const MAX_TIME_MS: u64 = 1 << 46;
@@ -228,7 +228,7 @@ mod headers {
     /// The largest limit the in-memory backend counts for a window, from its own error.
     fn max_limit(window_ms: u64) -> u64 {
         match MemoryLimiter::new(Quota::from_millis(u64::MAX, window_ms).unwrap()) {
-            Err(Error::LimitTooLarge { max, .. }) => max,
+            Err(ConfigError::LimitTooLarge { max, .. }) => max,
             other => panic!("{window_ms} ms: {other:?}"),
         }
     }

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use ratewindow::{Alignment, Error, MAX_KEY_LEN, ManualClock, MemoryLimiter, Quota};
+use ratewindow::{Alignment, ConfigError, Error, MAX_KEY_LEN, ManualClock, MemoryLimiter, Quota};
 
 const T0_MS: u64 = 1_800_000_000_000;
 /// The latest time limiters decide for: 2^46 ms after the epoch, in the year 4199.
@@ -148,18 +148,18 @@ fn costs_and_refunds_at_their_extremes() {
 
 #[test]
 fn limits_and_windows_at_zero_one_and_their_maximum() {
-    assert_eq!(Quota::from_millis(0, 1_000), Err(Error::ZeroLimit));
-    assert_eq!(Quota::from_millis(1, 0), Err(Error::ZeroWindow));
-    assert_eq!(Quota::new(0, Duration::ZERO), Err(Error::ZeroLimit));
+    assert_eq!(Quota::from_millis(0, 1_000), Err(ConfigError::ZeroLimit));
+    assert_eq!(Quota::from_millis(1, 0), Err(ConfigError::ZeroWindow));
+    assert_eq!(Quota::new(0, Duration::ZERO), Err(ConfigError::ZeroLimit));
     for window_ms in [(1 << 40) + 1, u64::MAX] {
         assert_eq!(
             Quota::from_millis(1, window_ms),
-            Err(Error::WindowTooLong { window_ms })
+            Err(ConfigError::WindowTooLong { window_ms })
         );
     }
     assert_eq!(
         MemoryLimiter::new(Quota::per_minute(u64::MAX).unwrap()).unwrap_err(),
-        Error::LimitTooLarge {
+        ConfigError::LimitTooLarge {
             limit: u64::MAX,
             max: (1 << 33) - 1
         }
@@ -179,7 +179,7 @@ fn limits_and_windows_at_zero_one_and_their_maximum() {
     // The longest window with the largest limit it can count, filled in one request.
     let longest = Quota::MAX_WINDOW;
     let max = match MemoryLimiter::new(Quota::new(u64::MAX, longest).unwrap()) {
-        Err(Error::LimitTooLarge { max, .. }) => max,
+        Err(ConfigError::LimitTooLarge { max, .. }) => max,
         other => panic!("{other:?}"),
     };
     assert_eq!(max, (1 << 57) - 1);
@@ -320,7 +320,8 @@ mod redis {
     //! The same cases, cheaply, against one real `redis-server`.
 
     use ratewindow::{
-        DecidedBy, Error, ManualClock, Quota, RateLimiter, RedisConnection, RedisLimiter,
+        ConfigError, DecidedBy, Error, ManualClock, Quota, RateLimiter, RedisConnection,
+        RedisLimiter,
     };
 
     use super::{MAX_TIME_MS, T0_MS, YEAR_9999_MS, hostile_keys};
@@ -332,7 +333,7 @@ mod redis {
         prefix: &str,
         quota: Quota,
         clock: &ManualClock,
-    ) -> Result<RedisLimiter<ManualClock>, Error> {
+    ) -> Result<RedisLimiter<ManualClock>, ConfigError> {
         RedisLimiter::builder(quota)
             .prefix(prefix)
             .timeout(std::time::Duration::from_secs(5))
@@ -398,7 +399,7 @@ mod redis {
             let quota = Quota::per_minute(limit).unwrap();
             assert_eq!(
                 limiter(&connection, "big", quota, &clock).unwrap_err(),
-                Error::LimitTooLarge {
+                ConfigError::LimitTooLarge {
                     limit,
                     max: (1 << 53) - 1
                 }
@@ -409,7 +410,7 @@ mod redis {
             small
                 .with_quotas([Quota::per_minute(1 << 53).unwrap()])
                 .unwrap_err(),
-            Error::LimitTooLarge {
+            ConfigError::LimitTooLarge {
                 limit: 1 << 53,
                 max: (1 << 53) - 1
             }

@@ -11,7 +11,10 @@ use crate::decision::QuotaState;
 use crate::fixed_window;
 use crate::quota::QuotaSet;
 use crate::window::{self, Counter, Packing, Window};
-use crate::{Alignment, Clock, Decision, DefaultClock, Error, MAX_QUOTAS, Quota, RateLimiter, key};
+use crate::{
+    Alignment, Clock, ConfigError, Decision, DefaultClock, Error, MAX_QUOTAS, Quota, RateLimiter,
+    key,
+};
 
 /// The default cap on tracked keys: 2^20. A key takes a 24-byte slot (one quota; 48 bytes with
 /// several) in tables kept between a quarter and three quarters full, so the cap bounds the
@@ -104,8 +107,8 @@ impl MemoryLimiter {
     ///
     /// # Errors
     ///
-    /// [`Error::LimitTooLarge`] if the limit cannot be counted exactly for that window.
-    pub fn new(quota: Quota) -> Result<MemoryLimiter, Error> {
+    /// [`ConfigError::LimitTooLarge`] if the limit cannot be counted exactly for that window.
+    pub fn new(quota: Quota) -> Result<MemoryLimiter, ConfigError> {
         Self::builder(quota).build()
     }
 
@@ -221,9 +224,9 @@ impl<C: Clock> MemoryLimiter<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::IncompatibleQuotas`] unless `quotas` has the same windows in the same order;
-    /// [`Error::LimitTooLarge`] as for [`MemoryLimiterBuilder::build`].
-    pub fn with_quotas(&self, quotas: impl IntoIterator<Item = Quota>) -> Result<Self, Error>
+    /// [`ConfigError::IncompatibleQuotas`] unless `quotas` has the same windows in the same order;
+    /// [`ConfigError::LimitTooLarge`] as for [`MemoryLimiterBuilder::build`].
+    pub fn with_quotas(&self, quotas: impl IntoIterator<Item = Quota>) -> Result<Self, ConfigError>
     where
         C: Clone,
     {
@@ -574,10 +577,10 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyQuotas`] past [`MAX_QUOTAS`]; [`Error::LimitTooLarge`] when a limit is
+    /// [`ConfigError::TooManyQuotas`] past [`MAX_QUOTAS`]; [`ConfigError::LimitTooLarge`] when a limit is
     /// larger than one word can count next to its window index (2^17 − 1 for 1 ms windows,
     /// 2^27 − 1 per second, 2^33 − 1 per minute).
-    pub fn build(self) -> Result<MemoryLimiter<C>, Error> {
+    pub fn build(self) -> Result<MemoryLimiter<C>, ConfigError> {
         let quotas = QuotaSet::new(&self.quotas, max_limit)?;
         let mut packings = [Packing::default(); MAX_QUOTAS];
         for (packing, quota) in packings.iter_mut().zip(quotas.iter()) {

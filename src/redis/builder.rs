@@ -11,7 +11,7 @@ use super::keys;
 use super::limiter::RedisLimiter;
 use super::policy::FailurePolicy;
 use crate::quota::QuotaSet;
-use crate::{Alignment, Clock, DefaultClock, Error, MemoryLimiter, Quota};
+use crate::{Alignment, Clock, ConfigError, DefaultClock, MemoryLimiter, Quota};
 
 /// How long a call may take by default, round trip included.
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
@@ -64,7 +64,7 @@ pub struct RedisLimiterBuilder<C = DefaultClock> {
 }
 
 impl<C: Clock + Clone> RedisLimiterBuilder<C> {
-    /// Adds a quota; a request must fit every quota (up to [`MAX_QUOTAS`]).
+    /// Adds a quota; a request must fit every quota (up to [`MAX_QUOTAS`](crate::MAX_QUOTAS)).
     pub fn quota(mut self, quota: Quota) -> Self {
         self.quotas.push(quota);
         self
@@ -156,16 +156,16 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyQuotas`] past [`MAX_QUOTAS`]; [`Error::InvalidConfig`] for a prefix that
+    /// [`ConfigError::TooManyQuotas`] past [`MAX_QUOTAS`](crate::MAX_QUOTAS); [`ConfigError::InvalidSetting`] for a prefix that
     /// is empty or contains a brace, or a clock skew allowance above a day;
-    /// [`Error::LimitTooLarge`] for a limit above 2^53 − 1, the largest the server-side script
+    /// [`ConfigError::LimitTooLarge`] for a limit above 2^53 − 1, the largest the server-side script
     /// counts exactly; for [`FailurePolicy::Fallback`], what building its [`MemoryLimiter`]
     /// returns.
-    pub fn build(self, connection: RedisConnection) -> Result<RedisLimiter<C>, Error> {
+    pub fn build(self, connection: RedisConnection) -> Result<RedisLimiter<C>, ConfigError> {
         let quotas = QuotaSet::new(&self.quotas, max_limit)?;
         keys::validate_prefix(&self.prefix)?;
         if self.max_clock_skew > MAX_CLOCK_SKEW {
-            return Err(Error::InvalidConfig {
+            return Err(ConfigError::InvalidSetting {
                 reason: "the clock skew allowance is above a day",
             });
         }

@@ -37,7 +37,7 @@ impl RedisConnection {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if the URL does not parse; [`Error::Backend`] if the server
+    /// [`Error::Config`] if the URL does not parse; [`Error::Backend`] if the server
     /// cannot be reached.
     pub async fn connect(url: &str) -> Result<RedisConnection, Error> {
         #[cfg(feature = "tls")]
@@ -74,7 +74,7 @@ impl RedisConnection {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if a URL does not parse; [`Error::Backend`] if no node can be
+    /// [`Error::Config`] if a URL does not parse; [`Error::Backend`] if no node can be
     /// reached.
     pub async fn connect_cluster(urls: &[&str]) -> Result<RedisConnection, Error> {
         Self::connect_cluster_with_timeout(urls, DEFAULT_TIMEOUT).await
@@ -89,7 +89,7 @@ impl RedisConnection {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if a URL does not parse; [`Error::Backend`] if no node gives
+    /// [`Error::Config`] if a URL does not parse; [`Error::Backend`] if no node gives
     /// its slot map within `timeout`.
     pub async fn connect_cluster_with_timeout(
         urls: &[&str],

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ::redis::{ErrorKind, RedisError, RedisResult, ServerErrorKind};
 
-use crate::{BackendErrorKind, Error};
+use crate::{BackendErrorKind, ConfigError, Error};
 
 /// A call to Redis that got no reply, by what failed. On a Cluster the difference decides how
 /// much the failure breaker shuts: a failed master fails all its slots, a failed call only its
@@ -142,7 +142,7 @@ pub(super) fn url_error(error: RedisError) -> Error {
     } else {
         "the Redis URL does not parse (expected e.g. redis://[user:password@]host[:port][/db])"
     };
-    Error::InvalidConfig { reason }
+    Error::Config(ConfigError::InvalidSetting { reason })
 }
 
 /// Whether connecting failed in a way that trying again cannot mend: the credentials were

@@ -14,17 +14,17 @@
 
 use std::fmt::Write;
 
-use crate::{Error, MAX_QUOTAS, Quota};
+use crate::{ConfigError, MAX_QUOTAS, Quota};
 
 /// Checks a prefix: not empty, no braces (they would move the hash tag).
-pub(crate) fn validate_prefix(prefix: &str) -> Result<(), Error> {
+pub(crate) fn validate_prefix(prefix: &str) -> Result<(), ConfigError> {
     if prefix.is_empty() {
-        return Err(Error::InvalidConfig {
+        return Err(ConfigError::InvalidSetting {
             reason: "the Redis key prefix is empty",
         });
     }
     if prefix.contains(['{', '}']) {
-        return Err(Error::InvalidConfig {
+        return Err(ConfigError::InvalidSetting {
             reason: "the Redis key prefix contains a brace, which would move the hash tag",
         });
     }

@@ -19,8 +19,8 @@ use crate::decision::QuotaState;
 use crate::fixed_window;
 use crate::quota::QuotaSet;
 use crate::{
-    Alignment, BackendErrorKind, Clock, DecidedBy, Decision, DefaultClock, Error, MAX_QUOTAS,
-    MemoryLimiter, Quota, RateLimiter, key, window,
+    Alignment, BackendErrorKind, Clock, ConfigError, DecidedBy, Decision, DefaultClock, Error,
+    MAX_QUOTAS, MemoryLimiter, Quota, RateLimiter, key, window,
 };
 
 /// An exact fixed-window rate limiter whose counters live in Redis, shared by every process
@@ -167,9 +167,9 @@ impl<C: Clock> RedisLimiter<C> {
     ///
     /// # Errors
     ///
-    /// [`Error::IncompatibleQuotas`] unless `quotas` has the same windows in the same order;
-    /// [`Error::LimitTooLarge`] as for [`RedisLimiterBuilder::build`](crate::RedisLimiterBuilder::build).
-    pub fn with_quotas(&self, quotas: impl IntoIterator<Item = Quota>) -> Result<Self, Error>
+    /// [`ConfigError::IncompatibleQuotas`] unless `quotas` has the same windows in the same order;
+    /// [`ConfigError::LimitTooLarge`] as for [`RedisLimiterBuilder::build`](crate::RedisLimiterBuilder::build).
+    pub fn with_quotas(&self, quotas: impl IntoIterator<Item = Quota>) -> Result<Self, ConfigError>
     where
         C: Clone,
     {

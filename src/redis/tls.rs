@@ -5,7 +5,7 @@ use super::builder::DEFAULT_TIMEOUT;
 use super::cluster::ClusterRouter;
 use super::connection::RedisConnection;
 use super::errors::url_error;
-use crate::Error;
+use crate::{ConfigError, Error};
 
 impl RedisConnection {
     /// Connects to one server over TLS, e.g. `rediss://redis.internal:6380/`, trusting the
@@ -15,7 +15,7 @@ impl RedisConnection {
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidConfig`] if the URL does not parse or is not `rediss://`;
+    /// [`Error::Config`] if the URL does not parse or is not `rediss://`;
     /// [`Error::Backend`] if the server cannot be reached or its certificate is not trusted
     /// (e.g. `ca_pem` holds no certificate).
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
@@ -42,7 +42,7 @@ impl RedisConnection {
     /// # Errors
     ///
     /// As [`connect_cluster`](Self::connect_cluster); a URL that is not `rediss://` is
-    /// [`Error::InvalidConfig`].
+    /// [`Error::Config`].
     ///
     /// # Example
     ///
@@ -65,9 +65,9 @@ impl RedisConnection {
         let mut infos = Vec::with_capacity(urls.len());
         for url in urls {
             if !is_tls(url) {
-                return Err(Error::InvalidConfig {
+                return Err(Error::Config(ConfigError::InvalidSetting {
                     reason: "a TLS connection with a CA needs rediss:// URLs",
-                });
+                }));
             }
             let certificates = ::redis::TlsCertificates {
                 client_tls: None,

@@ -1,7 +1,7 @@
 //! Building limiters: too many quotas, a limit too large for its window, and quotas that do
 //! not match the limiter's windows are typed errors.
 
-use ratewindow::{Error, MemoryLimiter, Quota};
+use ratewindow::{ConfigError, MemoryLimiter, Quota};
 
 #[test]
 fn configuration_errors_are_typed() {
@@ -10,13 +10,13 @@ fn configuration_errors_are_typed() {
         (0..ratewindow::MAX_QUOTAS).fold(MemoryLimiter::builder(minute), |b, _| b.quota(minute));
     assert_eq!(
         too_many.build().unwrap_err(),
-        Error::TooManyQuotas {
+        ConfigError::TooManyQuotas {
             count: ratewindow::MAX_QUOTAS + 1
         }
     );
     assert_eq!(
         MemoryLimiter::new(Quota::from_millis(1 << 17, 1).unwrap()).unwrap_err(),
-        Error::LimitTooLarge {
+        ConfigError::LimitTooLarge {
             limit: 1 << 17,
             max: (1 << 17) - 1
         }
@@ -30,13 +30,13 @@ fn configuration_errors_are_typed() {
         .unwrap();
     assert_eq!(
         limiter.with_quotas([minute]).unwrap_err(),
-        Error::IncompatibleQuotas
+        ConfigError::IncompatibleQuotas
     );
     assert_eq!(
         limiter
             .with_quotas([Quota::per_hour(100).unwrap(), minute])
             .unwrap_err(),
-        Error::IncompatibleQuotas
+        ConfigError::IncompatibleQuotas
     );
     let raised = limiter
         .with_quotas([

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use ratewindow::{
-    Alignment, BackendErrorKind, Clock, DecidedBy, Error, FailurePolicy, ManualClock, Quota,
-    RateLimiter, RedisConnection, RedisLimiter,
+    Alignment, BackendErrorKind, Clock, ConfigError, DecidedBy, Error, FailurePolicy, ManualClock,
+    Quota, RateLimiter, RedisConnection, RedisLimiter,
 };
 
 use super::{Redis, TEST_TIMEOUT, counter, counters, limiter, one_value, ttls};
@@ -564,7 +564,7 @@ fn a_process_behind_by_the_allowed_skew_never_counts_a_window_again() {
     let too_wide = RedisLimiter::builder(quota)
         .max_clock_skew(Duration::from_secs(86_401))
         .build(redis.connection.clone());
-    assert!(matches!(too_wide, Err(Error::InvalidConfig { .. })));
+    assert!(matches!(too_wide, Err(ConfigError::InvalidSetting { .. })));
     assert!(
         slow_clock.now_ms() >= window_end,
         "the counter outlived the window on the slow clock"

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use ratewindow::{
-    Error, FailurePolicy, ManualClock, Quota, RateLimiter, RedisConnection, RedisLimiter,
+    ConfigError, FailurePolicy, ManualClock, Quota, RateLimiter, RedisConnection, RedisLimiter,
 };
 
 use super::{HOUR_MS, Redis, assert_every_key_expires, limiter};
@@ -148,5 +148,5 @@ fn hostile_keys_and_prefixes() {
     let bad = RedisLimiter::builder(Quota::per_minute(1).unwrap())
         .prefix("a{b}")
         .build(redis.connection.clone());
-    assert!(matches!(bad, Err(Error::InvalidConfig { .. })));
+    assert!(matches!(bad, Err(ConfigError::InvalidSetting { .. })));
 }

@@ -5,6 +5,8 @@
 
 use std::time::{Duration, Instant};
 
+#[cfg(feature = "tls")]
+use ratewindow::ConfigError;
 use ratewindow::{
     BackendErrorKind, DecidedBy, Error, FailurePolicy, Quota, RateLimiter, RedisConnection,
     RedisLimiter,
@@ -211,9 +213,9 @@ fn security_tls_with_a_private_ca() {
         .expect_err("not rediss://");
     assert_eq!(
         error,
-        Error::InvalidConfig {
+        Error::Config(ConfigError::InvalidSetting {
             reason: "a TLS connection with a CA needs a rediss:// URL"
-        }
+        })
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -266,6 +268,9 @@ fn security_tls_to_a_cluster_with_a_private_ca() {
     let error = runtime
         .block_on(RedisConnection::connect_cluster_with_ca(&plain, &ca))
         .expect_err("a plain URL with a CA");
-    assert!(matches!(error, Error::InvalidConfig { .. }), "{error:?}");
+    assert!(
+        matches!(error, Error::Config(ConfigError::InvalidSetting { .. })),
+        "{error:?}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

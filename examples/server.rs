@@ -201,8 +201,8 @@ impl RateLimiter for CountingLimiter {
         self.0.peek(key).await
     }
 
-    async fn reset(&self, key: &str) -> Result<(), Error> {
-        self.0.reset(key).await
+    async fn clear(&self, key: &str) -> Result<(), Error> {
+        self.0.clear(key).await
     }
 
     async fn refund(&self, key: &str, amount: u64) -> Result<(), Error> {

@@ -71,7 +71,7 @@ pub trait RateLimiter: Send + Sync {
     /// # Errors
     ///
     /// [`Error::EmptyKey`], [`Error::KeyTooLong`], or a backend's own failure.
-    fn reset(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send;
+    fn clear(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Gives back `amount` units to every quota's current window (never below zero), e.g. for a
     /// request that turned out not to count.
@@ -142,12 +142,12 @@ pub trait DynRateLimiter: Send + Sync {
     ///
     /// As [`RateLimiter::peek`].
     fn peek_boxed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Decision, Error>>;
-    /// [`RateLimiter::reset`], boxed.
+    /// [`RateLimiter::clear`], boxed.
     ///
     /// # Errors
     ///
-    /// As [`RateLimiter::reset`].
-    fn reset_boxed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>>;
+    /// As [`RateLimiter::clear`].
+    fn clear_boxed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>>;
     /// [`RateLimiter::refund`], boxed.
     ///
     /// # Errors
@@ -173,8 +173,8 @@ impl<L: RateLimiter> DynRateLimiter for L {
     fn peek_boxed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<Decision, Error>> {
         Box::pin(self.peek(key))
     }
-    fn reset_boxed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
-        Box::pin(self.reset(key))
+    fn clear_boxed<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.clear(key))
     }
     fn refund_boxed<'a>(&'a self, key: &'a str, amount: u64) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(self.refund(key, amount))
@@ -192,8 +192,8 @@ impl RateLimiter for dyn DynRateLimiter {
     async fn peek(&self, key: &str) -> Result<Decision, Error> {
         self.peek_boxed(key).await
     }
-    async fn reset(&self, key: &str) -> Result<(), Error> {
-        self.reset_boxed(key).await
+    async fn clear(&self, key: &str) -> Result<(), Error> {
+        self.clear_boxed(key).await
     }
     async fn refund(&self, key: &str, amount: u64) -> Result<(), Error> {
         self.refund_boxed(key, amount).await
@@ -214,8 +214,8 @@ macro_rules! forward {
             fn peek(&self, key: &str) -> impl Future<Output = Result<Decision, Error>> + Send {
                 (**self).peek(key)
             }
-            fn reset(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send {
-                (**self).reset(key)
+            fn clear(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send {
+                (**self).clear(key)
             }
             fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send {
                 (**self).refund(key, amount)

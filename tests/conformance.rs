@@ -36,7 +36,7 @@ enum Step {
     Quotas(String, Vec<(u64, u64, u64)>),
     Advance(u64),
     SetClock(u64),
-    Reset(String),
+    Clear(String),
     Refund(String, u64),
     /// New limits for the same windows, sharing counters.
     Requota(Vec<Quota>),
@@ -191,15 +191,15 @@ fn scenarios() -> Vec<Scenario> {
             ],
         ),
         scenario(
-            "reset forgets the current window",
+            "clear forgets the current window",
             vec![per_minute(2)],
             0,
             vec![
                 check("k", allowed(2, 1, 60)),
                 check("k", allowed(2, 0, 60)),
-                Reset("k".into()),
+                Clear("k".into()),
                 check("k", allowed(2, 1, 60)),
-                Reset("never-seen".into()),
+                Clear("never-seen".into()),
             ],
         ),
         scenario(
@@ -380,7 +380,7 @@ pub(crate) fn run<B: Backend>(backend: &B) {
                     }
                     Step::Advance(ms) => clock.advance(Duration::from_millis(*ms)),
                     Step::SetClock(ms) => clock.set_millis(*ms),
-                    Step::Reset(key) => limiter.reset(key).await.expect(&at),
+                    Step::Clear(key) => limiter.clear(key).await.expect(&at),
                     Step::Refund(key, amount) => limiter.refund(key, *amount).await.expect(&at),
                     Step::Requota(quotas) => limiter = backend.requota(&limiter, quotas),
                     Step::ByStepBack { .. } => unreachable!("flattened above"),

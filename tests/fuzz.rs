@@ -181,8 +181,8 @@ proptest! {
                 // `a` has used its one unit: `b` is admitted exactly when it is another key.
                 prop_assert_eq!(second.unwrap().is_allowed(), &a != b, "{:?} {:?}", a, b);
             }
-            limiter.reset(&a).ok();
-            limiter.reset(b).ok();
+            limiter.clear(&a).ok();
+            limiter.clear(b).ok();
         }
     }
 }

@@ -109,7 +109,7 @@ fn empty_and_oversized_keys_are_typed_errors_for_every_operation() {
         assert_eq!(limiter.check(key).unwrap_err(), error);
         assert_eq!(limiter.check_n(key, 0).unwrap_err(), error, "key first");
         assert_eq!(limiter.peek(key).unwrap_err(), error);
-        assert_eq!(limiter.reset(key).unwrap_err(), error);
+        assert_eq!(limiter.clear(key).unwrap_err(), error);
         assert_eq!(limiter.refund(key, 1).unwrap_err(), error);
     }
     assert_eq!(limiter.tracked_keys(), 0);
@@ -278,7 +278,7 @@ fn clocks_past_the_supported_range_are_typed_errors_and_lose_nothing() {
     assert_eq!(limiter.check("k").unwrap().remaining(), 0);
     // Reset needs no clock.
     clock.set_millis(u64::MAX);
-    limiter.reset("k").unwrap();
+    limiter.clear("k").unwrap();
     assert_eq!(limiter.tracked_keys(), 0);
 }
 

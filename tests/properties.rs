@@ -20,7 +20,7 @@ enum Op {
     StepBack(u64),
     Check(usize, u64),
     Peek(usize),
-    Reset(usize),
+    Clear(usize),
     Refund(usize, u64),
     /// New limits, one per quota, same windows.
     Requota(Vec<u64>),
@@ -65,7 +65,7 @@ fn case(shape: Shape) -> impl Strategy<Value = Case> {
             u32::from(shape.step_back) => (0..3_000u64).prop_map(Op::StepBack),
             8 => (key.clone(), 0..=7u64).prop_map(|(k, c)| Op::Check(k, c)),
             2 => key.clone().prop_map(Op::Peek),
-            u32::from(shape.give_back) => key.clone().prop_map(Op::Reset),
+            u32::from(shape.give_back) => key.clone().prop_map(Op::Clear),
             2 * u32::from(shape.give_back) => (key, 0..=4u64).prop_map(|(k, n)| Op::Refund(k, n)),
             u32::from(shape.requota) => prop::collection::vec(1..=6u64, n).prop_map(Op::Requota),
             2 * u32::from(shape.spray) => (1..=90usize).prop_map(Op::Spray),
@@ -141,14 +141,14 @@ fn play<B: Backend>(
                     let got = limiter.peek(KEYS[*k]).await.map(|d| Some(Expected::of(&d)));
                     observe(op, now, KEYS[*k], &got, model.peek(KEYS[*k], now).map(Some))?;
                 }
-                Op::Reset(k) => {
-                    let got = limiter.reset(KEYS[*k]).await.map(|()| None);
+                Op::Clear(k) => {
+                    let got = limiter.clear(KEYS[*k]).await.map(|()| None);
                     observe(
                         op,
                         now,
                         KEYS[*k],
                         &got,
-                        model.reset(KEYS[*k], now).map(|()| None),
+                        model.clear(KEYS[*k], now).map(|()| None),
                     )?;
                 }
                 Op::Refund(k, n) => {

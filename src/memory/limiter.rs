@@ -184,7 +184,7 @@ impl<C: Clock> MemoryLimiter<C> {
     /// # Errors
     ///
     /// [`Error::EmptyKey`], [`Error::KeyTooLong`].
-    pub fn reset(&self, key: &str) -> Result<(), Error> {
+    pub fn clear(&self, key: &str) -> Result<(), Error> {
         key::validate(key)?;
         let id = self.store.key_ids.of(key);
         with_shards!(self, shards => shards.remove(id));
@@ -508,8 +508,8 @@ impl<C: Clock> RateLimiter for MemoryLimiter<C> {
         ready(MemoryLimiter::peek(self, key))
     }
 
-    fn reset(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send {
-        ready(MemoryLimiter::reset(self, key))
+    fn clear(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        ready(MemoryLimiter::clear(self, key))
     }
 
     fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send {

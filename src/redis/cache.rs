@@ -3,7 +3,7 @@
 //!
 //! It is exact, not a heuristic: a denied request consumes nothing and counts only grow within a
 //! window, so once a quota is used up, every request of the key is denied until the window ends
-//! (unless a refund or reset comes, which through this limiter clears the entry). Under abuse,
+//! (unless a refund or clear comes, which through this limiter clears the entry). Under abuse,
 //! one key hammering far over its limit costs Redis about one call per window.
 //!
 //! "Until the window ends" is by this process's clock. Where that clock and the one that
@@ -122,7 +122,7 @@ impl OverLimitCache {
         );
     }
 
-    /// Forgets `key`, after a reset or a refund.
+    /// Forgets `key`, after a clear or a refund.
     pub(crate) fn forget(&self, key: &str) {
         if self.capacity != 0 {
             self.entries.lock().remove(key);

@@ -44,7 +44,7 @@ use crate::{
 /// that window's own counter. A counter lives until its window ends, on the clock of the
 /// process that created it, plus the skew allowance. So, as long as the clocks differ by at
 /// most the skew allowance (default 1 s), a process behind still finds the counter of its
-/// window, and **every (key, window) admits at most its limit in total** (refunds and resets
+/// window, and **every (key, window) admits at most its limit in total** (refunds and clears
 /// aside). What skew changes is when: with the fastest clock ahead of real time by `a` and the
 /// slowest behind by `b`, a window admits from `a` before its start until at most `b` after its
 /// end, in real time. Beyond the allowance, a counter can expire while a process far behind is
@@ -109,7 +109,7 @@ enum Op {
     Check,
     Peek,
     Refund,
-    Reset,
+    Clear,
 }
 
 impl Op {
@@ -118,7 +118,7 @@ impl Op {
             Op::Check => "check",
             Op::Peek => "peek",
             Op::Refund => "refund",
-            Op::Reset => "reset",
+            Op::Clear => "clear",
         }
     }
 }
@@ -273,8 +273,8 @@ impl<C: Clock> RedisLimiter<C> {
             (FailurePolicy::Fallback { .. }, Some(fallback)) => {
                 let decision = match op {
                     Op::Check => fallback.check_n(key, amount.min(fallback.min_limit()).max(1)),
-                    // A reset never comes here: it has no failure policy.
-                    Op::Peek | Op::Reset => fallback.peek(key),
+                    // A clear never comes here: it has no failure policy.
+                    Op::Peek | Op::Clear => fallback.peek(key),
                     Op::Refund => fallback
                         .refund(key, amount)
                         .and_then(|()| fallback.peek(key)),
@@ -462,11 +462,11 @@ impl<C: Clock> RateLimiter for RedisLimiter<C> {
         self.decide(key, Op::Peek, 1).await
     }
 
-    async fn reset(&self, key: &str) -> Result<(), Error> {
+    async fn clear(&self, key: &str) -> Result<(), Error> {
         key::validate(key)?;
         self.over_limit.forget(key);
         if let Some(fallback) = &self.fallback {
-            fallback.reset(key)?;
+            fallback.clear(key)?;
         }
         let mut base = keys::base(&self.prefix, key);
         let slot = keys::slot(&base);
@@ -475,11 +475,11 @@ impl<C: Clock> RateLimiter for RedisLimiter<C> {
             key,
             base: &mut base,
             slot,
-            op: Op::Reset,
+            op: Op::Clear,
             amount: 0,
             now_ms,
         };
-        // A reset is no decision: no breaker, no failure policy, so the master is not blamed.
+        // A clear is no decision: no breaker, no failure policy, so the master is not blamed.
         self.run(call).await.map_err(|undecided| undecided.error)?;
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! [`CHECK`] is the hot path (a check decided by the local clock): the client names each
 //! quota's counter and hands over every integer pre-formatted, so an allowed single-quota
 //! decision of cost 1 on an existing counter is one `INCR`. [`GENERAL`] serves everything else (peek,
-//! refund, reset, and every operation decided by Redis's `TIME`, where only the script knows
+//! refund, clear, and every operation decided by Redis's `TIME`, where only the script knows
 //! the window and so the counter's name).
 //!
 //! Both charge first and give back on a denial, inside the script, so a denied request consumes
@@ -51,7 +51,7 @@ local keys, args, out, first = KEYS, ARGV, {0}, 1
 /// `TIME` (ARGV[3] empty), its name up to the window index, `<base><window_ms>:`, which only
 /// the script can complete. (Such a name is no key, so while its Cluster slot migrates, Redis
 /// cannot route by it: the Redis-time path has that limit.)
-/// ARGV[1]: the operation, `check`, `peek`, `refund` or `reset`; ARGV[2]: the cost, or the
+/// ARGV[1]: the operation, `check`, `peek`, `refund` or `clear`; ARGV[2]: the cost, or the
 /// units to give back; ARGV[3]: now in unix ms, or empty for Redis's `TIME`; ARGV[4]: the skew
 /// allowance in ms; then per quota i, ARGV[3i+2] its limit, ARGV[3i+3] its window and
 /// ARGV[3i+4] its phase, in ms.
@@ -80,7 +80,7 @@ if ARGV[3] == '' then
     keys[i] = KEYS[i] .. fmt('%d', floor((now + w - phase) / w))
   end
 end
-if op == 'reset' then
+if op == 'clear' then
   call('DEL', unpack(keys))
   for i = 1, n do out[i + 2] = 0 end
   return out
@@ -154,7 +154,7 @@ pub(crate) struct Script(::redis::Script);
 pub(crate) static CHECK: LazyLock<Script> =
     LazyLock::new(|| Script(::redis::Script::new(&[CHECK_HEAD, CHARGE].concat())));
 
-/// Peek, refund, reset, and every operation decided by Redis's time.
+/// Peek, refund, clear, and every operation decided by Redis's time.
 pub(crate) static GENERAL: LazyLock<Script> =
     LazyLock::new(|| Script(::redis::Script::new(&[GENERAL_HEAD, CHARGE].concat())));
 

@@ -421,7 +421,7 @@ impl RateLimiter for Broken {
     async fn peek(&self, _key: &str) -> Result<Decision, Error> {
         unreachable!()
     }
-    async fn reset(&self, _key: &str) -> Result<(), Error> {
+    async fn clear(&self, _key: &str) -> Result<(), Error> {
         unreachable!()
     }
     async fn refund(&self, _key: &str, _amount: u64) -> Result<(), Error> {

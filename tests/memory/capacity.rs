@@ -38,7 +38,7 @@ fn key_cap_refuses_new_keys_but_keeps_deciding_existing_ones() {
         limiter.check(&format!("user:{i}")).unwrap();
     }
     assert!(limiter.check("user:99").is_err());
-    limiter.reset("user:11").unwrap();
+    limiter.clear("user:11").unwrap();
     assert!(limiter.check("user:99").unwrap().is_allowed());
 }
 

@@ -368,7 +368,7 @@ fn a_key_over_its_limit_is_denied_locally_until_its_window_ends() {
         );
         limiter.refund("abuser", 1).await.unwrap();
         assert!(limiter.check("abuser").await.unwrap().is_allowed());
-        limiter.reset("abuser").await.unwrap();
+        limiter.clear("abuser").await.unwrap();
         assert_eq!(limiter.check("abuser").await.unwrap().remaining(), 2);
     });
 }
@@ -597,7 +597,7 @@ fn counters_of_the_earlier_layout_are_never_read_or_written() {
         let decision = limiter.check("k").await.unwrap();
         assert_eq!((decision.is_allowed(), decision.remaining()), (true, 2));
         limiter.refund("k", 1).await.unwrap();
-        limiter.reset("k").await.unwrap();
+        limiter.clear("k").await.unwrap();
         assert!(limiter.check("k").await.unwrap().is_allowed());
     });
     assert_eq!(one_value(&server.command(&["GET", old])), full);

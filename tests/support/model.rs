@@ -216,7 +216,7 @@ impl Model {
 
     /// Forgets the key: with `OwnWindow`, the counters of the windows `now` is in (earlier and
     /// later windows keep theirs); with `LatestWindow`, everything.
-    pub(crate) fn reset(&mut self, key: &str, now: u64) -> Result<(), Error> {
+    pub(crate) fn clear(&mut self, key: &str, now: u64) -> Result<(), Error> {
         Self::validate(key)?;
         match self.step_back {
             StepBack::LatestWindow => self.counts.retain(|(k, _, _), _| k != key),

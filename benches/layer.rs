@@ -114,7 +114,7 @@ pub(crate) fn bench_all(c: &mut Criterion) {
         RateLimitLayer::new(limiter(HUGE), HeaderKey::from_static("x-api-key")).layer(typed);
     let alone = limiter(HUGE);
     // A decision of the seed contract (100 per minute) for the header writers.
-    let decision = limiter(100).check(KEY).expect("valid key");
+    let decision = limiter(100).check_sync(KEY).expect("valid key");
     let key = HeaderKey::from_static("x-api-key");
 
     // The measured paths are the ones meant: allowed, with headers.
@@ -142,7 +142,7 @@ pub(crate) fn bench_all(c: &mut Criterion) {
     );
     bench_service(&mut group, &runtime, "typed/floor_service", floor(typed));
     group.bench_function(BenchmarkId::from_parameter("memory_check"), |b| {
-        b.iter(|| black_box(alone.check(black_box(KEY))))
+        b.iter(|| black_box(alone.check_sync(black_box(KEY))))
     });
     let with_key = request();
     group.bench_function(BenchmarkId::from_parameter("key_extract"), |b| {
@@ -185,7 +185,7 @@ pub(crate) fn bench_all(c: &mut Criterion) {
     }
     group.finish();
 
-    assert!(alone.check(KEY).expect("valid key").is_allowed());
+    assert!(alone.check_sync(KEY).expect("valid key").is_allowed());
     let response = runtime
         .block_on(layered.oneshot(request()))
         .expect("infallible");

@@ -49,7 +49,7 @@ fn populated(keys: &[String], max_keys: usize) -> (MemoryLimiter, DefaultKeyedRa
     let rw = ratewindow(HUGE_RATEWINDOW, max_keys);
     let gov = governor(HUGE_GOVERNOR);
     for key in keys {
-        assert!(rw.check(key).expect("within the key cap").is_allowed());
+        assert!(rw.check_sync(key).expect("within the key cap").is_allowed());
         assert!(gov.check_key(key).is_ok());
     }
     (rw, gov)
@@ -62,7 +62,7 @@ fn assert_still_allowed(
     keys: &[String],
 ) {
     for key in keys.iter().step_by((keys.len() / 100).max(1)) {
-        assert!(rw.check(key).expect("key exists").is_allowed());
+        assert!(rw.check_sync(key).expect("key exists").is_allowed());
         assert!(gov.check_key(key).is_ok());
     }
 }
@@ -102,7 +102,7 @@ fn single_threaded_in(
             if i == keys.len() {
                 i = 0;
             }
-            black_box(rw.check(black_box(key)))
+            black_box(rw.check_sync(black_box(key)))
         })
     });
     group.bench_function(BenchmarkId::from_parameter("governor"), |b| {
@@ -124,15 +124,15 @@ fn denied(c: &mut Criterion) {
     let key = String::from("user:000000");
     let rw = ratewindow(1, 1 << 20);
     let gov = governor(1);
-    assert!(rw.check(&key).expect("valid").is_allowed());
+    assert!(rw.check_sync(&key).expect("valid").is_allowed());
     assert!(gov.check_key(&key).is_ok());
-    assert!(!rw.check(&key).expect("valid").is_allowed());
+    assert!(!rw.check_sync(&key).expect("valid").is_allowed());
     assert!(gov.check_key(&key).is_err());
 
     let mut group = c.benchmark_group("denied");
     group.throughput(Throughput::Elements(1));
     group.bench_function(BenchmarkId::from_parameter("ratewindow"), |b| {
-        b.iter(|| black_box(rw.check(black_box(&key))))
+        b.iter(|| black_box(rw.check_sync(black_box(&key))))
     });
     group.bench_function(BenchmarkId::from_parameter("governor"), |b| {
         b.iter(|| black_box(gov.check_key(black_box(&key))))
@@ -182,7 +182,7 @@ fn threaded(c: &mut Criterion, name: &str, key_sets: &[Vec<String>]) {
     group.throughput(Throughput::Elements(key_sets.len() as u64 * BATCH));
     group.bench_function(BenchmarkId::from_parameter("ratewindow"), |b| {
         parallel(b, key_sets, |key| {
-            let _ = black_box(rw.check(black_box(key)));
+            let _ = black_box(rw.check_sync(black_box(key)));
         })
     });
     group.bench_function(BenchmarkId::from_parameter("governor"), |b| {

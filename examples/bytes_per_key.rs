@@ -87,7 +87,14 @@ fn ratewindow() {
         .build()
         .expect("limit fits");
     measure(
-        |key| assert!(limiter.check(key).expect("within the key cap").is_allowed()),
+        |key| {
+            assert!(
+                limiter
+                    .check_sync(key)
+                    .expect("within the key cap")
+                    .is_allowed()
+            )
+        },
         || limiter.tracked_keys(),
     );
     black_box(limiter);

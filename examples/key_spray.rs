@@ -73,7 +73,7 @@ fn spray(keys: u64, max_keys: u64) -> Result<(), String> {
     let resident = |i: u64| format!("resident:{i}");
     for i in 0..RESIDENT {
         let decision = limiter
-            .check_n(&resident(i), charged(i))
+            .check_n_sync(&resident(i), charged(i))
             .map_err(|e| format!("resident key {i}: {e}"))?;
         if !decision.is_allowed() {
             return Err(format!("resident key {i} denied: {decision:?}"));
@@ -82,7 +82,7 @@ fn spray(keys: u64, max_keys: u64) -> Result<(), String> {
     // Each resident key's count, read back without consuming anything.
     let verify_residents = |when: &str| -> Result<(), String> {
         for i in 0..RESIDENT {
-            let peek = limiter.peek(&resident(i)).map_err(|e| e.to_string())?;
+            let peek = limiter.peek_sync(&resident(i)).map_err(|e| e.to_string())?;
             // A peek reports the count as if one more unit were charged.
             if peek.quotas()[0].used() != charged(i) + 1 {
                 return Err(format!("{when}: resident key {i} reads {peek:?}"));
@@ -102,7 +102,7 @@ fn spray(keys: u64, max_keys: u64) -> Result<(), String> {
         } else {
             write!(key, "sprayed-long-key-{i:012}")
         };
-        match limiter.check(&key) {
+        match limiter.check_sync(&key) {
             Ok(decision) if decision.is_allowed() && decision.remaining() == LIMIT - 1 => {
                 admitted += 1;
             }
@@ -129,14 +129,14 @@ fn spray(keys: u64, max_keys: u64) -> Result<(), String> {
     verify_residents("after the spray")?;
     // The resident keys are still charged exactly: their remaining units fit, one more does not.
     for i in 0..RESIDENT {
-        let rest = limiter.check_n(&resident(i), LIMIT - charged(i));
+        let rest = limiter.check_n_sync(&resident(i), LIMIT - charged(i));
         if !rest
             .as_ref()
             .is_ok_and(|d| d.is_allowed() && d.remaining() == 0)
         {
             return Err(format!("resident key {i}, its last units: {rest:?}"));
         }
-        let over = limiter.check(&resident(i));
+        let over = limiter.check_sync(&resident(i));
         if !over.as_ref().is_ok_and(|d| !d.is_allowed()) {
             return Err(format!("resident key {i}, one unit over: {over:?}"));
         }
@@ -148,7 +148,7 @@ fn spray(keys: u64, max_keys: u64) -> Result<(), String> {
     for i in 0..after {
         key.clear();
         let _ = write!(key, "after:{i}");
-        let decision = limiter.check(&key);
+        let decision = limiter.check_sync(&key);
         if !decision.as_ref().is_ok_and(|d| d.is_allowed()) {
             return Err(format!(
                 "new key {i} of {after} after the windows ended: {decision:?}"
@@ -156,7 +156,7 @@ fn spray(keys: u64, max_keys: u64) -> Result<(), String> {
         }
     }
     for i in 0..RESIDENT {
-        let fresh = limiter.check(&resident(i));
+        let fresh = limiter.check_sync(&resident(i));
         if !fresh
             .as_ref()
             .is_ok_and(|d| d.is_allowed() && d.remaining() == LIMIT - 1)

@@ -12,8 +12,8 @@
 ///     .alignment(Alignment::Staggered)
 ///     .clock(clock)
 ///     .build()?;
-/// let a = limiter.check("tenant-a")?;
-/// let b = limiter.check("tenant-b")?;
+/// let a = limiter.check_sync("tenant-a")?;
+/// let b = limiter.check_sync("tenant-b")?;
 /// // Each key's minute starts at its own second, the same in every process.
 /// assert_ne!(a.window_end_ms(), b.window_end_ms());
 /// # Ok::<(), ratewindow::Error>(())

@@ -84,9 +84,9 @@ impl QuotaState {
 ///
 /// let clock = ManualClock::at_millis(1_700_000_030_000);
 /// let limiter = MemoryLimiter::builder(Quota::per_minute(2)?).clock(clock).build()?;
-/// limiter.check("k")?;
-/// limiter.check("k")?;
-/// let denied: Decision = limiter.check("k")?;
+/// limiter.check_sync("k")?;
+/// limiter.check_sync("k")?;
+/// let denied: Decision = limiter.check_sync("k")?;
 /// assert!(!denied.is_allowed());
 /// assert_eq!(denied.remaining(), 0);
 /// assert_eq!(denied.reset_epoch_secs(), 1_700_000_040);
@@ -241,8 +241,8 @@ impl Decision {
     ///     .quota(Quota::per_minute(100)?)
     ///     .clock(ManualClock::at_millis(1_700_000_000_000))
     ///     .build()?;
-    /// limiter.check("k")?;
-    /// let denied = limiter.check("k")?;
+    /// limiter.check_sync("k")?;
+    /// let denied = limiter.check_sync("k")?;
     /// assert!(denied.denied_by(0) && !denied.denied_by(1));
     /// assert_eq!(denied.binding_index(), 0);
     /// # Ok::<(), ratewindow::Error>(())

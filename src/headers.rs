@@ -9,7 +9,7 @@
 //! use ratewindow::{MemoryLimiter, Quota};
 //!
 //! let limiter = MemoryLimiter::new(Quota::per_minute(100)?)?;
-//! let decision = limiter.check("api-key-123")?;
+//! let decision = limiter.check_sync("api-key-123")?;
 //! let mut response = Vec::new(); // e.g. actix's `HttpResponse::build(status)`
 //! for (name, value) in decision.headers() {
 //!     response.push((name, value.to_string())); // e.g. `.insert_header((name, value.as_str()))`

@@ -28,7 +28,7 @@
 //! use ratewindow::{MemoryLimiter, quota};
 //!
 //! let limiter = MemoryLimiter::new(quota!(100 per minute))?;
-//! let decision = limiter.check("api-key-123")?;
+//! let decision = limiter.check_sync("api-key-123")?;
 //! let status = if decision.is_allowed() { 200 } else { 429 };
 //! for (name, value) in decision.headers() {
 //!     // e.g. response.headers_mut().insert(HeaderName::from_static(name),
@@ -51,12 +51,12 @@
 //!     .quota(quota!(3 per hour))
 //!     .clock(clock.clone())
 //!     .build()?;
-//! assert!(limiter.check("k")?.is_allowed());
-//! assert!(limiter.check("k")?.is_allowed());
-//! assert!(!limiter.check("k")?.is_allowed()); // the per-second quota
+//! assert!(limiter.check_sync("k")?.is_allowed());
+//! assert!(limiter.check_sync("k")?.is_allowed());
+//! assert!(!limiter.check_sync("k")?.is_allowed()); // the per-second quota
 //! clock.advance(Duration::from_secs(1));
-//! assert!(limiter.check("k")?.is_allowed());
-//! let denied = limiter.check("k")?; // the hourly quota now binds
+//! assert!(limiter.check_sync("k")?.is_allowed());
+//! let denied = limiter.check_sync("k")?; // the hourly quota now binds
 //! assert!(!denied.is_allowed());
 //! assert_eq!(denied.retry_after_secs(), Some(3599));
 //! # Ok::<(), ratewindow::Error>(())

@@ -168,7 +168,7 @@ proptest! {
             .unwrap();
         let valid = |k: &str| (1..=MAX_KEY_LEN).contains(&k.len());
         for b in [&other, &near] {
-            let first = limiter.check(&a);
+            let first = limiter.check_sync(&a);
             match a.len() {
                 0 => prop_assert_eq!(first, Err(Error::EmptyKey)),
                 len if len > MAX_KEY_LEN => {
@@ -176,13 +176,13 @@ proptest! {
                 }
                 _ => prop_assert!(first.is_ok()),
             }
-            let second = limiter.check(b);
+            let second = limiter.check_sync(b);
             if valid(&a) && valid(b) {
                 // `a` has used its one unit: `b` is admitted exactly when it is another key.
                 prop_assert_eq!(second.unwrap().is_allowed(), &a != b, "{:?} {:?}", a, b);
             }
-            limiter.clear(&a).ok();
-            limiter.clear(b).ok();
+            limiter.clear_sync(&a).ok();
+            limiter.clear_sync(b).ok();
         }
     }
 }
@@ -317,16 +317,16 @@ mod headers {
             .clock(clock.clone())
             .build()
             .unwrap();
-        let mut decision = limiter.peek(&s.key).unwrap();
+        let mut decision = limiter.peek_sync(&s.key).unwrap();
         let mut now = s.start_ms;
         for &(step, fraction, peek) in &s.traffic {
             now = now.saturating_add_signed(step).min(MAX_TIME_MS);
             clock.set_millis(now);
             let cost = (((u128::from(min_limit) * u128::from(fraction)) >> 32) as u64).max(1);
             decision = if peek {
-                limiter.peek(&s.key)
+                limiter.peek_sync(&s.key)
             } else {
-                limiter.check_n(&s.key, cost)
+                limiter.check_n_sync(&s.key, cost)
             }
             .unwrap();
         }

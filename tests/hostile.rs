@@ -82,11 +82,11 @@ fn keys_of_any_shape_are_distinct_keys() {
     let unique: std::collections::HashSet<&String> = keys.iter().collect();
     assert_eq!(unique.len(), keys.len());
     for key in &keys {
-        let first = limiter.check(key).unwrap();
+        let first = limiter.check_sync(key).unwrap();
         assert!(first.is_allowed(), "{key:?} shares a counter: {first:?}");
     }
     for key in &keys {
-        assert!(!limiter.check(key).unwrap().is_allowed(), "{key:?}");
+        assert!(!limiter.check_sync(key).unwrap().is_allowed(), "{key:?}");
     }
     assert_eq!(limiter.tracked_keys(), keys.len());
 }
@@ -106,43 +106,47 @@ fn empty_and_oversized_keys_are_typed_errors_for_every_operation() {
             },
         ),
     ] {
-        assert_eq!(limiter.check(key).unwrap_err(), error);
-        assert_eq!(limiter.check_n(key, 0).unwrap_err(), error, "key first");
-        assert_eq!(limiter.peek(key).unwrap_err(), error);
-        assert_eq!(limiter.clear(key).unwrap_err(), error);
-        assert_eq!(limiter.refund(key, 1).unwrap_err(), error);
+        assert_eq!(limiter.check_sync(key).unwrap_err(), error);
+        assert_eq!(
+            limiter.check_n_sync(key, 0).unwrap_err(),
+            error,
+            "key first"
+        );
+        assert_eq!(limiter.peek_sync(key).unwrap_err(), error);
+        assert_eq!(limiter.clear_sync(key).unwrap_err(), error);
+        assert_eq!(limiter.refund_sync(key, 1).unwrap_err(), error);
     }
     assert_eq!(limiter.tracked_keys(), 0);
     // Multi-byte characters count in bytes: 2 731 three-byte characters are 8 193 bytes.
     let wide = "€".repeat(MAX_KEY_LEN / 3 + 1);
     assert_eq!(
-        limiter.check(&wide).unwrap_err(),
+        limiter.check_sync(&wide).unwrap_err(),
         Error::KeyTooLong { len: wide.len() }
     );
-    assert!(limiter.check(&"€".repeat(MAX_KEY_LEN / 3)).is_ok());
+    assert!(limiter.check_sync(&"€".repeat(MAX_KEY_LEN / 3)).is_ok());
 }
 
 #[test]
 fn costs_and_refunds_at_their_extremes() {
     let clock = ManualClock::at_millis(T0_MS);
     let limiter = limiter(Quota::per_minute(5).unwrap(), &clock);
-    assert_eq!(limiter.check_n("k", 0).unwrap_err(), Error::ZeroCost);
+    assert_eq!(limiter.check_n_sync("k", 0).unwrap_err(), Error::ZeroCost);
     for cost in [6, u64::MAX / 2, u64::MAX] {
         assert_eq!(
-            limiter.check_n("k", cost).unwrap_err(),
+            limiter.check_n_sync("k", cost).unwrap_err(),
             Error::CostExceedsLimit { cost, min_limit: 5 }
         );
     }
     // None of those consumed anything or created state.
     assert_eq!(limiter.tracked_keys(), 0);
-    let all = limiter.check_n("k", 5).unwrap();
+    let all = limiter.check_n_sync("k", 5).unwrap();
     assert!(all.is_allowed() && all.remaining() == 0);
     // Refunds of nothing and of everything: never below zero, never above the limit.
-    limiter.refund("k", 0).unwrap();
-    assert!(!limiter.check("k").unwrap().is_allowed());
-    limiter.refund("k", u64::MAX).unwrap();
-    assert_eq!(limiter.check_n("k", 5).unwrap().remaining(), 0);
-    limiter.refund("never-seen", u64::MAX).unwrap();
+    limiter.refund_sync("k", 0).unwrap();
+    assert!(!limiter.check_sync("k").unwrap().is_allowed());
+    limiter.refund_sync("k", u64::MAX).unwrap();
+    assert_eq!(limiter.check_n_sync("k", 5).unwrap().remaining(), 0);
+    limiter.refund_sync("never-seen", u64::MAX).unwrap();
     assert_eq!(limiter.tracked_keys(), 1);
 }
 
@@ -168,13 +172,13 @@ fn limits_and_windows_at_zero_one_and_their_maximum() {
     // 1 per 1 ms: every millisecond is a window of its own.
     let clock = ManualClock::at_millis(T0_MS);
     let tiny = limiter(Quota::from_millis(1, 1).unwrap(), &clock);
-    assert!(tiny.check("k").unwrap().is_allowed());
-    let denied = tiny.check("k").unwrap();
+    assert!(tiny.check_sync("k").unwrap().is_allowed());
+    let denied = tiny.check_sync("k").unwrap();
     assert!(!denied.is_allowed());
     assert_eq!(denied.time_to_reset(), Duration::from_millis(1));
     assert_eq!(denied.retry_after_secs(), Some(1));
     clock.advance(Duration::from_millis(1));
-    assert!(tiny.check("k").unwrap().is_allowed());
+    assert!(tiny.check_sync("k").unwrap().is_allowed());
 
     // The longest window with the largest limit it can count, filled in one request.
     let longest = Quota::MAX_WINDOW;
@@ -187,9 +191,9 @@ fn limits_and_windows_at_zero_one_and_their_maximum() {
     for now_ms in [0, T0_MS, MAX_TIME_MS] {
         let clock = ManualClock::at_millis(now_ms);
         let huge = limiter(quota, &clock);
-        let all = huge.check_n("k", max).unwrap();
+        let all = huge.check_n_sync("k", max).unwrap();
         assert!(all.is_allowed() && all.remaining() == 0, "{all:?}");
-        let over = huge.check("k").unwrap();
+        let over = huge.check_sync("k").unwrap();
         assert!(!over.is_allowed());
         assert_eq!(over.quotas()[0].used(), max);
         assert!(over.window_end_ms() > now_ms);
@@ -212,12 +216,12 @@ fn key_caps_of_zero_one_and_usize_max() {
             .build()
             .unwrap();
         for i in 0..holds {
-            assert!(limiter.check(&format!("k{i}")).unwrap().is_allowed());
+            assert!(limiter.check_sync(&format!("k{i}")).unwrap().is_allowed());
         }
         if holds == 1 {
             // A cap of 0 is a cap of 1: one key, and the next one is refused.
             assert_eq!(
-                limiter.check("other").unwrap_err(),
+                limiter.check_sync("other").unwrap_err(),
                 Error::CapacityExhausted { max_keys: 1 }
             );
         }
@@ -244,7 +248,7 @@ fn window_ends_at_the_end_of_time_do_not_overflow() {
                 .build()
                 .unwrap();
             for key in ["k", "another key", "{}"] {
-                let decision = limiter.check(key).unwrap();
+                let decision = limiter.check_sync(key).unwrap();
                 assert!(decision.is_allowed());
                 for state in decision.quotas() {
                     let end = state.window_end_ms();
@@ -252,8 +256,8 @@ fn window_ends_at_the_end_of_time_do_not_overflow() {
                     assert!(end - MAX_TIME_MS <= state.window().as_millis() as u64);
                     assert_eq!(state.reset_epoch_secs(), end.div_ceil(1000));
                 }
-                assert!(limiter.peek(key).is_ok());
-                limiter.refund(key, 1).unwrap();
+                assert!(limiter.peek_sync(key).is_ok());
+                limiter.refund_sync(key, 1).unwrap();
             }
         }
     }
@@ -263,22 +267,22 @@ fn window_ends_at_the_end_of_time_do_not_overflow() {
 fn clocks_past_the_supported_range_are_typed_errors_and_lose_nothing() {
     let clock = ManualClock::at_millis(T0_MS);
     let limiter = limiter(Quota::per_hour(2).unwrap(), &clock);
-    assert!(limiter.check("k").unwrap().is_allowed());
+    assert!(limiter.check_sync("k").unwrap().is_allowed());
     for now_ms in [MAX_TIME_MS + 1, YEAR_9999_MS, u64::MAX - 1, u64::MAX] {
         clock.set_millis(now_ms);
         let out_of_range = Error::ClockOutOfRange { now_ms };
-        assert_eq!(limiter.check("k").unwrap_err(), out_of_range);
-        assert_eq!(limiter.check("new").unwrap_err(), out_of_range);
-        assert_eq!(limiter.peek("k").unwrap_err(), out_of_range);
-        assert_eq!(limiter.refund("k", 1).unwrap_err(), out_of_range);
+        assert_eq!(limiter.check_sync("k").unwrap_err(), out_of_range);
+        assert_eq!(limiter.check_sync("new").unwrap_err(), out_of_range);
+        assert_eq!(limiter.peek_sync("k").unwrap_err(), out_of_range);
+        assert_eq!(limiter.refund_sync("k", 1).unwrap_err(), out_of_range);
     }
     // Back in range, the count made before is intact and nothing else was stored.
     clock.set_millis(T0_MS + 1);
     assert_eq!(limiter.tracked_keys(), 1);
-    assert_eq!(limiter.check("k").unwrap().remaining(), 0);
+    assert_eq!(limiter.check_sync("k").unwrap().remaining(), 0);
     // Reset needs no clock.
     clock.set_millis(u64::MAX);
-    limiter.clear("k").unwrap();
+    limiter.clear_sync("k").unwrap();
     assert_eq!(limiter.tracked_keys(), 0);
 }
 
@@ -293,15 +297,15 @@ fn a_clock_at_the_epoch_and_stepping_back_from_the_end_of_time() {
             .build()
             .unwrap();
         clock.set_millis(0);
-        let first = limiter.check_n("k", 2).unwrap();
+        let first = limiter.check_n_sync("k", 2).unwrap();
         assert!(first.is_allowed());
         assert!(first.window_end_ms() <= 1_000);
         // The last decidable millisecond, then all the way back to the epoch: the key stays
         // charged in the latest window it was counted in, so the epoch admits nothing extra.
         clock.set_millis(MAX_TIME_MS);
-        assert!(limiter.check_n("k", 2).unwrap().is_allowed());
+        assert!(limiter.check_n_sync("k", 2).unwrap().is_allowed());
         clock.set_millis(0);
-        let back = limiter.check("k").unwrap();
+        let back = limiter.check_sync("k").unwrap();
         assert!(!back.is_allowed(), "{alignment:?}: {back:?}");
         assert!(back.window_end_ms() > MAX_TIME_MS);
         // A retry-after from the epoch to the year 4199: large, but a number, not a panic.
@@ -310,7 +314,7 @@ fn a_clock_at_the_epoch_and_stepping_back_from_the_end_of_time() {
         clock.set_millis(MAX_TIME_MS);
         for step in 0..1_500 {
             clock.set_millis(MAX_TIME_MS - step);
-            assert!(!limiter.check("k").unwrap().is_allowed(), "{step}");
+            assert!(!limiter.check_sync("k").unwrap().is_allowed(), "{step}");
         }
     }
 }

@@ -123,7 +123,7 @@
 //! // Chosen once, e.g. from configuration: `"both".parse()?`.
 //! let style = HeaderStyle::x_ratelimit().with_ietf(IetfDraft::Draft10);
 //!
-//! let decision = limiter.check("otr_your_key")?;
+//! let decision = limiter.check_sync("otr_your_key")?;
 //! let (status, headers) = if decision.is_allowed() {
 //!     let mut headers = HeaderMap::new(); // the handler's response headers
 //!     write_headers(&decision, style, &mut headers);

@@ -30,7 +30,7 @@ const DAY_MS: u64 = 24 * HOUR_MS;
 ///     .quota(Quota::from_millis(10, 90_000)?)
 ///     .quota(Quota::per_minute(50)?)
 ///     .build()?;
-/// let decision = limiter.check("k")?;
+/// let decision = limiter.check_sync("k")?;
 /// let names: Vec<String> = policy_names(&decision).map(|n| n.to_string()).collect();
 /// assert_eq!(names, ["per-minute", "per-90s", "per-minute-2"]);
 /// # Ok::<(), ratewindow::Error>(())
@@ -153,8 +153,8 @@ impl fmt::Debug for PolicyName {
 /// let limiter = MemoryLimiter::builder(Quota::per_second(1)?)
 ///     .quota(Quota::per_hour(1000)?)
 ///     .build()?;
-/// limiter.check("k")?;
-/// let denied = limiter.check("k")?;
+/// limiter.check_sync("k")?;
+/// let denied = limiter.check_sync("k")?;
 /// // Name the exhausted quotas (with a cost of 1: the ones that denied), e.g. for a body.
 /// let violated: Vec<String> = denied
 ///     .quotas()

@@ -45,7 +45,7 @@ fn samples() -> (Decision, Decision) {
     ];
     let (limiter, _clock) = limiter_at(&quotas, SAMPLE_NOW_MS);
     let decisions: Vec<Decision> = (0..101)
-        .map(|_| limiter.check(SAMPLE_KEY).unwrap())
+        .map(|_| limiter.check_sync(SAMPLE_KEY).unwrap())
         .collect();
     let (ok, denied) = (decisions[42], decisions[100]);
     assert!(ok.is_allowed() && !denied.is_allowed());
@@ -206,8 +206,8 @@ fn three_quotas_odd_windows_and_a_repeated_one() {
     ];
     let now = 1_800_000_000_250;
     let (limiter, _) = limiter_at(&quotas, now);
-    limiter.check_n("k", 3).unwrap();
-    let ok = limiter.check("k").unwrap();
+    limiter.check_n_sync("k", 3).unwrap();
+    let ok = limiter.check_sync("k").unwrap();
     // 1.5 s windows end at multiples of 1500 ms: 1_800_000_001_500, 1.25 s away -> t=2, w=2.
     // 90 s windows: 1_800_000_000_000 is a multiple of 90_000 (20_000_000_000 windows), so the
     // window ends 90 s after it: t=90 (89.75 s rounded up). The day ends 2027-01-16T00:00Z.
@@ -223,7 +223,7 @@ fn three_quotas_odd_windows_and_a_repeated_one() {
          ratelimit: \"per-1500ms\";r=1;t=2, \"per-90s\";r=16;t=90, \
          \"per-day\";r=996;t=57600\n"
     );
-    let denied = limiter.check_n("k", 2).unwrap();
+    let denied = limiter.check_n_sync("k", 2).unwrap();
     assert_eq!(
         written(&denied, ietf(), None),
         "ratelimit-policy: \"per-1500ms\";q=5;w=2, \"per-90s\";q=20;w=90, \
@@ -239,7 +239,7 @@ fn three_quotas_odd_windows_and_a_repeated_one() {
         Quota::per_minute(5).unwrap(),
     ];
     let (limiter, _) = limiter_at(&repeated, SAMPLE_NOW_MS);
-    let ok = limiter.check("k").unwrap();
+    let ok = limiter.check_sync("k").unwrap();
     assert_eq!(
         written(&ok, ietf().with_github_extras(), None),
         "x-ratelimit-used: 1\n\
@@ -257,9 +257,9 @@ fn retry_after_follows_the_quota_that_blocks_longest() {
     // the hour, though the per-second quota has room again.
     let quotas = [Quota::per_second(2).unwrap(), Quota::per_hour(3).unwrap()];
     let (limiter, clock) = limiter_at(&quotas, 1_800_000_000_000);
-    limiter.check("k").unwrap();
-    limiter.check("k").unwrap();
-    let by_second = limiter.check("k").unwrap();
+    limiter.check_sync("k").unwrap();
+    limiter.check_sync("k").unwrap();
+    let by_second = limiter.check_sync("k").unwrap();
     assert_eq!(
         written(&by_second, ietf().with_x_ratelimit(), None),
         "x-ratelimit-limit: 2\n\
@@ -270,8 +270,8 @@ fn retry_after_follows_the_quota_that_blocks_longest() {
          retry-after: 1\n"
     );
     clock.advance(Duration::from_secs(1));
-    limiter.check("k").unwrap();
-    let by_hour = limiter.check("k").unwrap();
+    limiter.check_sync("k").unwrap();
+    let by_hour = limiter.check_sync("k").unwrap();
     assert_eq!(
         written(
             &by_hour,
@@ -453,10 +453,10 @@ proptest! {
         }
         let alignment = if staggered { Alignment::Staggered } else { Alignment::Epoch };
         let limiter = builder.alignment(alignment).clock(clock.clone()).build().unwrap();
-        let mut decision = limiter.peek(&key).unwrap();
+        let mut decision = limiter.peek_sync(&key).unwrap();
         for (advance_ms, cost) in traffic {
             clock.advance(Duration::from_millis(advance_ms));
-            decision = limiter.check_n(&key, cost.min(min_limit)).unwrap();
+            decision = limiter.check_n_sync(&key, cost.min(min_limit)).unwrap();
         }
 
         let pk = PartitionKey::hash_of(&key);

@@ -33,7 +33,7 @@ use crate::Decision;
 ///
 /// let clock = ManualClock::at_millis(1_800_000_037_000);
 /// let limiter = MemoryLimiter::builder(Quota::per_minute(100)?).clock(clock).build()?;
-/// let decision = limiter.check("otr_your_key")?;
+/// let decision = limiter.check_sync("otr_your_key")?;
 ///
 /// let mut headers = HeaderMap::new();
 /// let style = HeaderStyle::x_ratelimit().with_ietf(IetfDraft::Draft10);
@@ -62,7 +62,7 @@ pub fn write_headers(decision: &Decision, style: HeaderStyle, headers: &mut Head
 /// let clock = ManualClock::at_millis(1_800_000_037_000);
 /// let limiter = MemoryLimiter::builder(Quota::per_minute(100)?).clock(clock).build()?;
 /// let key = "otr_your_key";
-/// let decision = limiter.check(key)?;
+/// let decision = limiter.check_sync(key)?;
 ///
 /// let pk = PartitionKey::hash_of(key); // never the key itself
 /// let mut headers = HeaderMap::new();
@@ -122,8 +122,8 @@ pub fn write_headers_partitioned(
 ///
 /// let clock = ManualClock::at_millis(1_800_000_037_000);
 /// let limiter = MemoryLimiter::builder(Quota::per_minute(1)?).clock(clock).build()?;
-/// limiter.check("otr_your_key")?;
-/// let denied = limiter.check("otr_your_key")?;
+/// limiter.check_sync("otr_your_key")?;
+/// let denied = limiter.check_sync("otr_your_key")?;
 ///
 /// let (status, headers) = rate_limited_parts(&denied, HeaderStyle::default(), None);
 /// assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);

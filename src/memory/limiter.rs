@@ -38,7 +38,7 @@ const DEFAULT_MAX_KEYS: usize = 1 << 20;
 ///
 /// Clones share counters. The type is also a [`RateLimiter`] whose futures are ready at once.
 /// Its own methods of the same names are synchronous and take precedence in method calls: on a
-/// `MemoryLimiter`, `limiter.check(key)?` decides at once, while generic code over
+/// `MemoryLimiter`, `limiter.check_sync(key)?` decides at once, while generic code over
 /// `L: RateLimiter` (or an explicit `RateLimiter::check(&limiter, key).await`) uses the trait.
 ///
 /// # Example
@@ -53,17 +53,17 @@ const DEFAULT_MAX_KEYS: usize = 1 << 20;
 ///     .clock(clock.clone())
 ///     .build()?;
 ///
-/// let decision = limiter.check("api-key-1")?;
+/// let decision = limiter.check_sync("api-key-1")?;
 /// assert!(decision.is_allowed());
 /// assert_eq!((decision.limit(), decision.remaining()), (100, 99));
 /// assert_eq!(decision.reset_epoch_secs(), 1_700_000_040);
 ///
 /// // A cost larger than a limit can never succeed: an error, not a denial.
-/// assert!(limiter.check_n("api-key-1", 101).is_err());
+/// assert!(limiter.check_n_sync("api-key-1", 101).is_err());
 ///
 /// clock.advance(Duration::from_secs(60));
 /// // A peek is the decision the next request would get, without consuming it.
-/// let next = limiter.peek("api-key-1")?;
+/// let next = limiter.peek_sync("api-key-1")?;
 /// assert_eq!(next.quotas()[0].remaining(), 99); // a new minute
 /// assert_eq!(next.quotas()[1].remaining(), 998); // the same hour
 /// # Ok::<(), ratewindow::Error>(())
@@ -144,7 +144,7 @@ impl<C: Clock> MemoryLimiter<C> {
     /// [`Error::CostExceedsLimit`], [`Error::ClockOutOfRange`], and
     /// [`Error::CapacityExhausted`] for a new key when the key cap is reached.
     #[inline]
-    pub fn check_n(&self, key: &str, cost: u64) -> Result<Decision, Error> {
+    pub fn check_n_sync(&self, key: &str, cost: u64) -> Result<Decision, Error> {
         // One comparison each for an empty or too long key and for a zero or too large cost;
         // which error it is, is worked out off the hot path.
         if key.len().wrapping_sub(1) >= key::MAX_KEY_LEN
@@ -158,14 +158,14 @@ impl<C: Clock> MemoryLimiter<C> {
         }
     }
 
-    /// [`check_n`](Self::check_n) with a cost of 1.
+    /// [`check_n_sync`](Self::check_n_sync) with a cost of 1.
     ///
     /// # Errors
     ///
-    /// As [`check_n`](Self::check_n).
+    /// As [`check_n_sync`](Self::check_n_sync).
     #[inline]
-    pub fn check(&self, key: &str) -> Result<Decision, Error> {
-        self.check_n(key, 1)
+    pub fn check_sync(&self, key: &str) -> Result<Decision, Error> {
+        self.check_n_sync(key, 1)
     }
 
     /// The decision a request of cost 1 would get now. Consumes nothing and creates no state.
@@ -174,7 +174,7 @@ impl<C: Clock> MemoryLimiter<C> {
     /// # Errors
     ///
     /// [`Error::EmptyKey`], [`Error::KeyTooLong`], [`Error::ClockOutOfRange`].
-    pub fn peek(&self, key: &str) -> Result<Decision, Error> {
+    pub fn peek_sync(&self, key: &str) -> Result<Decision, Error> {
         key::validate(key)?;
         with_shards!(self, shards => self.peek_in(shards, key))
     }
@@ -184,7 +184,7 @@ impl<C: Clock> MemoryLimiter<C> {
     /// # Errors
     ///
     /// [`Error::EmptyKey`], [`Error::KeyTooLong`].
-    pub fn clear(&self, key: &str) -> Result<(), Error> {
+    pub fn clear_sync(&self, key: &str) -> Result<(), Error> {
         key::validate(key)?;
         let id = self.store.key_ids.of(key);
         with_shards!(self, shards => shards.remove(id));
@@ -197,7 +197,7 @@ impl<C: Clock> MemoryLimiter<C> {
     /// # Errors
     ///
     /// [`Error::EmptyKey`], [`Error::KeyTooLong`], [`Error::ClockOutOfRange`].
-    pub fn refund(&self, key: &str, amount: u64) -> Result<(), Error> {
+    pub fn refund_sync(&self, key: &str, amount: u64) -> Result<(), Error> {
         key::validate(key)?;
         let frame = self.frame(key, self.clock.now_ms())?;
         let id = self.store.key_ids.of(key);
@@ -501,24 +501,24 @@ impl<C: Clock> RateLimiter for MemoryLimiter<C> {
         key: &str,
         cost: u64,
     ) -> impl Future<Output = Result<Decision, Error>> + Send {
-        ready(MemoryLimiter::check_n(self, key, cost))
+        ready(MemoryLimiter::check_n_sync(self, key, cost))
     }
 
     fn peek(&self, key: &str) -> impl Future<Output = Result<Decision, Error>> + Send {
-        ready(MemoryLimiter::peek(self, key))
+        ready(MemoryLimiter::peek_sync(self, key))
     }
 
     fn clear(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send {
-        ready(MemoryLimiter::clear(self, key))
+        ready(MemoryLimiter::clear_sync(self, key))
     }
 
     fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send {
-        ready(MemoryLimiter::refund(self, key, amount))
+        ready(MemoryLimiter::refund_sync(self, key, amount))
     }
 
     /// Always `Some`: the in-memory decision never waits.
     fn check_now(&self, key: &str, cost: u64) -> Option<Result<Decision, Error>> {
-        Some(MemoryLimiter::check_n(self, key, cost))
+        Some(MemoryLimiter::check_n_sync(self, key, cost))
     }
 }
 

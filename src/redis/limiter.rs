@@ -272,12 +272,14 @@ impl<C: Clock> RedisLimiter<C> {
         match (self.policy, &self.fallback) {
             (FailurePolicy::Fallback { .. }, Some(fallback)) => {
                 let decision = match op {
-                    Op::Check => fallback.check_n(key, amount.min(fallback.min_limit()).max(1)),
+                    Op::Check => {
+                        fallback.check_n_sync(key, amount.min(fallback.min_limit()).max(1))
+                    }
                     // A clear never comes here: it has no failure policy.
-                    Op::Peek | Op::Clear => fallback.peek(key),
+                    Op::Peek | Op::Clear => fallback.peek_sync(key),
                     Op::Refund => fallback
-                        .refund(key, amount)
-                        .and_then(|()| fallback.peek(key)),
+                        .refund_sync(key, amount)
+                        .and_then(|()| fallback.peek_sync(key)),
                 }?;
                 Ok(decision.attributed_to(DecidedBy::Fallback))
             }
@@ -466,7 +468,7 @@ impl<C: Clock> RateLimiter for RedisLimiter<C> {
         key::validate(key)?;
         self.over_limit.forget(key);
         if let Some(fallback) = &self.fallback {
-            fallback.clear(key)?;
+            fallback.clear_sync(key)?;
         }
         let mut base = keys::base(&self.prefix, key);
         let slot = keys::slot(&base);

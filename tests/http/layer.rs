@@ -292,7 +292,7 @@ fn missing_key_falls_back_when_configured() {
     assert_eq!(first.headers["x-ratelimit-remaining"], "2");
     assert_eq!(send(&app, None, None).headers["x-ratelimit-remaining"], "1");
     // Charged to the fallback key, not to a keyed caller.
-    assert_eq!(limiter.peek("anonymous").unwrap().remaining(), 0);
+    assert_eq!(limiter.peek_sync("anonymous").unwrap().remaining(), 0);
     assert_eq!(
         send(&app, Some("k"), None).headers["x-ratelimit-remaining"],
         "2"
@@ -354,7 +354,7 @@ fn cost_above_the_limit_is_a_413_and_cost_zero_is_free() {
     assert_eq!(free.status, StatusCode::OK);
     assert_eq!(free.rate_headers(), ["x-ratelimit-limit: stale"]);
     assert_eq!(calls.load(Ordering::SeqCst), 1);
-    assert_eq!(limiter.peek("k").unwrap().remaining(), 2);
+    assert_eq!(limiter.peek_sync("k").unwrap().remaining(), 2);
 }
 
 #[test]

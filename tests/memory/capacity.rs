@@ -17,29 +17,34 @@ fn key_cap_refuses_new_keys_but_keeps_deciding_existing_ones() {
         .build()
         .unwrap();
     for i in 0..10 {
-        assert!(limiter.check(&format!("user:{i}")).unwrap().is_allowed());
+        assert!(
+            limiter
+                .check_sync(&format!("user:{i}"))
+                .unwrap()
+                .is_allowed()
+        );
     }
     assert_eq!(
-        limiter.check("user:10").unwrap_err(),
+        limiter.check_sync("user:10").unwrap_err(),
         Error::CapacityExhausted { max_keys: 10 }
     );
     // Peeking a new key needs no state, so it works even when full.
-    assert_eq!(limiter.peek("user:10").unwrap().remaining(), 1);
+    assert_eq!(limiter.peek_sync("user:10").unwrap().remaining(), 1);
     // Existing keys keep their exact counts.
-    assert!(limiter.check("user:3").unwrap().is_allowed());
-    assert!(!limiter.check("user:3").unwrap().is_allowed());
+    assert!(limiter.check_sync("user:3").unwrap().is_allowed());
+    assert!(!limiter.check_sync("user:3").unwrap().is_allowed());
     assert_eq!(limiter.tracked_keys(), 10);
     // Once their windows end, the old keys are swept and new keys fit again.
     clock.advance(Duration::from_secs(60));
-    assert!(limiter.check("user:10").unwrap().is_allowed());
+    assert!(limiter.check_sync("user:10").unwrap().is_allowed());
     assert_eq!(limiter.tracked_keys(), 1);
     // A reset frees a slot at once.
     for i in 11..20 {
-        limiter.check(&format!("user:{i}")).unwrap();
+        limiter.check_sync(&format!("user:{i}")).unwrap();
     }
-    assert!(limiter.check("user:99").is_err());
-    limiter.clear("user:11").unwrap();
-    assert!(limiter.check("user:99").unwrap().is_allowed());
+    assert!(limiter.check_sync("user:99").is_err());
+    limiter.clear_sync("user:11").unwrap();
+    assert!(limiter.check_sync("user:99").unwrap().is_allowed());
 }
 
 #[test]
@@ -51,14 +56,14 @@ fn a_full_limiter_recovers_when_windows_end() {
         .build()
         .unwrap();
     for i in 0..100 {
-        limiter.check(&format!("k{i}")).unwrap();
+        limiter.check_sync(&format!("k{i}")).unwrap();
     }
     for i in 100..1_000 {
-        assert!(limiter.check(&format!("k{i}")).is_err());
+        assert!(limiter.check_sync(&format!("k{i}")).is_err());
     }
     clock.advance(Duration::from_secs(60));
     for i in 100..200 {
-        assert!(limiter.check(&format!("k{i}")).unwrap().is_allowed());
+        assert!(limiter.check_sync(&format!("k{i}")).unwrap().is_allowed());
     }
 }
 
@@ -71,7 +76,7 @@ fn a_long_key_costs_no_more_state_than_a_short_one() {
         .build()
         .unwrap();
     let long = "x".repeat(ratewindow::MAX_KEY_LEN);
-    assert!(limiter.check(&long).unwrap().is_allowed());
-    assert!(!limiter.check(&long).unwrap().is_allowed());
+    assert!(limiter.check_sync(&long).unwrap().is_allowed());
+    assert!(!limiter.check_sync(&long).unwrap().is_allowed());
     assert_eq!(limiter.tracked_keys(), 1);
 }

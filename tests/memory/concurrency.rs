@@ -20,7 +20,7 @@ fn hammer(limiter: &MemoryLimiter<ManualClock>, threads: usize, attempts: usize,
             s.spawn(|| {
                 start.wait();
                 for _ in 0..attempts {
-                    if limiter.check_n("hot", cost).unwrap().is_allowed() {
+                    if limiter.check_n_sync("hot", cost).unwrap().is_allowed() {
                         admitted.fetch_add(cost, Ordering::Relaxed);
                     }
                 }
@@ -38,7 +38,7 @@ fn threads_on_one_key_admit_exactly_the_limit() {
         .build()
         .unwrap();
     assert_eq!(hammer(&limiter, 8, 500, 1), 1_000);
-    assert_eq!(limiter.peek("hot").unwrap().remaining(), 0);
+    assert_eq!(limiter.peek_sync("hot").unwrap().remaining(), 0);
     // The next window admits exactly the limit again.
     clock.advance(Duration::from_secs(60));
     assert_eq!(hammer(&limiter, 8, 500, 1), 1_000);
@@ -53,7 +53,7 @@ fn threads_on_one_key_with_several_quotas_charge_all_or_nothing() {
         .build()
         .unwrap();
     assert_eq!(hammer(&limiter, 8, 200, 1), 500);
-    let states = limiter.peek("hot").unwrap();
+    let states = limiter.peek_sync("hot").unwrap();
     // Had a denied request been charged to the per-second quota, it would show more than 500.
     assert_eq!(states.quotas()[0].used(), 500);
     assert_eq!(states.quotas()[1].used(), 500);
@@ -89,7 +89,7 @@ fn windows_stay_exact_while_the_clock_moves_and_shards_sweep() {
                 let mut seen = std::collections::HashMap::<u64, u64>::new();
                 while !done.load(Ordering::Relaxed) {
                     attempts.fetch_add(1, Ordering::Relaxed);
-                    let decision = limiter.check("hot").unwrap();
+                    let decision = limiter.check_sync("hot").unwrap();
                     if decision.is_allowed() {
                         *seen.entry(decision.window_end_ms()).or_default() += 1;
                     }
@@ -109,7 +109,7 @@ fn windows_stay_exact_while_the_clock_moves_and_shards_sweep() {
                 }
                 clock.advance(Duration::from_millis(250));
                 for i in 0..40 {
-                    let _ = limiter.check(&format!("spray:{round}:{i}"));
+                    let _ = limiter.check_sync(&format!("spray:{round}:{i}"));
                 }
             }
             done.store(true, Ordering::Relaxed);
@@ -137,7 +137,7 @@ fn clones_share_counters() {
         .build()
         .unwrap();
     let clone = limiter.clone();
-    limiter.check("k").unwrap();
-    clone.check("k").unwrap();
-    assert!(!limiter.check("k").unwrap().is_allowed());
+    limiter.check_sync("k").unwrap();
+    clone.check_sync("k").unwrap();
+    assert!(!limiter.check_sync("k").unwrap().is_allowed());
 }

@@ -20,7 +20,7 @@ fn ended_windows_are_swept_without_a_cleanup_task() {
     let mut peak = 0;
     for window in 0..100 {
         for i in 0..1_000 {
-            limiter.check(&format!("w{window}:k{i}")).unwrap();
+            limiter.check_sync(&format!("w{window}:k{i}")).unwrap();
         }
         peak = peak.max(limiter.tracked_keys());
         clock.advance(Duration::from_secs(1));
@@ -46,7 +46,7 @@ fn staggered_windows_are_swept_too() {
     for window in 0..20 {
         // Without sweeps, the second round would already find the cap of 500 full.
         for i in 0..400 {
-            let decision = limiter.check(&format!("w{window}:k{i}")).unwrap();
+            let decision = limiter.check_sync(&format!("w{window}:k{i}")).unwrap();
             assert!(decision.is_allowed());
         }
         assert!(limiter.tracked_keys() <= 500);
@@ -69,21 +69,21 @@ fn a_key_swept_after_its_window_is_charged_as_of_the_sweep() {
         .unwrap();
     let admitted = |n| {
         (0..n)
-            .filter(|_| limiter.check("victim").unwrap().is_allowed())
+            .filter(|_| limiter.check_sync("victim").unwrap().is_allowed())
             .count()
     };
     assert_eq!(admitted(3), 2);
     for i in 0..9 {
-        limiter.check(&format!("filler{i}")).unwrap();
+        limiter.check_sync(&format!("filler{i}")).unwrap();
     }
     // A minute later the full shard sweeps every ended window, the victim's included.
     clock.advance(Duration::from_secs(60));
-    limiter.check("newcomer").unwrap();
+    limiter.check_sync("newcomer").unwrap();
     assert_eq!(limiter.tracked_keys(), 1);
     // Back in the first minute, the victim is counted in the sweep's window, not from zero in
     // the first one.
     clock.set_millis(T0_MS + 45_000);
-    let decision = limiter.check("victim").unwrap();
+    let decision = limiter.check_sync("victim").unwrap();
     assert_eq!(decision.reset_epoch_secs(), T0_MS / 1000 + 120);
     assert_eq!(admitted(2), 1);
     // That window holds two at most, whenever its requests come.
@@ -92,7 +92,7 @@ fn a_key_swept_after_its_window_is_charged_as_of_the_sweep() {
     // A peek from the past agrees with what a check would do.
     clock.set_millis(T0_MS + 10_000);
     assert_eq!(
-        limiter.peek("never-seen").unwrap().reset_epoch_secs(),
+        limiter.peek_sync("never-seen").unwrap().reset_epoch_secs(),
         T0_MS / 1000 + 120
     );
 }

@@ -50,7 +50,7 @@ async fn rate_limit<B: MessageBody>(
         Ok(key) => key.to_owned(),
         Err(response) => return Ok(request.into_response(response).map_into_right_body()),
     };
-    let decision = match limiter.check(&key) {
+    let decision = match limiter.check_sync(&key) {
         Ok(decision) => decision,
         Err(err) => {
             return Ok(request

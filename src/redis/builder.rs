@@ -142,11 +142,14 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
     }
 
     /// How far apart the clocks of the processes sharing these counters may be (default 1 s, at
-    /// most a day). Each counter outlives its window's end, on the clock of the process that
-    /// created it, by this much, so that a process behind by up to this much never finds the
-    /// counter of its current window gone and counts that window again. The cost is keys kept
-    /// this much longer. With [`redis_time`](Self::redis_time) the local clocks do not matter.
-    /// See [`RedisLimiter`] for the guarantee.
+    /// most a day), and so how long each counter outlives its window: one setting, since the
+    /// second must cover the first.
+    ///
+    /// A counter expires this long after its window's end, on the clock of the process that
+    /// created it, so that a process behind by up to this much never finds the counter of its
+    /// current window gone and counts that window again. The cost is keys kept this much longer.
+    /// With [`redis_time`](Self::redis_time) the local clocks do not matter, and this is only
+    /// the expiry margin. See [`RedisLimiter`] for the guarantee.
     pub fn max_clock_skew(mut self, skew: Duration) -> Self {
         self.max_clock_skew = skew;
         self

@@ -1,4 +1,4 @@
-//! [`Decision`]: what a limiter answers, and how it maps onto rate-limit headers.
+//! [`Decision`]: what a limiter answers, with every quota's state, for the headers and the caller.
 
 use std::fmt;
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! [`MemoryLimiter`]: the fixed-window algorithm over sharded in-process counters.
+//! [`MemoryLimiter`]: the in-process backend, deciding on sharded counters with the fixed-window
+//! rule in [`fixed_window`](crate::fixed_window).
 
 use std::future::{Future, ready};
 use std::sync::Arc;

@@ -4,7 +4,7 @@ mod support;
 
 mod conformance;
 #[cfg(feature = "tower")]
-#[path = "../examples/server.rs"]
+#[path = "../examples/server/main.rs"]
 #[allow(dead_code)]
 mod demo_server;
 #[cfg(feature = "redis")]

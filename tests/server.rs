@@ -568,6 +568,9 @@ fn timestamps_are_utc_iso_8601() {
     assert_eq!(utc_timestamp(1_709_251_199), "2024-02-29T23:59:59");
     assert_eq!(utc_timestamp(1_736_931_600), "2025-01-15T09:00:00");
     assert_eq!(utc_timestamp(253_402_300_799), "9999-12-31T23:59:59");
+    // Past the year 9999: its last second, not a panic.
+    assert_eq!(utc_timestamp(253_402_300_800), "9999-12-31T23:59:59");
+    assert_eq!(utc_timestamp(u64::MAX), "9999-12-31T23:59:59");
 }
 
 #[test]

@@ -7,9 +7,15 @@ use std::time::Duration;
 use ratewindow::http::HeaderStyle;
 use ratewindow::{Error, Quota};
 
+use super::serve::Limits;
+
 const DEFAULT_BIND: &str = "127.0.0.1:8080";
 const DEFAULT_RATE_LIMIT: &str = "100/1m";
 const DEFAULT_HEADERS: &str = "xratelimit";
+const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 10;
+const MAX_HEADER_READ_TIMEOUT_SECS: u64 = 3600;
+const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+const MAX_MAX_CONNECTIONS: usize = 1_000_000;
 const DEFAULT_REDIS_PREFIX: &str = "ratewindow";
 const DEFAULT_REDIS_TIMEOUT_MS: u64 = 50;
 const DEFAULT_REDIS_MAX_CLOCK_SKEW_MS: u64 = 1000;
@@ -23,6 +29,7 @@ pub struct Settings {
     pub bind: String,
     pub addrs: Vec<SocketAddr>,
     pub style: HeaderStyle,
+    pub limits: Limits,
     pub backend: Backend,
     /// Read (and so checked) whatever the backend, so that a typo never goes unnoticed.
     pub redis: RedisSettings,
@@ -46,6 +53,7 @@ impl Settings {
         let style: HeaderStyle = headers
             .parse()
             .map_err(|err| format!("HEADERS={headers:?}: {err}"))?;
+        let limits = Limits::from_env()?;
         let backend = Backend::from_env()?;
         let redis = RedisSettings::from_env()?;
         Ok(Settings {
@@ -54,6 +62,7 @@ impl Settings {
             bind,
             addrs,
             style,
+            limits,
             backend,
             redis,
         })
@@ -62,6 +71,40 @@ impl Settings {
     /// A limiter refused the quota: the message names `RATE_LIMIT`.
     pub fn bad_rate_limit(&self, err: Error) -> String {
         format!("RATE_LIMIT={:?}: {err}", self.rate_limit)
+    }
+}
+
+impl Limits {
+    /// `HEADER_READ_TIMEOUT_SECS` and `MAX_CONNECTIONS`.
+    fn from_env() -> Result<Limits, String> {
+        let timeout = env_or(
+            "HEADER_READ_TIMEOUT_SECS",
+            &DEFAULT_HEADER_READ_TIMEOUT_SECS.to_string(),
+        )?;
+        let header_read_timeout = match timeout.trim().parse::<u64>() {
+            Ok(secs @ 1..=MAX_HEADER_READ_TIMEOUT_SECS) => Duration::from_secs(secs),
+            _ => {
+                return Err(format!(
+                    "HEADER_READ_TIMEOUT_SECS={timeout:?}: expected a whole number of seconds \
+                     from 1 to {MAX_HEADER_READ_TIMEOUT_SECS} (default \
+                     {DEFAULT_HEADER_READ_TIMEOUT_SECS})"
+                ));
+            }
+        };
+        let max = env_or("MAX_CONNECTIONS", &DEFAULT_MAX_CONNECTIONS.to_string())?;
+        let max_connections = match max.trim().parse::<usize>() {
+            Ok(n @ 1..=MAX_MAX_CONNECTIONS) => n,
+            _ => {
+                return Err(format!(
+                    "MAX_CONNECTIONS={max:?}: expected a whole number from 1 to \
+                     {MAX_MAX_CONNECTIONS} (default {DEFAULT_MAX_CONNECTIONS})"
+                ));
+            }
+        };
+        Ok(Limits {
+            header_read_timeout,
+            max_connections,
+        })
     }
 }
 
@@ -240,10 +283,12 @@ impl std::fmt::Display for Policy {
 
 /// Every environment variable the server reads: the first [`GENERAL_VARIABLES`] for every
 /// backend, then the Redis settings.
-pub const VARIABLES: [&str; 11] = [
+pub const VARIABLES: [&str; 13] = [
     "BIND",
     "RATE_LIMIT",
     "HEADERS",
+    "HEADER_READ_TIMEOUT_SECS",
+    "MAX_CONNECTIONS",
     "REDIS_URL",
     "REDIS_CLUSTER_URLS",
     "FAILURE_POLICY",
@@ -255,7 +300,7 @@ pub const VARIABLES: [&str; 11] = [
 ];
 
 /// How many of [`VARIABLES`] apply to every backend.
-const GENERAL_VARIABLES: usize = 5;
+const GENERAL_VARIABLES: usize = 7;
 
 impl RedisSettings {
     /// The variables that only tune the Redis backend (ignored without it).

@@ -12,8 +12,8 @@
 //!
 //! The code is split by job: `app.rs` (the router, its handlers and the rate-limit layer),
 //! `campaigns.rs` (the campaigns and each key's workspace of them), `backend.rs` (the limiter:
-//! in memory or on Redis, and the failure policy's log), and `config.rs` (the
-//! environment variables).
+//! in memory or on Redis, and the failure policy's log), `config.rs` (the environment
+//! variables) and `serve.rs` (connections: timeouts, a cap, graceful shutdown).
 //!
 //! # Responses
 //!
@@ -82,6 +82,11 @@
 //!   `-Remaining` and `-Reset`), `ietf` (`RateLimit-Policy` and `RateLimit`, IETF draft 10) or
 //!   `both`; also `github` for `X-RateLimit-Used` and `X-RateLimit-Resource`, and combinations
 //!   joined by `+` (see [`ratewindow::http::HeaderStyle`]).
+//! - `HEADER_READ_TIMEOUT_SECS`: how long a connection may take to send a request's headers,
+//!   in seconds (default 10, at most 3600). A connection that has not sent a whole request head
+//!   by then (one that trickles header lines, or sits idle between requests) is closed.
+//! - `MAX_CONNECTIONS`: how many connections are served at once (default 1024, at most
+//!   1000000). Further connections wait in the listen queue, unanswered, until one closes.
 //! - `REDIS_URL`: keep the counters in this Redis server, e.g. `redis://127.0.0.1:6379` or
 //!   `redis://:password@host:6379/0` (needs the `redis` feature). Unset or empty: in memory.
 //! - `REDIS_CLUSTER_URLS`: keep the counters in a Redis Cluster instead, given as a
@@ -116,6 +121,7 @@ mod app;
 mod backend;
 mod campaigns;
 mod config;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -125,6 +131,7 @@ pub use app::app;
 pub use backend::unreported_policy_decisions;
 pub use campaigns::utc_timestamp;
 pub use config::{VARIABLES, redacted};
+pub use serve::{Limits, serve};
 
 /// Workspaces kept at once; the least recently used one goes when a new key needs room.
 const MAX_WORKSPACES: usize = 10_000;
@@ -159,6 +166,7 @@ fn run() -> Result<(), String> {
             bind,
             addrs,
             style,
+            limits,
             backend,
             redis,
             ..
@@ -185,36 +193,8 @@ fn run() -> Result<(), String> {
             "ratewindow demo server listening on http://{local} \
              (rate limit {quota} per API key, backend: {description}, headers: {style})"
         );
-        axum::serve(listener, app(limiter, MAX_WORKSPACES, *style))
-            .with_graceful_shutdown(shutdown_signal())
-            .await
-            .map_err(|err| format!("server error: {err}"))
+        let app = app(limiter, MAX_WORKSPACES, *style);
+        serve(listener, app, *limits, serve::shutdown_signal()).await;
+        Ok(())
     })
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    // A signal that cannot be listened for must not stop the server: wait forever instead.
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut sigterm) => {
-                sigterm.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = terminate => {}
-    }
-    eprintln!("shutting down");
 }

@@ -424,6 +424,54 @@ fn an_invalid_key_is_a_400() {
     assert_eq!(calls.load(Ordering::SeqCst), 0);
 }
 
+/// A header key is the value as the request carries it: nothing trimmed or folded by the
+/// extractor (HTTP/1 parsers drop the whitespace around a value before it gets there; the demo
+/// server's tests show that over the wire), and no key at all for bytes beyond printable ASCII
+/// and tabs.
+#[test]
+fn a_header_key_is_the_value_as_carried() {
+    use axum::http::HeaderValue;
+    use ratewindow::tower::KeyExtractor;
+
+    let key_of = |value: &[u8]| {
+        let request = Request::get("/")
+            .header("x-api-key", HeaderValue::from_bytes(value).unwrap())
+            .body(())
+            .unwrap();
+        API_KEY.extract(&request)
+    };
+    for value in [
+        "k",
+        "a b",
+        "a\tb",
+        " k",
+        "k\t",
+        "~!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}",
+    ] {
+        assert_eq!(
+            key_of(value.as_bytes()).as_deref(),
+            Some(value),
+            "{value:?}"
+        );
+    }
+    // (Control characters and DEL are no header value at all.)
+    for value in [&b""[..], b"cl\xc3\xa9", b"k\xff"] {
+        assert_eq!(key_of(value), None, "{value:?}");
+    }
+
+    // Through the layer: inner whitespace makes keys of their own.
+    let app = router(
+        RateLimitLayer::new(limiter(), API_KEY),
+        &Arc::new(AtomicUsize::new(0)),
+    );
+    let remaining =
+        |key: &str| send(&app, Some(key), None).headers["x-ratelimit-remaining"].clone();
+    assert_eq!(remaining("ab"), "2");
+    assert_eq!(remaining("a b"), "2");
+    assert_eq!(remaining("a\tb"), "2");
+    assert_eq!(remaining("a b"), "1");
+}
+
 /// A backend that always fails, as a networked limiter without a failure policy would.
 struct Broken;
 

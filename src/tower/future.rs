@@ -143,8 +143,8 @@ where
                 },
                 StateProj::Calling { future, charged } => {
                     let mut response = ready!(future.poll(cx))?;
-                    if let Some((decision, headers)) = charged.take() {
-                        headers.write(&decision, response.headers_mut());
+                    if let Some((decision, headers)) = charged.as_ref() {
+                        headers.write(decision, response.headers_mut());
                     }
                     return Poll::Ready(Ok(response));
                 }

@@ -81,8 +81,9 @@ impl Outcome {
     }
 }
 
-/// Whether a decision admits its request.
-fn admits(decision: &Decision) -> bool {
+/// Whether a decision admits its request: what [`Outcome::admits`] says of a decision.
+#[inline]
+pub(crate) fn admits(decision: &Decision) -> bool {
     decision.is_allowed() && decision.decided_by() != DecidedBy::FailClosed
 }
 

@@ -12,10 +12,10 @@ use super::future::{Checked, ResponseFuture};
 use super::headers::{PartitionKeys, ResponseHeaders, put_first};
 use super::hooks::{OnDecision, OnRejection, Rejection, RejectionKind};
 use super::key::KeyExtractor;
-use super::outcome::Outcome;
+use super::outcome::{Outcome, admits};
 use super::problem::ProblemDetails;
 use crate::http::HeaderStyle;
-use crate::{Error, RateLimiter};
+use crate::{Decision, Error, RateLimiter};
 
 /// What every clone of one [`RateLimit`] shares.
 pub(crate) struct Shared<L, K, C, R, O> {
@@ -69,8 +69,32 @@ impl<L, K, C, R, O> Shared<L, K, C, R, O> {
         response
     }
 
-    /// What `outcome` (observed) comes to: the decision for the inner service, or the layer's
-    /// own answer.
+    /// Shows `outcome` to the observer; the decision if it admits the request.
+    #[inline]
+    fn decide(&self, outcome: Outcome) -> Result<Decision, Outcome>
+    where
+        O: OnDecision,
+    {
+        self.on_decision.observe(&outcome);
+        outcome.into_admitted()
+    }
+
+    /// The layer's own answer to an outcome that does not admit `request`.
+    fn reject<B, ResBody>(
+        &self,
+        outcome: &Outcome,
+        request: Request<B>,
+        headers: &ResponseHeaders,
+    ) -> Response<ResBody>
+    where
+        R: OnRejection<ResBody>,
+    {
+        let kind = RejectionKind::of(outcome).unwrap_or(RejectionKind::Internal);
+        self.answer(kind, Some(outcome), request, Some(headers))
+    }
+
+    /// What `outcome` comes to after a wait: the request back for the inner service, or the
+    /// layer's own answer.
     fn settle<B, ResBody>(
         &self,
         outcome: Outcome,
@@ -81,13 +105,9 @@ impl<L, K, C, R, O> Shared<L, K, C, R, O> {
         R: OnRejection<ResBody>,
         O: OnDecision,
     {
-        self.on_decision.observe(&outcome);
-        match outcome.into_admitted() {
+        match self.decide(outcome) {
             Ok(decision) => Checked::Admitted(decision, request, headers),
-            Err(outcome) => {
-                let kind = RejectionKind::of(&outcome).unwrap_or(RejectionKind::Internal);
-                Checked::Answered(self.answer(kind, Some(&outcome), request, Some(&headers)))
-            }
+            Err(outcome) => Checked::Answered(self.reject(&outcome, request, &headers)),
         }
     }
 }
@@ -197,16 +217,23 @@ where
                 });
                 ResponseFuture::rejecting(check)
             }
+            (Some(Ok(decision)), _) if admits(&decision) => {
+                // A copy for the observer: without one (`()`), it is never made.
+                shared.on_decision.observe(&Outcome::Decided(decision));
+                ResponseFuture::calling(self.inner.call(request), decision, headers)
+            }
             (Some(now), _) => {
                 let outcome = match now {
                     Ok(decision) => Outcome::Decided(decision),
                     Err(err) => Outcome::Failed(err),
                 };
-                match shared.settle(outcome, request, headers) {
-                    Checked::Admitted(decision, request, headers) => {
+                match shared.decide(outcome) {
+                    Ok(decision) => {
                         ResponseFuture::calling(self.inner.call(request), decision, headers)
                     }
-                    Checked::Answered(response) => ResponseFuture::answered(response),
+                    Err(outcome) => {
+                        ResponseFuture::answered(shared.reject(&outcome, request, &headers))
+                    }
                 }
             }
             (None, key) => {

@@ -11,15 +11,15 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::headers::ResponseHeaders;
-use super::problem::{self, Rejection};
-use crate::{BoxFuture, DecidedBy, Decision, Error};
+use crate::{BoxFuture, Decision};
 
-/// What the limiter said about a request.
-pub(crate) enum Outcome {
-    Decided(Decision),
-    /// [`Error::CapacityExhausted`], with a peek at the key's quota if the peek succeeded.
-    OverCapacity(Option<Decision>),
-    Failed(Error),
+/// What the limiter's boxed future ends with: the request back with its decision, for the inner
+/// service, or the layer's own answer. (Moved once, out of the future: boxing the request would
+/// cost an allocation per request.)
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Checked<ReqBody, Answer> {
+    Admitted(Decision, Request<ReqBody>, ResponseHeaders),
+    Answered(Answer),
 }
 
 pin_project! {
@@ -29,15 +29,14 @@ pin_project! {
     /// A limiter that decides without waiting ([`RateLimiter::check_now`](crate::RateLimiter::check_now),
     /// e.g. the in-memory one) is asked in `call`, so the future starts with the inner
     /// service's call or the layer's answer. Otherwise the limiter's future is boxed (one
-    /// allocation per request) because it borrows the key and the limiter it is given; the
-    /// inner service's future is not.
+    /// allocation per request) together with the request, because it borrows the key and the
+    /// limiter it is given; the inner service's future is not boxed.
     pub struct ResponseFuture<S, ReqBody>
     where
         S: Service<Request<ReqBody>>,
     {
         #[pin]
         state: State<S, ReqBody>,
-        headers: ResponseHeaders,
     }
 }
 
@@ -48,33 +47,40 @@ pin_project! {
         S: Service<Request<ReqBody>>,
     {
         Checking {
-            check: BoxFuture<'static, Outcome>,
-            call: Option<(S, Request<ReqBody>)>,
+            check: BoxFuture<'static, Checked<ReqBody, S::Response>>,
+            // `None` when the check can only end in the layer's own answer.
+            inner: Option<S>,
         },
         Calling {
             #[pin]
             future: S::Future,
-            decision: Option<Decision>,
+            // `None` when nothing was charged (cost 0): no rate-limit headers.
+            charged: Option<(Decision, ResponseHeaders)>,
         },
-        Rejected {
-            rejection: Option<Rejection>,
+        Answered {
+            response: Option<S::Response>,
         },
     }
 }
 
 impl<S: Service<Request<ReqBody>>, ReqBody> ResponseFuture<S, ReqBody> {
+    /// Waits for `check`, then calls `inner` if it admits the request.
     pub(crate) fn checking(
-        check: BoxFuture<'static, Outcome>,
+        check: BoxFuture<'static, Checked<ReqBody, S::Response>>,
         inner: S,
-        request: Request<ReqBody>,
-        headers: ResponseHeaders,
     ) -> Self {
         ResponseFuture {
             state: State::Checking {
                 check,
-                call: Some((inner, request)),
+                inner: Some(inner),
             },
-            headers,
+        }
+    }
+
+    /// Waits for `check`, which never admits the request, for the layer's answer.
+    pub(crate) fn rejecting(check: BoxFuture<'static, Checked<ReqBody, S::Response>>) -> Self {
+        ResponseFuture {
+            state: State::Checking { check, inner: None },
         }
     }
 
@@ -84,36 +90,27 @@ impl<S: Service<Request<ReqBody>>, ReqBody> ResponseFuture<S, ReqBody> {
         ResponseFuture {
             state: State::Calling {
                 future,
-                decision: Some(decision),
+                charged: Some((decision, headers)),
             },
-            headers,
         }
     }
 
-    /// Waits for an outcome that is never an allowed decision, then answers it.
-    pub(crate) fn rejecting(check: BoxFuture<'static, Outcome>, headers: ResponseHeaders) -> Self {
-        ResponseFuture {
-            state: State::Checking { check, call: None },
-            headers,
-        }
-    }
-
+    /// The inner service has been called for a request that was not charged.
     pub(crate) fn uncharged(future: S::Future) -> Self {
         ResponseFuture {
             state: State::Calling {
                 future,
-                decision: None,
+                charged: None,
             },
-            headers: ResponseHeaders::plain(Default::default()),
         }
     }
 
-    pub(crate) fn rejected(rejection: Rejection) -> Self {
+    /// The layer's own answer, already made.
+    pub(crate) fn answered(response: S::Response) -> Self {
         ResponseFuture {
-            state: State::Rejected {
-                rejection: Some(rejection),
+            state: State::Answered {
+                response: Some(response),
             },
-            headers: ResponseHeaders::plain(Default::default()),
         }
     }
 }
@@ -121,7 +118,6 @@ impl<S: Service<Request<ReqBody>>, ReqBody> ResponseFuture<S, ReqBody> {
 impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
-    ResBody: From<String>,
 {
     type Output = Result<Response<ResBody>, S::Error>;
 
@@ -129,40 +125,34 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
-                StateProj::Checking { check, call } => {
-                    let outcome = ready!(check.as_mut().poll(cx));
-                    match outcome {
-                        Outcome::Decided(decision)
-                            if decision.is_allowed()
-                                && decision.decided_by() != DecidedBy::FailClosed =>
-                        {
-                            let (mut inner, request) =
-                                call.take().expect("ResponseFuture polled after completion");
-                            let future = inner.call(request);
-                            this.state.set(State::Calling {
-                                future,
-                                decision: Some(decision),
-                            });
-                        }
-                        outcome => {
-                            let rejection = problem::reject(outcome, this.headers);
-                            this.state.set(State::Rejected { rejection: None });
-                            return Poll::Ready(Ok(rejection.into_response()));
-                        }
+                StateProj::Checking { check, inner } => match ready!(check.as_mut().poll(cx)) {
+                    Checked::Admitted(decision, request, headers) => {
+                        let mut inner = inner
+                            .take()
+                            .expect("only a check given the inner service admits");
+                        let future = inner.call(request);
+                        this.state.set(State::Calling {
+                            future,
+                            charged: Some((decision, headers)),
+                        });
                     }
-                }
-                StateProj::Calling { future, decision } => {
+                    Checked::Answered(response) => {
+                        this.state.set(State::Answered { response: None });
+                        return Poll::Ready(Ok(response));
+                    }
+                },
+                StateProj::Calling { future, charged } => {
                     let mut response = ready!(future.poll(cx))?;
-                    if let Some(decision) = decision {
-                        this.headers.write(decision, response.headers_mut());
+                    if let Some((decision, headers)) = charged.as_ref() {
+                        headers.write(decision, response.headers_mut());
                     }
                     return Poll::Ready(Ok(response));
                 }
-                StateProj::Rejected { rejection } => {
-                    let rejection = rejection
+                StateProj::Answered { response } => {
+                    let response = response
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok(rejection.into_response()));
+                    return Poll::Ready(Ok(response));
                 }
             }
         }
@@ -174,7 +164,7 @@ impl<S: Service<Request<ReqBody>>, ReqBody> fmt::Debug for ResponseFuture<S, Req
         let state = match self.state {
             State::Checking { .. } => "checking",
             State::Calling { .. } => "calling",
-            State::Rejected { .. } => "rejected",
+            State::Answered { .. } => "answered",
         };
         f.debug_struct("ResponseFuture")
             .field("state", &state)

@@ -3,10 +3,26 @@
 
 use std::fmt;
 
-use ::http::HeaderMap;
+use ::http::{HeaderMap, HeaderValue};
 
-use crate::Decision;
-use crate::http::{HeaderStyle, PartitionKey, write_headers_partitioned};
+use super::outcome::Outcome;
+use crate::http::{HeaderStyle, PartitionKey, RETRY_AFTER, write_headers_partitioned};
+use crate::{DecidedBy, Decision};
+
+/// `Retry-After` of a fail-closed `503`: a networked limiter tries its backend again within a
+/// second, so a retry then may well be decided normally.
+pub(crate) const FAIL_CLOSED_RETRY_AFTER_SECS: u64 = 1;
+
+/// `Retry-After` of an over-capacity answer: when the key's window ends, which is when the
+/// limiter can next forget keys (for epoch-aligned windows, every key's). `None` without a
+/// look at the key's quotas.
+pub(crate) fn over_capacity_retry_secs(outcome: &Outcome) -> Option<u64> {
+    let Outcome::OverCapacity(Some(stands)) = outcome else {
+        return None;
+    };
+    let to_reset = stands.time_to_reset();
+    Some((to_reset.as_secs() + u64::from(to_reset.subsec_nanos() > 0)).max(1))
+}
 
 /// How [`RateLimitLayer`](super::RateLimitLayer) fills the IETF fields' `pk` parameter, which
 /// tells a client which partition of the server's quota (which of its keys) the fields
@@ -77,16 +93,93 @@ impl ResponseHeaders {
         ResponseHeaders { style, partition }
     }
 
-    /// Without a partition key.
-    pub(crate) fn plain(style: HeaderStyle) -> Self {
-        ResponseHeaders {
-            style,
-            partition: None,
-        }
-    }
-
     /// Writes `decision`'s headers into `headers`.
     pub(crate) fn write(&self, decision: &Decision, headers: &mut HeaderMap) {
         write_headers_partitioned(decision, self.style, self.partition.as_deref(), headers);
+    }
+
+    /// The rate-limit headers of an answer the layer gives itself for `outcome`: a denial's
+    /// (with `retry-after: 1` when a fail-closed policy made it, since the limiter tries its
+    /// backend again within a second), the key's quotas as they stand with the time to their
+    /// window's end for an over-capacity answer, and none for an error (nothing was decided for
+    /// the key).
+    pub(crate) fn for_rejection(&self, outcome: &Outcome) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        match outcome {
+            Outcome::Decided(decision) => {
+                self.write(decision, &mut headers);
+                if decision.decided_by() == DecidedBy::FailClosed {
+                    headers.insert(RETRY_AFTER, HeaderValue::from(FAIL_CLOSED_RETRY_AFTER_SECS));
+                }
+            }
+            Outcome::OverCapacity(Some(stands)) => {
+                self.write(stands, &mut headers);
+                if let Some(secs) = over_capacity_retry_secs(outcome) {
+                    headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+                }
+            }
+            Outcome::OverCapacity(None) | Outcome::Failed(_) => {}
+        }
+        headers
+    }
+}
+
+/// Puts `ours` (the layer's rate-limit headers) first in `response`: they replace the
+/// response's values of the same names, and its other headers follow in their order.
+pub(crate) fn put_first(mut ours: HeaderMap, response: &mut HeaderMap) {
+    if ours.is_empty() {
+        return;
+    }
+    let theirs = std::mem::take(response);
+    let mut keep = false;
+    let mut current = None;
+    // A name comes once, before the first of its values; `None` names the previous one.
+    for (name, value) in theirs {
+        if let Some(name) = name {
+            keep = !ours.contains_key(&name);
+            current = Some(name);
+        }
+        if let (true, Some(name)) = (keep, &current) {
+            ours.append(name.clone(), value);
+        }
+    }
+    *response = ours;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_layers_headers_come_first_and_win() {
+        let mut ours = HeaderMap::new();
+        ours.insert("x-ratelimit-limit", HeaderValue::from(3u64));
+        ours.insert("retry-after", HeaderValue::from(1u64));
+        let mut response = HeaderMap::new();
+        response.insert("content-type", HeaderValue::from_static("text/plain"));
+        response.append("retry-after", HeaderValue::from_static("99"));
+        response.append("retry-after", HeaderValue::from_static("98"));
+        response.append("vary", HeaderValue::from_static("a"));
+        response.append("vary", HeaderValue::from_static("b"));
+        put_first(ours, &mut response);
+        let lines: Vec<String> = response
+            .iter()
+            .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "x-ratelimit-limit: 3",
+                "retry-after: 1",
+                "content-type: text/plain",
+                "vary: a",
+                "vary: b"
+            ]
+        );
+
+        let mut untouched = HeaderMap::new();
+        untouched.insert("vary", HeaderValue::from_static("a"));
+        put_first(HeaderMap::new(), &mut untouched);
+        assert_eq!(untouched.len(), 1);
     }
 }

@@ -53,9 +53,17 @@ where
 
 /// The value of one request header, e.g. `X-API-Key`.
 ///
-/// The request has no key (`None`) unless the header appears exactly once with a non-empty,
-/// visible-ASCII value: a repeated header is refused rather than guessing which copy a proxy
-/// meant.
+/// The key is the header's value exactly as the request carries it, when the header appears
+/// exactly once and its value is not empty and consists of printable ASCII (bytes `0x20` to
+/// `0x7E`, so spaces count) and tabs. Otherwise the request has no key (`None`): a repeated
+/// header is refused rather than guessing which copy a proxy meant, and a value with other
+/// bytes (control characters, `0x7F`, anything above `0x7F` such as UTF-8) is not a key.
+///
+/// Nothing is trimmed here, but HTTP/1 servers (hyper, and so axum) drop the spaces and tabs
+/// around a field value when they parse a request, so over the wire `k`, ` k` and `k\t` are
+/// the same key, and a value of only whitespace arrives empty (no key). Spaces and tabs inside
+/// a value are part of the key: `a b` and `a\tb` are two keys, each distinct from `ab`. A key
+/// longer than [`MAX_KEY_LEN`](crate::MAX_KEY_LEN) bytes is the limiter's to refuse (`400`).
 ///
 /// # Example
 ///
@@ -68,6 +76,11 @@ where
 /// assert_eq!(key.extract(&request).as_deref(), Some("otr_your_key"));
 /// let twice = Request::get("/").header("x-api-key", "a").header("x-api-key", "b").body(())?;
 /// assert_eq!(key.extract(&twice), None);
+/// // Inner spaces are part of the key; bytes beyond printable ASCII make none.
+/// let spaced = Request::get("/").header("x-api-key", "a b").body(())?;
+/// assert_eq!(key.extract(&spaced).as_deref(), Some("a b"));
+/// let utf8 = Request::get("/").header("x-api-key", "clé").body(())?;
+/// assert_eq!(key.extract(&utf8), None);
 /// # Ok::<(), http::Error>(())
 /// ```
 #[derive(Debug, Clone)]

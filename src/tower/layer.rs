@@ -5,9 +5,14 @@ use std::sync::Arc;
 
 use tower_layer::Layer;
 
+use ::http::Response;
+
 use super::cost::UnitCost;
 use super::headers::PartitionKeys;
+use super::hooks::Rejection;
 use super::key::FallbackKey;
+use super::outcome::Outcome;
+use super::problem::ProblemDetails;
 use super::service::{RateLimit, Shared};
 use crate::http::HeaderStyle;
 
@@ -23,15 +28,21 @@ use crate::http::HeaderStyle;
 ///   to.
 /// - `C`: the [`Cost`](super::Cost) of each request, [`UnitCost`] (1) by default.
 ///
+/// - `R`: what answers the requests the layer answers itself ([`on_rejection`]), by default
+///   [`ProblemDetails`].
+/// - `O`: what observes every outcome ([`on_decision`]), by default `()`, which observes
+///   nothing.
+///
 /// # Rejections
 ///
-/// The layer's own answers carry an `application/problem+json` body (RFC 9457) with `type`
-/// `about:blank` (the status says what happened), `title` (the status's reason phrase),
-/// `status`, `detail` (a sentence for people; never the key), `code` (stable, for programs:
-/// `rate_limited`, `rate_limiter_unavailable`, `over_capacity`, `missing_key`, `invalid_key`,
-/// `cost_exceeds_limit`, `internal_error`) and, on a `429`, `violated-policies`: the
-/// [policy names](crate::http::policy_names) of the quotas that denied the request, e.g.
-/// `["per-minute"]`.
+/// The layer's own answers are built by its [`on_rejection`] hook, by default
+/// [`ProblemDetails`]: an `application/problem+json` body (RFC 9457) with a stable `code`
+/// ([`RejectionKind::code`](super::RejectionKind::code)) and, on a `429`, the names of the
+/// quotas that denied the request. Whatever the hook answers, the layer then writes the
+/// rate-limit headers of the [module docs' table](super) into it.
+///
+/// [`on_rejection`]: RateLimitLayer::on_rejection
+/// [`on_decision`]: RateLimitLayer::on_decision
 ///
 /// # Example
 ///
@@ -54,12 +65,14 @@ use crate::http::HeaderStyle;
 /// # Ok::<(), ratewindow::Error>(())
 /// ```
 #[derive(Clone)]
-pub struct RateLimitLayer<L, K, C = UnitCost> {
+pub struct RateLimitLayer<L, K, C = UnitCost, R = ProblemDetails, O = ()> {
     limiter: L,
     key: K,
     cost: C,
     style: HeaderStyle,
     partition_keys: PartitionKeys,
+    on_rejection: R,
+    on_decision: O,
 }
 
 impl<L, K> RateLimitLayer<L, K> {
@@ -72,19 +85,23 @@ impl<L, K> RateLimitLayer<L, K> {
             cost: UnitCost,
             style: HeaderStyle::default(),
             partition_keys: PartitionKeys::None,
+            on_rejection: ProblemDetails,
+            on_decision: (),
         }
     }
 }
 
-impl<L, K, C> RateLimitLayer<L, K, C> {
+impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
     /// Charges each request what `cost` says instead of 1.
-    pub fn cost<C2>(self, cost: C2) -> RateLimitLayer<L, K, C2> {
+    pub fn cost<C2>(self, cost: C2) -> RateLimitLayer<L, K, C2, R, O> {
         RateLimitLayer {
             limiter: self.limiter,
             key: self.key,
             cost,
             style: self.style,
             partition_keys: self.partition_keys,
+            on_rejection: self.on_rejection,
+            on_decision: self.on_decision,
         }
     }
 
@@ -103,13 +120,134 @@ impl<L, K, C> RateLimitLayer<L, K, C> {
 
     /// Charges a request without a key to the key `fallback` extracts instead of answering
     /// `401` (which it still does when `fallback` finds none either).
-    pub fn fallback_key<F>(self, fallback: F) -> RateLimitLayer<L, FallbackKey<K, F>, C> {
+    pub fn fallback_key<F>(self, fallback: F) -> RateLimitLayer<L, FallbackKey<K, F>, C, R, O> {
         RateLimitLayer {
             limiter: self.limiter,
             key: FallbackKey::new(self.key, fallback),
             cost: self.cost,
             style: self.style,
             partition_keys: self.partition_keys,
+            on_rejection: self.on_rejection,
+            on_decision: self.on_decision,
+        }
+    }
+
+    /// Answers the requests the layer answers itself with `hook`'s response instead of the
+    /// default [`ProblemDetails`]: like tower_governor's `error_handler`, for a body of your
+    /// own. The hook gets a [`Rejection`]: why ([`kind`](Rejection::kind), whose
+    /// [`status`](super::RejectionKind::status) is the default), the limiter's
+    /// [`decision`](Rejection::decision) or [`error`](Rejection::error), and the request's
+    /// head ([`request`](Rejection::request)). Its response's status and body are kept as they
+    /// are; its body type is the inner service's.
+    ///
+    /// The layer then writes its rate-limit headers into the response, first and replacing
+    /// the hook's values of the same names (the hook's other headers, `content-type` among
+    /// them, are the hook's):
+    ///
+    /// | [`RejectionKind`](super::RejectionKind) | Headers the layer writes |
+    /// |---|---|
+    /// | `RateLimited` (`429`) | the style's headers of the denial, and `retry-after` (seconds to the window's end) |
+    /// | `Unavailable` by a fail-closed policy (`503`) | the style's headers of the denial, and `retry-after: 1` |
+    /// | `OverCapacity` (`503`) | the style's headers of the key's quotas as they stand (nothing charged), and `retry-after` (seconds to their window's end); none if the limiter could not tell |
+    /// | `Unavailable` by a backend error, `MissingKey`, `InvalidKey`, `CostExceedsLimit`, `Internal` | none: nothing was decided for the key |
+    ///
+    /// # Example: the errors of your API's own shape
+    ///
+    /// ```
+    /// use axum::body::Body;
+    /// use axum::response::{IntoResponse, Json, Response};
+    /// use http::Request;
+    /// use ratewindow::tower::{HeaderKey, RateLimitLayer, Rejection, RejectionKind};
+    /// use ratewindow::{ManualClock, MemoryLimiter, Quota};
+    /// use tower::ServiceExt;
+    ///
+    /// let clock = ManualClock::at_millis(1_800_000_037_000);
+    /// let limiter = MemoryLimiter::builder(Quota::per_minute(1)?).clock(clock).build()?;
+    /// let layer = RateLimitLayer::new(limiter, HeaderKey::from_static("x-api-key"))
+    ///     .on_rejection(|rejection: &Rejection<'_>| -> Response {
+    ///         let message = match (rejection.kind(), rejection.decision()) {
+    ///             (RejectionKind::RateLimited, Some(denied)) => {
+    ///                 format!("{} requests per minute at most", denied.limit())
+    ///             }
+    ///             (kind, _) => kind.code().replace('_', " "),
+    ///         };
+    ///         let path = rejection.request().uri.path();
+    ///         let body = serde_json::json!({ "error": { "message": message, "path": path } });
+    ///         (rejection.kind().status(), Json(body)).into_response()
+    ///     });
+    /// let app = axum::Router::new()
+    ///     .route("/", axum::routing::get(|| async { "hello" }))
+    ///     .layer(layer);
+    ///
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # rt.block_on(async {
+    /// let request = || Request::get("/").header("x-api-key", "k").body(Body::empty()).unwrap();
+    /// app.clone().oneshot(request()).await?;
+    /// let denied = app.oneshot(request()).await?;
+    /// assert_eq!(denied.status(), 429);
+    /// assert_eq!(denied.headers()["content-type"], "application/json");
+    /// // Written by the layer:
+    /// assert_eq!(denied.headers()["x-ratelimit-remaining"], "0");
+    /// assert_eq!(denied.headers()["retry-after"], "23");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// # Ok::<(), ratewindow::Error>(())
+    /// ```
+    pub fn on_rejection<F, B>(self, hook: F) -> RateLimitLayer<L, K, C, F, O>
+    where
+        F: Fn(&Rejection<'_>) -> Response<B>,
+    {
+        RateLimitLayer {
+            limiter: self.limiter,
+            key: self.key,
+            cost: self.cost,
+            style: self.style,
+            partition_keys: self.partition_keys,
+            on_rejection: hook,
+            on_decision: self.on_decision,
+        }
+    }
+
+    /// Calls `observer` with the limiter's [`Outcome`] for each request it was asked about,
+    /// allowed or not, decided by a failure policy or failed, before the request goes on or is
+    /// answered: e.g. to count outcomes by [`DecidedBy`](crate::DecidedBy) without wrapping the
+    /// limiter. Not called for a request without a key (`401`) or of cost 0, which the limiter
+    /// is not asked about. Without an observer (the default `()`), nothing is called.
+    ///
+    /// The observer runs on the request's path: keep it short (count, don't log per request).
+    ///
+    /// # Example: counting the failure policy's decisions
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use ratewindow::tower::{HeaderKey, Outcome, RateLimitLayer};
+    /// use ratewindow::{DecidedBy, MemoryLimiter, Quota};
+    ///
+    /// let by_policy = Arc::new(AtomicU64::new(0));
+    /// let counter = Arc::clone(&by_policy);
+    /// let layer = RateLimitLayer::new(MemoryLimiter::new(Quota::per_minute(100)?)?, HeaderKey::from_static("x-api-key"))
+    ///     .on_decision(move |outcome: &Outcome| {
+    ///         let by = outcome.decision().map(|decision| decision.decided_by());
+    ///         if matches!(by, Some(DecidedBy::FailOpen | DecidedBy::FailClosed | DecidedBy::Fallback)) {
+    ///             counter.fetch_add(1, Ordering::Relaxed);
+    ///         }
+    ///     });
+    /// # let _ = layer;
+    /// # Ok::<(), ratewindow::Error>(())
+    /// ```
+    pub fn on_decision<F>(self, observer: F) -> RateLimitLayer<L, K, C, R, F>
+    where
+        F: Fn(&Outcome),
+    {
+        RateLimitLayer {
+            limiter: self.limiter,
+            key: self.key,
+            cost: self.cost,
+            style: self.style,
+            partition_keys: self.partition_keys,
+            on_rejection: self.on_rejection,
+            on_decision: observer,
         }
     }
 
@@ -124,8 +262,10 @@ impl<L, K, C> RateLimitLayer<L, K, C> {
     }
 }
 
-impl<S, L: Clone, K: Clone, C: Clone> Layer<S> for RateLimitLayer<L, K, C> {
-    type Service = RateLimit<S, L, K, C>;
+impl<S, L: Clone, K: Clone, C: Clone, R: Clone, O: Clone> Layer<S>
+    for RateLimitLayer<L, K, C, R, O>
+{
+    type Service = RateLimit<S, L, K, C, R, O>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit::new(
@@ -136,12 +276,14 @@ impl<S, L: Clone, K: Clone, C: Clone> Layer<S> for RateLimitLayer<L, K, C> {
                 cost: self.cost.clone(),
                 style: self.style,
                 partition_keys: self.partition_keys,
+                on_rejection: self.on_rejection.clone(),
+                on_decision: self.on_decision.clone(),
             }),
         )
     }
 }
 
-impl<L, K, C> fmt::Debug for RateLimitLayer<L, K, C> {
+impl<L, K, C, R, O> fmt::Debug for RateLimitLayer<L, K, C, R, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("style", &self.style)

@@ -13,21 +13,27 @@
 //! | no key (and no fallback key) | `401` | no | not called |
 //! | key empty or too long ([`Error::EmptyKey`](crate::Error::EmptyKey), [`Error::KeyTooLong`](crate::Error::KeyTooLong)) | `400` | no | not called |
 //! | cost above a limit ([`Error::CostExceedsLimit`](crate::Error::CostExceedsLimit)) | `413` | no | not called |
-//! | limiter full ([`Error::CapacityExhausted`](crate::Error::CapacityExhausted)) | `503` | `retry-after` only | not called |
+//! | limiter full ([`Error::CapacityExhausted`](crate::Error::CapacityExhausted)) | `503` | yes, of the key's quotas as they stand (nothing charged), with `retry-after` (none if the limiter cannot tell) | not called |
 //! | backend failure ([`Error::Backend`](crate::Error::Backend)) | `503` | no | not called |
 //! | any other limiter error | `500` | no | not called |
 //! | cost 0 | the inner service's | no | called, nothing charged |
 //!
-//! Every answer of the layer's own is an `application/problem+json` document (RFC 9457); see
-//! [`RateLimitLayer`] for its members. The rate-limit headers are those of
+//! Every answer of the layer's own is an `application/problem+json` document (RFC 9457) by
+//! default ([`ProblemDetails`]); an [`on_rejection`](RateLimitLayer::on_rejection) hook builds
+//! them instead, from a [`Rejection`] ([`RejectionKind`] names the rows above), and the layer
+//! still writes the rate-limit headers into them. The rate-limit headers are those of
 //! [`write_headers`](crate::http::write_headers) in the layer's
-//! [`HeaderStyle`](crate::http::HeaderStyle); they replace the inner service's values of the
-//! same headers, and leave its other headers alone. The `401` carries no `WWW-Authenticate`
-//! (an API key has no standard scheme); add one in an outer layer if your clients need it.
+//! [`HeaderStyle`](crate::http::HeaderStyle); they replace the inner service's (or the hook's)
+//! values of the same headers, and leave its other headers alone. The `401` carries no
+//! `WWW-Authenticate` (an API key has no standard scheme); add one in an outer layer or an
+//! `on_rejection` hook if your clients need it.
 //!
-//! The layer's own bodies are built with `From<String>`, so the inner service's response body
-//! type must implement it: axum's `Body` does, and so do `String` and
-//! `http_body_util::Full<Bytes>`.
+//! An [`on_decision`](RateLimitLayer::on_decision) observer sees the limiter's [`Outcome`] for
+//! every request it was asked about, e.g. to count the decisions a failure policy made.
+//!
+//! The default answers' bodies are built with `From<String>`, so without an `on_rejection`
+//! hook the inner service's response body type must implement it: axum's `Body` does, and so
+//! do `String` and `http_body_util::Full<Bytes>`.
 //!
 //! # Example: axum, keyed by `X-API-Key`
 //!
@@ -66,14 +72,19 @@
 mod cost;
 mod future;
 mod headers;
+mod hooks;
 mod key;
 mod layer;
+mod outcome;
 mod problem;
 mod service;
 
 pub use cost::{Cost, UnitCost};
 pub use future::ResponseFuture;
 pub use headers::PartitionKeys;
+pub use hooks::{OnDecision, OnRejection, Rejection, RejectionKind};
 pub use key::{FallbackKey, FixedKey, HeaderKey, KeyExtractor};
 pub use layer::RateLimitLayer;
+pub use outcome::Outcome;
+pub use problem::ProblemDetails;
 pub use service::RateLimit;

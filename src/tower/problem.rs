@@ -1,126 +1,107 @@
-//! The layer's own answers: `application/problem+json` (RFC 9457) with the status that fits.
+//! [`ProblemDetails`]: the layer's default answers, `application/problem+json` (RFC 9457) with
+//! the status that fits.
 
 use std::fmt::Write;
 
 use ::http::header::CONTENT_TYPE;
-use ::http::{HeaderMap, HeaderValue, Response, StatusCode};
+use ::http::{HeaderValue, Response};
 
-use super::future::Outcome;
-use super::headers::ResponseHeaders;
-use crate::http::{RETRY_AFTER, policy_names};
-use crate::{DecidedBy, Decision, Error};
+use super::headers::{FAIL_CLOSED_RETRY_AFTER_SECS, over_capacity_retry_secs};
+use super::hooks::{OnRejection, Rejection, RejectionKind};
+use super::outcome::Outcome;
+use crate::http::policy_names;
+use crate::{Decision, Error};
 
-/// `Retry-After` of a fail-closed `503`: a networked limiter tries its backend again within a
-/// second, so a retry then may well be decided normally.
-const FAIL_CLOSED_RETRY_AFTER_SECS: u64 = 1;
+/// The layer's default answers: an `application/problem+json` document (RFC 9457) with the
+/// [`RejectionKind`]'s status and members `type` (`about:blank`: the status says what
+/// happened), `title` (the status's reason phrase), `status`, `detail` (a sentence for people;
+/// never the key), `code` ([`RejectionKind::code`], for programs) and, on a `429`,
+/// `violated-policies`: the [policy names](crate::http::policy_names) of the quotas that denied
+/// the request, e.g. `["per-minute"]`.
+///
+/// The body is built with `From<String>`: axum's `Body`, `String` and
+/// `http_body_util::Full<Bytes>` all have it. A custom
+/// [`on_rejection`](super::RateLimitLayer::on_rejection) hook can answer some kinds itself and
+/// hand the rest to this one.
+///
+/// # Example
+///
+/// ```
+/// use http::{Response, StatusCode};
+/// use ratewindow::tower::{HeaderKey, OnRejection, ProblemDetails, RateLimitLayer, Rejection, RejectionKind};
+/// use ratewindow::{MemoryLimiter, Quota};
+///
+/// let layer = RateLimitLayer::new(MemoryLimiter::new(Quota::per_minute(100)?)?, HeaderKey::from_static("x-api-key"))
+///     .on_rejection(|rejection: &Rejection<'_>| match rejection.kind() {
+///         // A page of its own for people without a key; the rest as usual.
+///         RejectionKind::MissingKey => {
+///             let mut response = Response::new(String::from("Sign up for a key at https://example.com/keys"));
+///             *response.status_mut() = StatusCode::UNAUTHORIZED;
+///             response
+///         }
+///         _ => ProblemDetails.respond(rejection),
+///     });
+/// # let _ = layer;
+/// # Ok::<(), ratewindow::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProblemDetails;
 
-/// A response the layer answers itself, built into the inner service's body type at the end.
-#[derive(Debug)]
-pub(crate) struct Rejection {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: String,
-}
-
-impl Rejection {
-    pub(crate) fn into_response<B: From<String>>(self) -> Response<B> {
-        let mut response = Response::new(B::from(self.body));
-        *response.status_mut() = self.status;
-        *response.headers_mut() = self.headers;
+impl<B: From<String>> OnRejection<B> for ProblemDetails {
+    fn respond(&self, rejection: &Rejection<'_>) -> Response<B> {
+        let kind = rejection.kind();
+        let denied = match (kind, rejection.outcome()) {
+            (RejectionKind::RateLimited, Some(Outcome::Decided(decision))) => Some(decision),
+            _ => None,
+        };
+        let body = document(kind, &detail(rejection), denied);
+        let mut response = Response::new(B::from(body));
+        *response.status_mut() = kind.status();
+        response.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
         response
     }
 }
 
-/// No key: nothing was charged, so there are no rate-limit headers.
-pub(crate) fn missing_key() -> Rejection {
-    problem(
-        StatusCode::UNAUTHORIZED,
-        HeaderMap::new(),
-        "missing_key",
-        "The request carries no rate-limit key",
-        None,
-    )
-}
-
-/// The answer to anything but an allowed decision.
-pub(crate) fn reject(outcome: Outcome, spec: &ResponseHeaders) -> Rejection {
-    match outcome {
-        Outcome::Decided(decision) => {
-            let mut headers = HeaderMap::new();
-            spec.write(&decision, &mut headers);
-            if decision.decided_by() == DecidedBy::FailClosed {
-                // Not the window's end: the limiter tries its backend again within a second.
-                headers.insert(RETRY_AFTER, HeaderValue::from(FAIL_CLOSED_RETRY_AFTER_SECS));
-                problem(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    headers,
-                    "rate_limiter_unavailable",
-                    &format!(
-                        "Rate limiting is temporarily unavailable; retry in {FAIL_CLOSED_RETRY_AFTER_SECS} s"
-                    ),
-                    None,
-                )
-            } else {
-                rate_limited(&decision, headers)
-            }
-        }
-        Outcome::OverCapacity(peek) => {
-            // Nothing was charged, so no rate-limit headers; the key's window end is when the
-            // limiter can next forget keys (for epoch-aligned windows, every key's).
-            let mut headers = HeaderMap::new();
+/// The `detail` member: what happened, for people. Never the key, nor a backend's own text.
+fn detail(rejection: &Rejection<'_>) -> String {
+    match (rejection.kind(), rejection.outcome()) {
+        (RejectionKind::RateLimited, Some(Outcome::Decided(decision))) => rate_limited(decision),
+        (RejectionKind::Unavailable, Some(Outcome::Decided(_))) => format!(
+            "Rate limiting is temporarily unavailable; retry in {FAIL_CLOSED_RETRY_AFTER_SECS} s"
+        ),
+        (RejectionKind::OverCapacity, outcome) => {
             let mut detail = String::from("Too many keys are active");
-            if let Some(peek) = peek {
-                let to_reset = peek.time_to_reset();
-                let secs = (to_reset.as_secs() + u64::from(to_reset.subsec_nanos() > 0)).max(1);
-                headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+            if let Some(secs) = outcome.and_then(over_capacity_retry_secs) {
                 let _ = write!(detail, "; retry in {secs} s");
             }
-            problem(
-                StatusCode::SERVICE_UNAVAILABLE,
-                headers,
-                "over_capacity",
-                &detail,
-                None,
-            )
+            detail
         }
-        Outcome::Failed(err) => limiter_error(&err),
+        (RejectionKind::MissingKey, _) => String::from("The request carries no rate-limit key"),
+        (_, Some(Outcome::Failed(err))) => limiter_error(err),
+        _ => String::from("Rate limiting failed"),
     }
 }
 
-fn rate_limited(decision: &Decision, headers: HeaderMap) -> Rejection {
+fn rate_limited(decision: &Decision) -> String {
     let binding = decision.binding();
     let binding_name = policy_names(decision).nth(decision.binding_index());
     let retry = decision.retry_after_secs().unwrap_or(1);
-    let detail = match binding_name {
+    match binding_name {
         Some(name) => format!(
             "Quota {name} of {} exceeded; retry in {retry} s",
             binding.limit()
         ),
         None => format!("Rate limit exceeded; retry in {retry} s"),
-    };
-    problem(
-        StatusCode::TOO_MANY_REQUESTS,
-        headers,
-        "rate_limited",
-        &detail,
-        Some(decision),
-    )
+    }
 }
 
-/// A limiter error: nothing was decided for the key, so there are no rate-limit headers.
-fn limiter_error(err: &Error) -> Rejection {
-    let (status, code) = match err {
-        // The message names the problem (e.g. the key's length), never the key.
-        Error::EmptyKey | Error::KeyTooLong { .. } => (StatusCode::BAD_REQUEST, "invalid_key"),
-        // It could never be admitted, so not a 429 (which promises success after Retry-After):
-        // 413 tells the client the request itself is too large for the quota.
-        Error::CostExceedsLimit { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "cost_exceeds_limit"),
-        Error::Backend { .. } => (StatusCode::SERVICE_UNAVAILABLE, "rate_limiter_unavailable"),
-        Error::CapacityExhausted { .. } => (StatusCode::SERVICE_UNAVAILABLE, "over_capacity"),
-        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
-    };
-    let detail = match err {
-        // A backend's own text is for logs, not clients.
+/// A limiter error, for people: the message names the problem (e.g. the key's length), never
+/// the key; a backend's own text is for logs, not clients.
+fn limiter_error(err: &Error) -> String {
+    match err {
         Error::Backend { kind, .. } => format!("Rate limiting is unavailable: backend {kind}"),
         Error::EmptyKey | Error::KeyTooLong { .. } | Error::CostExceedsLimit { .. } => {
             let mut text = err.to_string();
@@ -130,19 +111,13 @@ fn limiter_error(err: &Error) -> Rejection {
             text
         }
         _ => String::from("Rate limiting failed"),
-    };
-    problem(status, HeaderMap::new(), code, &detail, None)
+    }
 }
 
-/// An `application/problem+json` answer; with `denied`, the names of the quotas that denied it
-/// as `violated-policies`.
-fn problem(
-    status: StatusCode,
-    mut headers: HeaderMap,
-    code: &str,
-    detail: &str,
-    denied: Option<&Decision>,
-) -> Rejection {
+/// The `application/problem+json` document; with `denied`, the names of the quotas that denied
+/// it as `violated-policies`.
+fn document(kind: RejectionKind, detail: &str, denied: Option<&Decision>) -> String {
+    let status = kind.status();
     let title = status.canonical_reason().unwrap_or("Error");
     let mut body = String::with_capacity(160);
     body.push_str(r#"{"type":"about:blank","title":"#);
@@ -150,7 +125,7 @@ fn problem(
     let _ = write!(body, r#","status":{},"detail":"#, status.as_u16());
     push_json_string(&mut body, detail);
     body.push_str(r#","code":"#);
-    push_json_string(&mut body, code);
+    push_json_string(&mut body, kind.code());
     if let Some(decision) = denied {
         body.push_str(r#","violated-policies":["#);
         let violated = policy_names(decision)
@@ -165,15 +140,7 @@ fn problem(
         body.push(']');
     }
     body.push('}');
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/problem+json"),
-    );
-    Rejection {
-        status,
-        headers,
-        body,
-    }
+    body
 }
 
 /// `text` as a JSON string, quoted and escaped.

@@ -8,31 +8,106 @@ use ::http::{Request, Response};
 use tower_service::Service;
 
 use super::cost::Cost;
-use super::future::{Outcome, ResponseFuture};
-use super::headers::{PartitionKeys, ResponseHeaders};
+use super::future::{Checked, ResponseFuture};
+use super::headers::{PartitionKeys, ResponseHeaders, put_first};
+use super::hooks::{OnDecision, OnRejection, Rejection, RejectionKind};
 use super::key::KeyExtractor;
-use super::problem;
+use super::outcome::{Outcome, admits};
+use super::problem::ProblemDetails;
 use crate::http::HeaderStyle;
-use crate::{DecidedBy, Error, RateLimiter};
+use crate::{Decision, Error, RateLimiter};
 
 /// What every clone of one [`RateLimit`] shares.
-pub(crate) struct Shared<L, K, C> {
+pub(crate) struct Shared<L, K, C, R, O> {
     pub(crate) limiter: L,
     pub(crate) key: K,
     pub(crate) cost: C,
     pub(crate) style: HeaderStyle,
     pub(crate) partition_keys: PartitionKeys,
+    pub(crate) on_rejection: R,
+    pub(crate) on_decision: O,
 }
 
-impl<L: RateLimiter, K, C> Shared<L, K, C> {
+impl<L: RateLimiter, K, C, R, O> Shared<L, K, C, R, O> {
     /// Decides the request; a full limiter is peeked at for when to retry.
     async fn check(&self, key: &str, cost: u64) -> Outcome {
         match self.limiter.check_n(key, cost).await {
             Ok(decision) => Outcome::Decided(decision),
-            Err(Error::CapacityExhausted { .. }) => {
-                Outcome::OverCapacity(self.limiter.peek(key).await.ok())
-            }
+            Err(Error::CapacityExhausted { .. }) => self.over_capacity(key).await,
             Err(err) => Outcome::Failed(err),
+        }
+    }
+
+    /// A full limiter's outcome for `key`, with its quotas as they stand if the limiter can
+    /// tell.
+    async fn over_capacity(&self, key: &str) -> Outcome {
+        Outcome::over_capacity(self.limiter.peek(key).await.ok())
+    }
+}
+
+impl<L, K, C, R, O> Shared<L, K, C, R, O> {
+    /// The layer's own answer to `request`: the hook's response, with the rate-limit headers
+    /// of `outcome` put first.
+    fn answer<B, ResBody>(
+        &self,
+        kind: RejectionKind,
+        outcome: Option<&Outcome>,
+        request: Request<B>,
+        headers: Option<&ResponseHeaders>,
+    ) -> Response<ResBody>
+    where
+        R: OnRejection<ResBody>,
+    {
+        // The body is never read: the inner service does not run.
+        let (parts, _body) = request.into_parts();
+        let mut response = self
+            .on_rejection
+            .respond(&Rejection::new(kind, outcome, &parts));
+        if let (Some(outcome), Some(headers)) = (outcome, headers) {
+            put_first(headers.for_rejection(outcome), response.headers_mut());
+        }
+        response
+    }
+
+    /// Shows `outcome` to the observer; the decision if it admits the request.
+    #[inline]
+    fn decide(&self, outcome: Outcome) -> Result<Decision, Outcome>
+    where
+        O: OnDecision,
+    {
+        self.on_decision.observe(&outcome);
+        outcome.into_admitted()
+    }
+
+    /// The layer's own answer to an outcome that does not admit `request`.
+    fn reject<B, ResBody>(
+        &self,
+        outcome: &Outcome,
+        request: Request<B>,
+        headers: &ResponseHeaders,
+    ) -> Response<ResBody>
+    where
+        R: OnRejection<ResBody>,
+    {
+        let kind = RejectionKind::of(outcome).unwrap_or(RejectionKind::Internal);
+        self.answer(kind, Some(outcome), request, Some(headers))
+    }
+
+    /// What `outcome` comes to after a wait: the request back for the inner service, or the
+    /// layer's own answer.
+    fn settle<B, ResBody>(
+        &self,
+        outcome: Outcome,
+        request: Request<B>,
+        headers: ResponseHeaders,
+    ) -> Checked<B, Response<ResBody>>
+    where
+        R: OnRejection<ResBody>,
+        O: OnDecision,
+    {
+        match self.decide(outcome) {
+            Ok(decision) => Checked::Admitted(decision, request, headers),
+            Err(outcome) => Checked::Answered(self.reject(&outcome, request, &headers)),
         }
     }
 }
@@ -45,14 +120,15 @@ impl<L: RateLimiter, K, C> Shared<L, K, C> {
 /// is asked in `call` itself, which then calls the inner service at once when allowed.
 /// Otherwise, as usual for tower middleware that calls the inner service from its future, the
 /// service that `poll_ready` readied goes into the future and a clone of it stays behind, so
-/// `S` must be `Clone` (an axum `Router` is, cheaply).
-pub struct RateLimit<S, L, K, C> {
+/// `S` must be `Clone` (an axum `Router` is, cheaply); the request goes into the limiter's
+/// boxed future with it, so its body must be `Send`.
+pub struct RateLimit<S, L, K, C, R = ProblemDetails, O = ()> {
     inner: S,
-    shared: Arc<Shared<L, K, C>>,
+    shared: Arc<Shared<L, K, C, R, O>>,
 }
 
-impl<S, L, K, C> RateLimit<S, L, K, C> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<L, K, C>>) -> Self {
+impl<S, L, K, C, R, O> RateLimit<S, L, K, C, R, O> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<L, K, C, R, O>>) -> Self {
         RateLimit { inner, shared }
     }
 
@@ -77,7 +153,7 @@ impl<S, L, K, C> RateLimit<S, L, K, C> {
     }
 }
 
-impl<S: Clone, L, K, C> Clone for RateLimit<S, L, K, C> {
+impl<S: Clone, L, K, C, R, O> Clone for RateLimit<S, L, K, C, R, O> {
     fn clone(&self) -> Self {
         RateLimit {
             inner: self.inner.clone(),
@@ -86,7 +162,7 @@ impl<S: Clone, L, K, C> Clone for RateLimit<S, L, K, C> {
     }
 }
 
-impl<S: fmt::Debug, L, K, C> fmt::Debug for RateLimit<S, L, K, C> {
+impl<S: fmt::Debug, L, K, C, R, O> fmt::Debug for RateLimit<S, L, K, C, R, O> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
@@ -95,13 +171,15 @@ impl<S: fmt::Debug, L, K, C> fmt::Debug for RateLimit<S, L, K, C> {
     }
 }
 
-impl<S, L, K, C, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, L, K, C>
+impl<S, L, K, C, R, O, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, L, K, C, R, O>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     L: RateLimiter + 'static,
     K: KeyExtractor<ReqBody> + Send + Sync + 'static,
     C: Cost<ReqBody> + Send + Sync + 'static,
-    ResBody: From<String>,
+    R: OnRejection<ResBody> + Send + Sync + 'static,
+    O: OnDecision + Send + Sync + 'static,
+    ReqBody: Send + 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -119,7 +197,8 @@ where
         }
         let shared = &*self.shared;
         let Some(key) = shared.key.extract_borrowed(&request) else {
-            return ResponseFuture::rejected(problem::missing_key());
+            let kind = RejectionKind::MissingKey;
+            return ResponseFuture::answered(shared.answer(kind, None, request, None));
         };
         // A limiter that decides without waiting is asked now: no owned key, no boxed future.
         let now = shared.limiter.check_now(&key, cost);
@@ -129,40 +208,48 @@ where
             Some(_) => None,
         };
         match (now, owned_key) {
-            (Some(Ok(decision)), _)
-                if decision.is_allowed() && decision.decided_by() != DecidedBy::FailClosed =>
-            {
-                ResponseFuture::calling(self.inner.call(request), decision, headers)
-            }
             (Some(Err(Error::CapacityExhausted { .. })), Some(key)) => {
                 // A full limiter is peeked at for when to retry, as on the waiting path.
                 let shared = Arc::clone(&self.shared);
-                let peek =
-                    Box::pin(
-                        async move { Outcome::OverCapacity(shared.limiter.peek(&key).await.ok()) },
-                    );
-                ResponseFuture::rejecting(peek, headers)
+                let check = Box::pin(async move {
+                    let outcome = shared.over_capacity(&key).await;
+                    shared.settle(outcome, request, headers)
+                });
+                ResponseFuture::rejecting(check)
             }
-            (Some(Ok(decision)), _) => {
-                ResponseFuture::rejected(problem::reject(Outcome::Decided(decision), &headers))
+            (Some(Ok(decision)), _) if admits(&decision) => {
+                // A copy for the observer: without one (`()`), it is never made.
+                shared.on_decision.observe(&Outcome::Decided(decision));
+                ResponseFuture::calling(self.inner.call(request), decision, headers)
             }
-            (Some(Err(err)), _) => {
-                ResponseFuture::rejected(problem::reject(Outcome::Failed(err), &headers))
+            (Some(now), _) => {
+                let outcome = match now {
+                    Ok(decision) => Outcome::Decided(decision),
+                    Err(err) => Outcome::Failed(err),
+                };
+                match shared.decide(outcome) {
+                    Ok(decision) => {
+                        ResponseFuture::calling(self.inner.call(request), decision, headers)
+                    }
+                    Err(outcome) => {
+                        ResponseFuture::answered(shared.reject(&outcome, request, &headers))
+                    }
+                }
             }
             (None, key) => {
-                let key = key.expect("owned when the limiter must be awaited");
+                let key = key.unwrap_or_default();
                 self.checking(key, cost, request, headers)
             }
         }
     }
 }
 
-impl<S, L, K, C> RateLimit<S, L, K, C>
+impl<S, L, K, C, R, O> RateLimit<S, L, K, C, R, O>
 where
     L: RateLimiter + 'static,
 {
     /// The waiting path: the decision in a boxed future, then the inner service.
-    fn checking<ReqBody>(
+    fn checking<ReqBody, ResBody>(
         &mut self,
         key: String,
         cost: u64,
@@ -170,16 +257,22 @@ where
         headers: ResponseHeaders,
     ) -> ResponseFuture<S, ReqBody>
     where
-        S: Service<Request<ReqBody>> + Clone,
+        S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
         K: Send + Sync + 'static,
         C: Send + Sync + 'static,
+        R: OnRejection<ResBody> + Send + Sync + 'static,
+        O: OnDecision + Send + Sync + 'static,
+        ReqBody: Send + 'static,
     {
         // The readied service goes with the request; its clone waits for the next poll_ready.
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let shared = Arc::clone(&self.shared);
         // The limiter's future borrows the key and the limiter, so it is boxed with them.
-        let check = Box::pin(async move { shared.check(&key, cost).await });
-        ResponseFuture::checking(check, inner, request, headers)
+        let check = Box::pin(async move {
+            let outcome = shared.check(&key, cost).await;
+            shared.settle(outcome, request, headers)
+        });
+        ResponseFuture::checking(check, inner)
     }
 }

@@ -2,8 +2,9 @@
 //! `RateLimitLayer`, called with `oneshot`, on limiters with a manual clock.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
 use axum::body::Body;
@@ -11,7 +12,9 @@ use axum::http::{HeaderMap, Request, Response, StatusCode};
 use axum::routing::get;
 use http_body_util::BodyExt;
 use ratewindow::http::{HeaderStyle, IetfDraft, PartitionKey};
-use ratewindow::tower::{FixedKey, HeaderKey, PartitionKeys, RateLimitLayer};
+use ratewindow::tower::{
+    FixedKey, HeaderKey, Outcome, PartitionKeys, RateLimitLayer, Rejection, RejectionKind,
+};
 use ratewindow::{
     BackendErrorKind, Decision, DynRateLimiter, Error, ManualClock, MemoryLimiter, Quota,
     RateLimiter,
@@ -386,9 +389,22 @@ fn a_full_limiter_is_a_503_not_a_panic() {
     assert_eq!(send(&app, Some("first"), None).status, StatusCode::OK);
     let full = send(&app, Some("second"), None);
     assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
-    // When the key's window ends, the limiter can forget the first key.
-    assert_eq!(full.rate_headers(), ["retry-after: 23"]);
+    // Nothing was charged: the key's whole quota; and when the key's window ends, the limiter
+    // can forget the first key.
+    assert_eq!(
+        full.rate_headers(),
+        [
+            "x-ratelimit-limit: 3",
+            "x-ratelimit-remaining: 3",
+            "x-ratelimit-reset: 1800000060",
+            "retry-after: 23"
+        ]
+    );
     assert_eq!(full.problem()["code"], "over_capacity");
+    assert_eq!(
+        full.problem()["detail"],
+        "Too many keys are active; retry in 23 s"
+    );
     assert_eq!(calls.load(Ordering::SeqCst), 1);
 }
 
@@ -406,6 +422,54 @@ fn an_invalid_key_is_a_400() {
         answer.body
     );
     assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+/// A header key is the value as the request carries it: nothing trimmed or folded by the
+/// extractor (HTTP/1 parsers drop the whitespace around a value before it gets there; the demo
+/// server's tests show that over the wire), and no key at all for bytes beyond printable ASCII
+/// and tabs.
+#[test]
+fn a_header_key_is_the_value_as_carried() {
+    use axum::http::HeaderValue;
+    use ratewindow::tower::KeyExtractor;
+
+    let key_of = |value: &[u8]| {
+        let request = Request::get("/")
+            .header("x-api-key", HeaderValue::from_bytes(value).unwrap())
+            .body(())
+            .unwrap();
+        API_KEY.extract(&request)
+    };
+    for value in [
+        "k",
+        "a b",
+        "a\tb",
+        " k",
+        "k\t",
+        "~!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}",
+    ] {
+        assert_eq!(
+            key_of(value.as_bytes()).as_deref(),
+            Some(value),
+            "{value:?}"
+        );
+    }
+    // (Control characters and DEL are no header value at all.)
+    for value in [&b""[..], b"cl\xc3\xa9", b"k\xff"] {
+        assert_eq!(key_of(value), None, "{value:?}");
+    }
+
+    // Through the layer: inner whitespace makes keys of their own.
+    let app = router(
+        RateLimitLayer::new(limiter(), API_KEY),
+        &Arc::new(AtomicUsize::new(0)),
+    );
+    let remaining =
+        |key: &str| send(&app, Some(key), None).headers["x-ratelimit-remaining"].clone();
+    assert_eq!(remaining("ab"), "2");
+    assert_eq!(remaining("a b"), "2");
+    assert_eq!(remaining("a\tb"), "2");
+    assert_eq!(remaining("a b"), "1");
 }
 
 /// A backend that always fails, as a networked limiter without a failure policy would.
@@ -489,6 +553,292 @@ fn wraps_a_bare_service_with_a_string_body() {
     let _inner = service.into_inner();
 }
 
+/// A limiter that always makes the layer wait for its future, as a networked one does: the
+/// layer's other path.
+#[derive(Clone)]
+struct Waiting<L>(L);
+
+impl<L: RateLimiter> RateLimiter for Waiting<L> {
+    fn check_n(
+        &self,
+        key: &str,
+        cost: u64,
+    ) -> impl Future<Output = Result<Decision, Error>> + Send {
+        self.0.check_n(key, cost)
+    }
+    fn peek(&self, key: &str) -> impl Future<Output = Result<Decision, Error>> + Send {
+        self.0.peek(key)
+    }
+    fn clear(&self, key: &str) -> impl Future<Output = Result<(), Error>> + Send {
+        self.0.clear(key)
+    }
+    fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send {
+        self.0.refund(key, amount)
+    }
+}
+
+/// What a hook or an observer saw, in order.
+#[derive(Clone, Default)]
+struct Seen(Arc<Mutex<Vec<String>>>);
+
+impl Seen {
+    fn push(&self, line: String) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(line);
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// A hook that answers every rejection with a plain-text body naming what it saw, a header of
+/// its own, and a `retry-after` the layer must replace when it writes one; a missing key gets a
+/// status of the hook's choosing.
+fn plain_text_hook(seen: &Seen) -> impl Fn(&Rejection<'_>) -> Response<Body> + Clone + use<> {
+    let seen = seen.clone();
+    move |rejection: &Rejection<'_>| {
+        let request = rejection.request();
+        let decision = rejection
+            .decision()
+            .map(|d| format!("remaining {}", d.remaining()));
+        let error = rejection.error().map(ToString::to_string);
+        seen.push(format!(
+            "{:?} {} {} {decision:?} {error:?}",
+            rejection.kind(),
+            request.method,
+            request.uri.path()
+        ));
+        let status = match rejection.kind() {
+            RejectionKind::MissingKey => StatusCode::IM_A_TEAPOT,
+            kind => kind.status(),
+        };
+        Response::builder()
+            .status(status)
+            .header("content-type", "text/plain")
+            .header("retry-after", "999")
+            .header("x-hook", "1")
+            .body(Body::from(format!("custom {}", rejection.kind().code())))
+            .unwrap()
+    }
+}
+
+/// 3 per minute and 1000 per hour at `T0_MS`, tracking one key at most.
+fn one_key_limiter() -> MemoryLimiter<ManualClock> {
+    MemoryLimiter::builder(Quota::per_minute(3).unwrap())
+        .quota(Quota::per_hour(1000).unwrap())
+        .clock(ManualClock::at_millis(T0_MS))
+        .max_keys(1)
+        .build()
+        .unwrap()
+}
+
+/// Both of the layer's paths: a limiter that decides at once, and one it waits for.
+fn on_both_paths(test: impl Fn(&str, Router, &Seen, &Arc<AtomicUsize>)) {
+    for path in ["at once", "waiting"] {
+        let seen = Seen::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let hook = plain_text_hook(&seen);
+        let style = HeaderStyle::x_ratelimit().with_ietf(IetfDraft::Draft10);
+        let app = if path == "at once" {
+            let layer = RateLimitLayer::new(one_key_limiter(), API_KEY)
+                .header_style(style)
+                .cost(cost_from_header)
+                .on_rejection(hook);
+            router(layer, &calls)
+        } else {
+            let layer = RateLimitLayer::new(Waiting(one_key_limiter()), API_KEY)
+                .header_style(style)
+                .cost(cost_from_header)
+                .on_rejection(hook);
+            router(layer, &calls)
+        };
+        test(path, app, &seen, &calls);
+    }
+}
+
+#[test]
+fn an_on_rejection_hook_answers_and_the_layer_still_writes_its_headers() {
+    on_both_paths(|path, app, seen, calls| {
+        for _ in 0..3 {
+            assert_eq!(send(&app, Some("k"), None).status, StatusCode::OK, "{path}");
+        }
+        assert_eq!(
+            seen.take(),
+            Vec::<String>::new(),
+            "{path}: allowed is no rejection"
+        );
+
+        let denied = send(&app, Some("k"), None);
+        assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS, "{path}");
+        assert_eq!(denied.body, "custom rate_limited");
+        assert_eq!(
+            seen.take(),
+            [r#"RateLimited GET / Some("remaining 0") None"#],
+            "{path}"
+        );
+        // The layer's headers first, replacing the hook's `retry-after`; then the hook's own.
+        let lines: Vec<String> = denied
+            .headers
+            .iter()
+            .filter(|(name, _)| !matches!(name.as_str(), "content-length" | "date"))
+            .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "x-ratelimit-limit: 3",
+                "x-ratelimit-remaining: 0",
+                "x-ratelimit-reset: 1800000060",
+                r#"ratelimit-policy: "per-minute";q=3;w=60, "per-hour";q=1000;w=3600"#,
+                r#"ratelimit: "per-minute";r=0;t=23, "per-hour";r=997;t=3563"#,
+                "retry-after: 23",
+                "content-type: text/plain",
+                "x-hook: 1",
+            ],
+            "{path}"
+        );
+
+        // Nothing decided for the key: the hook's answer as it made it, status included.
+        let anonymous = send(&app, None, None);
+        assert_eq!(anonymous.status, StatusCode::IM_A_TEAPOT, "{path}");
+        assert_eq!(anonymous.headers["retry-after"], "999");
+        assert_eq!(anonymous.headers["x-hook"], "1");
+        assert!(!anonymous.headers.contains_key("x-ratelimit-limit"));
+        let long_key = "k".repeat(ratewindow::MAX_KEY_LEN + 1);
+        let invalid = send(&app, Some(&long_key), None);
+        assert_eq!(invalid.status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(invalid.body, "custom invalid_key");
+        let too_costly = send(&app, Some("k"), Some("4"));
+        assert_eq!(too_costly.status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        assert_eq!(too_costly.headers["retry-after"], "999");
+        assert_eq!(
+            seen.take(),
+            [
+                "MissingKey GET / None None".to_owned(),
+                format!(
+                    "InvalidKey GET / None Some(\"key is {} bytes long, the maximum is {}\")",
+                    ratewindow::MAX_KEY_LEN + 1,
+                    ratewindow::MAX_KEY_LEN
+                ),
+                r#"CostExceedsLimit GET / None Some("cost 4 exceeds the limit 3 and can never be admitted")"#
+                    .to_owned(),
+            ],
+            "{path}"
+        );
+
+        // The limiter is full: the key's quotas as they stand, nothing charged.
+        let full = send(&app, Some("new"), None);
+        assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert_eq!(full.body, "custom over_capacity");
+        assert_eq!(
+            seen.take(),
+            [r#"OverCapacity GET / Some("remaining 3") None"#],
+            "{path}"
+        );
+        assert_eq!(full.headers["x-ratelimit-remaining"], "3");
+        assert_eq!(
+            full.headers["ratelimit"],
+            r#""per-minute";r=3;t=23, "per-hour";r=1000;t=3563"#
+        );
+        assert_eq!(full.headers["retry-after"], "23");
+        assert_eq!(full.headers["x-hook"], "1");
+        assert_eq!(calls.load(Ordering::SeqCst), 3, "{path}");
+    });
+}
+
+#[test]
+fn an_on_rejection_hook_sees_a_backend_failure_by_its_kind() {
+    let seen = Seen::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = RateLimitLayer::new(Arc::new(Broken), API_KEY).on_rejection(plain_text_hook(&seen));
+    let answer = send(&router(layer, &calls), Some("k"), None);
+    assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(answer.body, "custom rate_limiter_unavailable");
+    // Nothing decided: no rate-limit headers, and the hook's `retry-after` stays.
+    assert_eq!(answer.rate_headers(), ["retry-after: 999"]);
+    assert_eq!(
+        seen.take(),
+        [r#"Unavailable GET / None Some("backend timed out: secret \"internal\" detail")"#]
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn an_on_decision_observer_sees_every_outcome_on_both_paths() {
+    for waiting in [false, true] {
+        let seen = Seen::default();
+        let observer = {
+            let seen = seen.clone();
+            move |outcome: &Outcome| {
+                seen.push(match outcome {
+                    Outcome::Decided(decision) => format!(
+                        "decided allowed={} admits={} remaining={}",
+                        decision.is_allowed(),
+                        outcome.admits(),
+                        decision.remaining()
+                    ),
+                    Outcome::OverCapacity(stands) => format!(
+                        "over capacity, remaining {:?}",
+                        stands.map(|d| d.remaining())
+                    ),
+                    Outcome::Failed(err) => format!("failed: {err}"),
+                    _ => "other".to_owned(),
+                });
+            }
+        };
+        let calls = Arc::new(AtomicUsize::new(0));
+        let app = if waiting {
+            let layer = RateLimitLayer::new(Waiting(one_key_limiter()), API_KEY)
+                .cost(cost_from_header)
+                .on_decision(observer);
+            router(layer, &calls)
+        } else {
+            let layer = RateLimitLayer::new(one_key_limiter(), API_KEY)
+                .cost(cost_from_header)
+                .on_decision(observer);
+            router(layer, &calls)
+        };
+        let statuses: Vec<u16> = [
+            (Some("k"), None),
+            (Some("k"), Some("2")),
+            (Some("k"), None),
+            (None, None),           // no key: the limiter is not asked
+            (Some("k"), Some("0")), // cost 0: nor here
+            (Some(""), None),
+            (Some("k"), Some("4")),
+            (Some("new"), None),
+        ]
+        .into_iter()
+        .map(|(key, cost)| send(&app, key, cost).status.as_u16())
+        .collect();
+        assert_eq!(
+            statuses,
+            [200, 200, 429, 401, 200, 401, 413, 503],
+            "waiting {waiting}"
+        );
+        assert_eq!(
+            seen.take(),
+            [
+                "decided allowed=true admits=true remaining=2",
+                "decided allowed=true admits=true remaining=0",
+                "decided allowed=false admits=false remaining=0",
+                "failed: cost 4 exceeds the limit 3 and can never be admitted",
+                "over capacity, remaining Some(3)",
+            ],
+            "waiting {waiting}"
+        );
+        // The default answers are unchanged by an observer.
+        assert_eq!(
+            send(&app, Some("k"), None).problem()["code"],
+            "rate_limited"
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+    }
+}
+
 /// The layer on the Redis backend, against a real `redis-server`, and what each failure policy
 /// makes of an outage.
 #[cfg(feature = "redis")]
@@ -500,16 +850,60 @@ mod on_redis {
     use super::*;
     use crate::support::redis_server::RedisServer;
 
-    fn app(server: &RedisServer, policy: FailurePolicy, calls: &Arc<AtomicUsize>) -> Router {
+    fn limiter(server: &RedisServer, policy: FailurePolicy) -> RedisLimiter<ManualClock> {
         let connection = block_on(RedisConnection::connect(&server.url())).expect("connect");
-        let limiter = RedisLimiter::builder(Quota::per_minute(3).unwrap())
+        RedisLimiter::builder(Quota::per_minute(3).unwrap())
             .prefix(format!("layer-{policy:?}").replace(['{', '}', ' '], ""))
             .timeout(Duration::from_millis(500))
             .failure_policy(policy)
             .clock(ManualClock::at_millis(T0_MS))
             .build(connection)
-            .unwrap();
-        router(RateLimitLayer::new(limiter, API_KEY), calls)
+            .unwrap()
+    }
+
+    fn app(server: &RedisServer, policy: FailurePolicy, calls: &Arc<AtomicUsize>) -> Router {
+        router(RateLimitLayer::new(limiter(server, policy), API_KEY), calls)
+    }
+
+    #[test]
+    fn a_fail_closed_503_through_hooks_keeps_its_headers() {
+        let mut server = RedisServer::new();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let seen = Seen::default();
+        let observed = Seen::default();
+        let observer = {
+            let observed = observed.clone();
+            move |outcome: &Outcome| {
+                let by = outcome.decision().map(|decision| decision.decided_by());
+                observed.push(format!("{by:?}"));
+            }
+        };
+        let layer = RateLimitLayer::new(limiter(&server, FailurePolicy::FailClosed), API_KEY)
+            .on_rejection(plain_text_hook(&seen))
+            .on_decision(observer);
+        let app = router(layer, &calls);
+        assert_eq!(send(&app, Some("k"), None).status, StatusCode::OK);
+
+        server.stop();
+        let unavailable = send(&app, Some("k"), None);
+        assert_eq!(unavailable.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(unavailable.body, "custom rate_limiter_unavailable");
+        assert_eq!(
+            unavailable.rate_headers(),
+            [
+                "x-ratelimit-limit: 3",
+                "x-ratelimit-remaining: 0",
+                "x-ratelimit-reset: 1800000060",
+                "retry-after: 1",
+            ]
+        );
+        assert_eq!(unavailable.headers["x-hook"], "1");
+        assert_eq!(
+            seen.take(),
+            [r#"Unavailable GET / Some("remaining 0") None"#]
+        );
+        assert_eq!(observed.take(), ["Some(Backend)", "Some(FailClosed)"]);
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
     #[test]

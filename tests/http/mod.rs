@@ -1,6 +1,6 @@
 //! The tower layer and the demo server, end to end.
 
-#[path = "../../examples/server.rs"]
+#[path = "../../examples/server/main.rs"]
 #[allow(dead_code)]
 mod demo_server;
 mod layer;

@@ -1,6 +1,8 @@
 //! The demo server end to end, in process: rate limiting, the campaigns contract and the
-//! per-key workspaces, on a manual clock.
+//! per-key workspaces, on a manual clock; and its connections (header-read timeout, connection
+//! cap) over in-memory streams on a paused clock.
 
+use std::future::pending;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,9 +13,11 @@ use http_body_util::BodyExt;
 use ratewindow::http::HeaderStyle;
 use ratewindow::{DynRateLimiter, ManualClock, MemoryLimiter, Quota};
 use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use tokio::sync::mpsc;
 use tower::ServiceExt;
 
-use super::demo_server::{app, redacted, utc_timestamp};
+use super::demo_server::{Limits, app, redacted, serve, utc_timestamp};
 
 /// 20 s into a minute: the window ends at `WINDOW_END_SECS`.
 const NOW_MS: u64 = 1_700_000_000_000;
@@ -568,6 +572,9 @@ fn timestamps_are_utc_iso_8601() {
     assert_eq!(utc_timestamp(1_709_251_199), "2024-02-29T23:59:59");
     assert_eq!(utc_timestamp(1_736_931_600), "2025-01-15T09:00:00");
     assert_eq!(utc_timestamp(253_402_300_799), "9999-12-31T23:59:59");
+    // Past the year 9999: its last second, not a panic.
+    assert_eq!(utc_timestamp(253_402_300_800), "9999-12-31T23:59:59");
+    assert_eq!(utc_timestamp(u64::MAX), "9999-12-31T23:59:59");
 }
 
 #[test]
@@ -607,4 +614,197 @@ fn redis_urls_are_shown_without_passwords() {
         assert_eq!(redacted(url), shown, "{url}");
         assert!(!redacted(url).contains("s3cret"), "{url}");
     }
+}
+
+// Connections: the server's own accept loop over in-memory streams, on tokio's paused clock,
+// which moves only when every task waits: timeouts are exact, and "not answered" means the
+// server had nothing left to do.
+
+/// In-memory connections, handed to the server as a listener hands it TCP ones.
+struct Connections(mpsc::UnboundedReceiver<DuplexStream>);
+
+impl axum::serve::Listener for Connections {
+    type Io = DuplexStream;
+    type Addr = ();
+
+    async fn accept(&mut self) -> (DuplexStream, ()) {
+        match self.0.recv().await {
+            Some(io) => (io, ()),
+            None => pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Serves the demo (100 per minute) with `limits`; the returned function opens a connection.
+fn serving(limits: Limits) -> impl Fn() -> DuplexStream {
+    let (connect, connections) = mpsc::unbounded_channel();
+    let app = server("100/1m", 10).app;
+    tokio::spawn(serve(Connections(connections), app, limits, pending()));
+    move || {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        connect.send(server).expect("the server is running");
+        client
+    }
+}
+
+/// `GET` of a campaign with `key`, keeping the connection open.
+fn get_request(key: &str) -> Vec<u8> {
+    format!("GET {ABC} HTTP/1.1\r\nhost: demo\r\nx-api-key: {key}\r\n\r\n").into_bytes()
+}
+
+/// One whole response (its head and a `content-length` body), or `None` if the server closes
+/// the connection first.
+async fn read_response(io: &mut DuplexStream) -> Option<String> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|line| line.strip_prefix("content-length:"))
+                .map_or(0, |value| value.trim().parse().unwrap());
+            if raw.len() >= end + 4 + len {
+                return Some(String::from_utf8_lossy(&raw[..end + 4 + len]).into_owned());
+            }
+        }
+        match io.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+fn status_of(response: &str) -> &str {
+    response.split(' ').nth(1).unwrap_or_default()
+}
+
+fn header_of<'a>(response: &'a str, name: &str) -> Option<&'a str> {
+    response.lines().find_map(|line| {
+        let (n, value) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| value.trim())
+    })
+}
+
+/// Whether the server has closed `io`, waiting for it at most `within`.
+async fn closed_within(io: &mut DuplexStream, within: Duration) -> bool {
+    let mut buf = [0u8; 256];
+    match tokio::time::timeout(within, io.read(&mut buf)).await {
+        Err(_) => false,
+        Ok(Ok(0) | Err(_)) => true,
+        Ok(Ok(n)) => panic!("unexpected bytes: {:?}", String::from_utf8_lossy(&buf[..n])),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_head_sent_too_slowly_is_cut_off() {
+    let timeout = Duration::from_secs(10);
+    let connect = serving(Limits {
+        header_read_timeout: timeout,
+        max_connections: 8,
+    });
+    let start = tokio::time::Instant::now();
+
+    // A whole request in time is served.
+    let mut quick = connect();
+    quick.write_all(&get_request("k")).await.unwrap();
+    let answer = read_response(&mut quick).await.expect("an answer");
+    assert_eq!(status_of(&answer), "200", "{answer}");
+
+    // One header line a second, never the end of the head: closed at the deadline, unanswered.
+    let mut slow = connect();
+    let idle = connect();
+    slow.write_all(format!("GET {ABC} HTTP/1.1\r\nhost: demo\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut lines = 0;
+    while !closed_within(&mut slow, Duration::from_secs(1)).await {
+        assert!(lines < 60, "still open after {lines} header lines");
+        lines += 1;
+        if slow
+            .write_all(format!("x-pad-{lines}: a\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let closed_after = start.elapsed();
+    assert!(
+        closed_after >= timeout && closed_after <= timeout + Duration::from_secs(1),
+        "closed after {closed_after:?}, {lines} header lines"
+    );
+    assert!(lines >= 9, "{lines} header lines");
+
+    // A connection that never sends a byte is closed as well, and so is the quick one, idle
+    // since its answer.
+    let mut idle = idle;
+    assert!(closed_within(&mut idle, Duration::ZERO).await);
+    assert!(closed_within(&mut quick, Duration::ZERO).await);
+
+    // Nothing was charged for the unfinished request.
+    let mut after = connect();
+    after.write_all(&get_request("k")).await.unwrap();
+    let answer = read_response(&mut after).await.expect("an answer");
+    assert_eq!(header_of(&answer, "x-ratelimit-remaining"), Some("98"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn connections_over_the_cap_wait_until_one_closes() {
+    let connect = serving(Limits {
+        // Not the subject here: far longer than the waits below.
+        header_read_timeout: Duration::from_secs(3600),
+        max_connections: 2,
+    });
+    let mut first = connect();
+    let mut second = connect();
+    for (io, key) in [(&mut first, "a"), (&mut second, "b")] {
+        io.write_all(&get_request(key)).await.unwrap();
+        let answer = read_response(io).await.expect("an answer");
+        assert_eq!(status_of(&answer), "200", "{answer}");
+    }
+
+    // Two connections are open: a third waits, its request unread, however long.
+    let mut third = connect();
+    third.write_all(&get_request("c")).await.unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(600), read_response(&mut third)).await;
+    assert!(waited.is_err(), "answered over the cap: {waited:?}");
+
+    // The open ones are still served.
+    second.write_all(&get_request("b")).await.unwrap();
+    let again = read_response(&mut second).await.expect("an answer");
+    assert_eq!(header_of(&again, "x-ratelimit-remaining"), Some("98"));
+
+    // One closes: the third is taken in and answered.
+    drop(first);
+    let answer = tokio::time::timeout(Duration::from_secs(1), read_response(&mut third))
+        .await
+        .expect("answered once a connection closed")
+        .expect("an answer");
+    assert_eq!(status_of(&answer), "200", "{answer}");
+    assert_eq!(header_of(&answer, "x-ratelimit-remaining"), Some("99"));
+}
+
+/// Over the wire, HTTP drops the whitespace around a header value, so `k` and ` k\t` are one
+/// key; spaces and tabs inside a key are part of it.
+#[tokio::test(start_paused = true)]
+async fn a_key_is_its_header_value_without_the_whitespace_around_it() {
+    let connect = serving(Limits {
+        header_read_timeout: Duration::from_secs(10),
+        max_connections: 8,
+    });
+    let mut io = connect();
+    let mut remaining = Vec::new();
+    for key in ["k", "  k \t", "k  ", "a b", "a\tb", "a b"] {
+        io.write_all(&get_request(key)).await.unwrap();
+        let answer = read_response(&mut io).await.expect("an answer");
+        assert_eq!(status_of(&answer), "200", "{key:?}: {answer}");
+        remaining.push(header_of(&answer, "x-ratelimit-remaining").map(str::to_owned));
+    }
+    let remaining: Vec<_> = remaining.iter().map(|r| r.as_deref().unwrap()).collect();
+    assert_eq!(remaining, ["99", "98", "97", "99", "99", "98"]);
 }

@@ -545,6 +545,86 @@ fn the_example_binary_writes_the_headers_style_it_is_given() {
     assert!(example.stderr().contains("headers: xratelimit+ietf-10)"));
 }
 
+/// The binary's deployment limits, over real TCP: a connection that trickles its request head
+/// is closed after `HEADER_READ_TIMEOUT_SECS`, and with `MAX_CONNECTIONS=1` a second
+/// connection is answered only once the first is gone. (The exact timings are tested in
+/// process, on a paused clock; here only lower bounds, which no slowness can break.)
+#[test]
+fn the_example_binary_cuts_off_slow_heads_and_caps_connections() {
+    clear_of_an_hour_end();
+    let mut example = Example::spawn(&[
+        ("BIND", "127.0.0.1:0"),
+        ("RATE_LIMIT", "10/1h"),
+        ("HEADER_READ_TIMEOUT_SECS", "1"),
+        ("MAX_CONNECTIONS", "1"),
+    ]);
+    let addr = example.wait_until_listening(Duration::from_secs(30));
+
+    // The one slot: a connection that sends a header line now and then, never the head's end.
+    let mut slow = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    let start = Instant::now();
+    slow.write_all(
+        format!(
+            "GET {ABC} HTTP/1.1
+host: demo
+"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    // Queued behind it: answered once it is gone.
+    let second = thread::spawn(move || {
+        let reply = raw_post(addr, ABC_START, "k");
+        (reply, start.elapsed())
+    });
+    let mut buf = [0u8; 1024];
+    let closed_after = loop {
+        match slow.read(&mut buf) {
+            Ok(0) => break start.elapsed(),
+            Ok(n) => panic!(
+                "answered an unfinished request: {:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "still open after {:?}",
+                    start.elapsed()
+                );
+                if slow
+                    .write_all(
+                        b"x-pad: a
+",
+                    )
+                    .is_err()
+                {
+                    break start.elapsed();
+                }
+            }
+            Err(_) => break start.elapsed(),
+        }
+    };
+    // The server's deadline runs from its accept, a little before `start`.
+    assert!(
+        closed_after >= Duration::from_millis(800),
+        "closed after {closed_after:?}"
+    );
+    let (reply, answered_after) = second.join().expect("the second connection's thread");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.number("x-ratelimit-remaining"), 9);
+    assert!(
+        answered_after >= Duration::from_millis(800),
+        "answered over the cap after {answered_after:?}"
+    );
+}
+
 /// Runs the example with `vars`, expecting it to exit within `timeout`; its status and stderr.
 pub(crate) fn run_to_exit(vars: &[(&str, &str)], timeout: Duration) -> (ExitStatus, String) {
     let mut example = Example::spawn(vars);
@@ -561,7 +641,7 @@ pub(crate) fn run_to_exit(vars: &[(&str, &str)], timeout: Duration) -> (ExitStat
 fn the_example_binary_refuses_bad_configuration() {
     let server = RedisServer::new();
     let url = server.url();
-    let cases: [(&[(&str, &str)], &str); 6] = [
+    let cases: [(&[(&str, &str)], &str); 9] = [
         (&[("RATE_LIMIT", "abc")], "RATE_LIMIT=\"abc\""),
         (
             &[("HEADERS", "legacy")],
@@ -579,6 +659,18 @@ fn the_example_binary_refuses_bad_configuration() {
         (
             &[("REDIS_URL", &url), ("REDIS_PREFIX", "a{b}")],
             "REDIS_PREFIX=\"a{b}\"",
+        ),
+        (
+            &[("HEADER_READ_TIMEOUT_SECS", "0")],
+            "HEADER_READ_TIMEOUT_SECS=\"0\": expected a whole number of seconds from 1 to 3600",
+        ),
+        (
+            &[("HEADER_READ_TIMEOUT_SECS", "1.5")],
+            "HEADER_READ_TIMEOUT_SECS=\"1.5\"",
+        ),
+        (
+            &[("MAX_CONNECTIONS", "0")],
+            "MAX_CONNECTIONS=\"0\": expected a whole number from 1 to 1000000",
         ),
     ];
     for (vars, message) in cases {

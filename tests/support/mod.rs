@@ -162,7 +162,9 @@ pub(crate) fn example_binary(name: &str, features: &str) -> PathBuf {
             )
         });
     let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    // An example is one file, or a folder of them (the demo server).
     let mut sources = vec![manifest_dir.join(format!("examples/{name}.rs"))];
+    collect_rust_files(&manifest_dir.join("examples").join(name), &mut sources);
     collect_rust_files(&manifest_dir.join("src"), &mut sources);
     for source in sources {
         let changed = std::fs::metadata(&source).and_then(|meta| meta.modified());

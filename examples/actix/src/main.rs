@@ -2,8 +2,8 @@
 //! middleware written against ratewindow's public API (the library has no actix dependency).
 //!
 //! One route, `POST /api/v1/campaigns/{id}/start`, stands in for the API; the full seeded
-//! campaigns API (and the Redis backend) lives in the crate's `examples/server.rs`. The
-//! middleware wraps the whole `App`, so unknown routes are rate limited too:
+//! campaigns API (and the Redis backend) lives in `examples/server/`. The middleware wraps
+//! the whole `App`, so unknown routes are rate limited too:
 //!
 //! - every response to a request with an `X-API-Key` carries `X-RateLimit-Limit`,
 //!   `X-RateLimit-Remaining` and `X-RateLimit-Reset` (unix epoch seconds);

@@ -1,0 +1,161 @@
+//! The router: the campaigns API's routes and handlers behind the rate-limit layer.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Json, Response};
+use axum::routing::{get, post};
+use ratewindow::DynRateLimiter;
+use ratewindow::http::HeaderStyle;
+use ratewindow::tower::{HeaderKey, RateLimitLayer};
+use serde_json::json;
+
+use super::backend::count_policy_decisions;
+use super::campaigns::{CampaignError, Workspaces, unix_now_secs, utc_timestamp};
+
+const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
+
+/// The router: the rate-limit layer in front of every route, unknown ones included, writing
+/// its headers in `style`, its own answers the layer's default `application/problem+json`
+/// documents, and counting the decisions a failure policy makes.
+pub fn app(limiter: Arc<dyn DynRateLimiter>, max_workspaces: usize, style: HeaderStyle) -> Router {
+    let state = AppState {
+        workspaces: Arc::new(Workspaces::new(max_workspaces)),
+    };
+    let rate_limit = RateLimitLayer::new(limiter, HeaderKey::new(API_KEY))
+        .header_style(style)
+        .on_decision(count_policy_decisions);
+    Router::new()
+        .route("/api/v1/campaigns/{id}", get(get_campaign))
+        .route("/api/v1/campaigns/{id}/start", post(start_campaign))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "Route not found") })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            )
+        })
+        // `layer`, not `route_layer`: the fallbacks are rate limited too.
+        .layer(rate_limit)
+        .with_state(state)
+}
+
+#[derive(Clone)]
+struct AppState {
+    workspaces: Arc<Workspaces>,
+}
+
+/// The caller's API key, for the handlers: the layer has already refused any request without
+/// exactly one non-empty `X-API-Key` of printable ASCII (spaces and tabs inside it included),
+/// and any key the limiter refuses (longer than [`ratewindow::MAX_KEY_LEN`] bytes).
+struct ApiKey(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiKey {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let mut values = parts.headers.get_all(API_KEY).iter();
+        match (values.next().map(HeaderValue::to_str), values.next()) {
+            (Some(Ok(key)), None) if !key.is_empty() => Ok(ApiKey(key.to_owned())),
+            // Only without the layer in front.
+            _ => Err(error(
+                StatusCode::UNAUTHORIZED,
+                "missing_key",
+                "Send exactly one X-API-Key header",
+            )),
+        }
+    }
+}
+
+/// A JSON error in the seed API's shape, `{"error": {"code": ..., "message": ...}}`: the
+/// handlers' and fallbacks' answers. (The rate limit's own are `application/problem+json`.)
+fn error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = json!({ "error": { "code": code, "message": message } });
+    (status, Json(body)).into_response()
+}
+
+async fn get_campaign(
+    State(state): State<AppState>,
+    ApiKey(key): ApiKey,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(id)) = id else {
+        return invalid_id();
+    };
+    let found = state.workspaces.with(&key, |workspace| {
+        workspace.find(&id).map(|campaign| campaign.to_json())
+    });
+    match found {
+        Some(campaign) => Json(json!({ "data": campaign })).into_response(),
+        None => CampaignError::NotFound.into_response(),
+    }
+}
+
+async fn start_campaign(
+    State(state): State<AppState>,
+    ApiKey(key): ApiKey,
+    id: Result<Path<String>, PathRejection>,
+) -> Response {
+    let Ok(Path(id)) = id else {
+        return invalid_id();
+    };
+    let now = utc_timestamp(unix_now_secs());
+    match state
+        .workspaces
+        .with(&key, |workspace| workspace.start(&id, now))
+    {
+        Ok(campaign) => Json(json!({ "data": campaign })).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+fn invalid_id() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_campaign_id",
+        "Invalid campaign id",
+    )
+}
+
+impl IntoResponse for CampaignError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            CampaignError::NotFound => (
+                StatusCode::NOT_FOUND,
+                "campaign_not_found",
+                "Campaign not found",
+            ),
+            CampaignError::AlreadyActive => (
+                StatusCode::BAD_REQUEST,
+                "campaign_already_active",
+                "Campaign is already active",
+            ),
+            CampaignError::Completed => (
+                StatusCode::BAD_REQUEST,
+                "campaign_completed",
+                "Cannot start a completed campaign",
+            ),
+            CampaignError::NoSequenceSteps => (
+                StatusCode::BAD_REQUEST,
+                "no_sequence_steps",
+                "Campaign must have at least one sequence step",
+            ),
+            CampaignError::NoLeads => (
+                StatusCode::BAD_REQUEST,
+                "no_leads",
+                "Campaign must have leads enrolled",
+            ),
+            CampaignError::NoEmailAccounts => (
+                StatusCode::BAD_REQUEST,
+                "no_email_accounts",
+                "Campaign must have at least one email account assigned",
+            ),
+        };
+        error(status, code, message)
+    }
+}

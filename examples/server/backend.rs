@@ -1,0 +1,148 @@
+//! The limiter behind the rate limit: in memory, or on Redis with a failure policy, whose
+//! decisions are counted and logged without a key.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ratewindow::tower::Outcome;
+use ratewindow::{ConfigError, DecidedBy, DynRateLimiter, Error, MemoryLimiter, Quota};
+
+use super::config::{Policy, RedisSettings, RedisTarget};
+
+/// How long start-up may take to connect to Redis and run a first (uncounted) decision.
+#[cfg(feature = "redis")]
+const REDIS_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The in-process backend.
+pub fn memory(quota: Quota) -> Result<Arc<dyn DynRateLimiter>, ConfigError> {
+    Ok(Arc::new(MemoryLimiter::new(quota)?))
+}
+
+/// A limiter on `target` configured by `settings`, once Redis has answered a first
+/// (uncounted) decision.
+#[cfg(feature = "redis")]
+pub async fn redis(
+    target: &RedisTarget,
+    quota: Quota,
+    settings: &RedisSettings,
+) -> Result<Arc<dyn DynRateLimiter>, String> {
+    use ratewindow::{FailurePolicy, RateLimiter, RedisConnection, RedisLimiter};
+
+    let connect = async {
+        match target {
+            RedisTarget::Single(url) => RedisConnection::connect(url).await,
+            RedisTarget::Cluster(urls) => {
+                let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+                RedisConnection::connect_cluster_with_timeout(&urls, settings.timeout).await
+            }
+        }
+    };
+    // The messages name the target with its password masked (Redis errors do not repeat it).
+    let at = target.addresses();
+    eprintln!("server: connecting to {at}");
+    // The connection retries by itself for a few seconds (Redis may be starting too).
+    let connection = tokio::time::timeout(REDIS_STARTUP_TIMEOUT, connect)
+        .await
+        .map_err(|_| format!("cannot connect to {at}: no answer within {REDIS_STARTUP_TIMEOUT:?}"))?
+        .map_err(|err| match err {
+            // A URL that does not parse: say which variable holds it.
+            Error::Config(_) => {
+                format!("{}={:?}: {err}", target.variable(), target.urls())
+            }
+            _ => format!("cannot connect to {at}: {err}"),
+        })?;
+
+    let mut builder = RedisLimiter::builder(quota)
+        .prefix(settings.prefix.as_str())
+        .timeout(settings.timeout)
+        .max_clock_skew(settings.max_clock_skew);
+    if settings.redis_time {
+        builder = builder.redis_time();
+    }
+    let invalid = |err: ConfigError| match err {
+        ConfigError::InvalidSetting { .. } => {
+            format!("REDIS_PREFIX={:?}: {err}", settings.prefix)
+        }
+        _ => format!("cannot configure the Redis limiter: {err}"),
+    };
+    // Connected is not yet usable (a cluster node given as REDIS_URL, a missing permission, no
+    // TIME...): one peek, which counts nothing, must be decided by Redis itself, so this limiter
+    // reports the error that the failure policy would otherwise hide.
+    let probe = builder
+        .clone()
+        .timeout(REDIS_STARTUP_TIMEOUT)
+        .failure_policy(FailurePolicy::ReturnError)
+        .build(connection.clone())
+        .map_err(invalid)?;
+    probe
+        .peek("ratewindow-demo-startup-probe")
+        .await
+        .map_err(|err| format!("cannot use {at}: {err}"))?;
+
+    let policy = match settings.policy {
+        Policy::Open => FailurePolicy::FailOpen,
+        Policy::Closed => FailurePolicy::FailClosed,
+        Policy::Fallback { instances } => FailurePolicy::Fallback { instances },
+    };
+    let limiter = builder
+        .failure_policy(policy)
+        .build(connection)
+        .map_err(invalid)?;
+    Ok(Arc::new(limiter))
+}
+
+/// Without the `redis` feature there is no Redis backend to build.
+#[cfg(not(feature = "redis"))]
+pub async fn redis(
+    target: &RedisTarget,
+    _quota: Quota,
+    _settings: &RedisSettings,
+) -> Result<Arc<dyn DynRateLimiter>, String> {
+    Err(format!(
+        "{} is set, but this build has no Redis backend: rebuild with --features redis,tower, e.g. \
+         `REDIS_URL=redis://127.0.0.1:6379 cargo run --release --features redis,tower --example server`",
+        target.variable()
+    ))
+}
+
+/// Requests decided by a Redis limiter's failure policy (Redis timed out or was unreachable)
+/// since the server last reported them; see [`report_policy_decisions`].
+static POLICY_DECISIONS: AtomicU64 = AtomicU64::new(0);
+
+/// Requests decided by the failure policy and not reported yet.
+pub fn unreported_policy_decisions() -> u64 {
+    POLICY_DECISIONS.load(Ordering::Relaxed)
+}
+
+/// The rate-limit layer's observer: counts the decisions a failure policy made (Redis timed out
+/// or was unreachable) for [`report_policy_decisions`]. Counted, not logged: an outage would
+/// otherwise print a line per request.
+pub fn count_policy_decisions(outcome: &Outcome) {
+    if let Outcome::Decided(decision) = outcome {
+        if matches!(
+            decision.decided_by(),
+            DecidedBy::FailOpen | DecidedBy::FailClosed | DecidedBy::Fallback
+        ) {
+            POLICY_DECISIONS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Logs, at most once a second, how many requests the failure policy decided since the last
+/// report. Never a key: only the count.
+pub async fn report_policy_decisions(policy: Policy) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(1));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let count = POLICY_DECISIONS.swap(0, Ordering::Relaxed);
+        if count > 0 {
+            let requests = if count == 1 { "request" } else { "requests" };
+            eprintln!(
+                "redis unavailable: {count} {requests} decided by the failure policy \
+                 ({policy}) in the last second"
+            );
+        }
+    }
+}

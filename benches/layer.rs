@@ -178,7 +178,7 @@ pub(crate) fn bench_all(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("write_headers", name), |b| {
             b.iter(|| {
                 let mut headers = HeaderMap::new();
-                write_headers(black_box(&decision), style, &mut headers);
+                write_headers(black_box(&decision), style, None, &mut headers);
                 headers
             })
         });

@@ -196,9 +196,7 @@ mod headers {
     use std::time::Duration;
 
     use http::HeaderMap;
-    use ratewindow::http::{
-        HeaderStyle, IetfDraft, PartitionKey, policy_names, write_headers_partitioned,
-    };
+    use ratewindow::http::{HeaderStyle, IetfDraft, PartitionKey, policy_names, write_headers};
     use ratewindow::{Alignment, ConfigError, Decision};
 
     /// The latest time limiters decide for: 2^46 ms.
@@ -531,7 +529,7 @@ mod headers {
                 .with_ietf(IetfDraft::Draft10)
                 .with_github_extras();
             let mut headers = HeaderMap::new();
-            write_headers_partitioned(&decision, style, pk.as_ref(), &mut headers);
+            write_headers(&decision, style, pk.as_ref(), &mut headers);
 
             for (name, value) in &headers {
                 let text = value.to_str();
@@ -631,7 +629,7 @@ mod headers {
                 let style = HeaderStyle::x_ratelimit()
                     .with_ietf(IetfDraft::Draft10)
                     .with_github_extras();
-                write_headers_partitioned(&decision, style, pk.as_ref(), &mut headers);
+                write_headers(&decision, style, pk.as_ref(), &mut headers);
                 for name in ["ratelimit-policy", "ratelimit"] {
                     let value = headers[name].to_str().unwrap();
                     parse_sf_list(value).unwrap_or_else(|e| panic!("{s:?}: {name}: {value}: {e}"));

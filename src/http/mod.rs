@@ -1,7 +1,7 @@
 //! Rate-limit headers for the `http` crate's types (feature `http`).
 //!
 //! [`write_headers`] writes a [`Decision`](crate::Decision) into an `http::HeaderMap`, and
-//! [`rate_limited_parts`] builds the status and headers of a 429; the body is yours. Any
+//! [`rejection_parts`] builds the status and headers of a 429; the body is yours. Any
 //! framework on the `http` crate (axum, hyper, tower, reqwest, ...) takes the map as it is.
 //! Header names are constants validated at compile time; integer values are formatted without
 //! `format!` and structured fields are serialized into a stack buffer, so each value costs one
@@ -114,23 +114,21 @@
 //!
 //! ```
 //! use http::{HeaderMap, StatusCode};
-//! use ratewindow::http::{HeaderStyle, IetfDraft, rate_limited_parts, write_headers};
-//! use ratewindow::{MemoryLimiter, Quota};
+//! use ratewindow::http::{HeaderStyle, IetfDraft, rejection_parts, write_headers};
+//! use ratewindow::{MemoryLimiter, quota};
 //!
-//! let limiter = MemoryLimiter::builder(Quota::per_minute(100)?)
-//!     .quota(Quota::per_hour(1000)?)
+//! let limiter = MemoryLimiter::builder(quota!(100 per minute))
+//!     .quota(quota!(1000 per hour))
 //!     .build()?;
 //! // Chosen once, e.g. from configuration: `"both".parse()?`.
 //! let style = HeaderStyle::x_ratelimit().with_ietf(IetfDraft::Draft10);
 //!
 //! let decision = limiter.check_sync("otr_your_key")?;
-//! let (status, headers) = if decision.is_allowed() {
+//! let (status, headers) = rejection_parts(&decision, style, None).unwrap_or_else(|| {
 //!     let mut headers = HeaderMap::new(); // the handler's response headers
-//!     write_headers(&decision, style, &mut headers);
+//!     write_headers(&decision, style, None, &mut headers);
 //!     (StatusCode::OK, headers)
-//! } else {
-//!     rate_limited_parts(&decision, style, None)
-//! };
+//! });
 //! assert_eq!(status, StatusCode::OK);
 //! assert_eq!(headers["x-ratelimit-remaining"], "99");
 //! assert!(headers["ratelimit"].to_str().unwrap().starts_with(r#""per-minute";r=99;t="#));
@@ -155,4 +153,4 @@ pub use names::{
 pub use partition::PartitionKey;
 pub use policy::{PolicyName, PolicyNames, policy_names};
 pub use style::{HeaderStyle, IetfDraft, ParseHeaderStyleError};
-pub use write::{rate_limited_parts, write_headers, write_headers_partitioned};
+pub use write::{rejection_parts, write_headers};

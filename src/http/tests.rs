@@ -73,7 +73,7 @@ fn render(headers: &HeaderMap) -> String {
 
 fn written(decision: &Decision, style: HeaderStyle, pk: Option<&PartitionKey>) -> String {
     let mut headers = HeaderMap::new();
-    write_headers_partitioned(decision, style, pk, &mut headers);
+    write_headers(decision, style, pk, &mut headers);
     render(&headers)
 }
 
@@ -297,8 +297,8 @@ fn writing_replaces_existing_values() {
     headers.append("ratelimit", "\"stale\";r=1".parse().unwrap());
     headers.append("ratelimit", "\"stale\";r=2".parse().unwrap());
     headers.insert("content-type", "application/json".parse().unwrap());
-    write_headers(&ok, ietf().with_x_ratelimit(), &mut headers);
-    write_headers(&denied, ietf().with_x_ratelimit(), &mut headers);
+    write_headers(&ok, ietf().with_x_ratelimit(), None, &mut headers);
+    write_headers(&denied, ietf().with_x_ratelimit(), None, &mut headers);
     assert_eq!(headers.get_all("ratelimit").iter().count(), 1);
     assert_eq!(headers["x-ratelimit-limit"], "100");
     assert_eq!(
@@ -309,17 +309,18 @@ fn writing_replaces_existing_values() {
 }
 
 #[test]
-fn rate_limited_parts_are_a_429_with_the_headers() {
-    let (_, denied) = samples();
+fn rejection_parts_are_a_429_with_the_headers_and_none_when_allowed() {
+    let (allowed, denied) = samples();
     let pk = PartitionKey::hash_of(SAMPLE_KEY);
     for style in [
         HeaderStyle::x_ratelimit(),
         ietf(),
         HeaderStyle::github_extras().with_ietf(IetfDraft::Draft10),
     ] {
-        let (status, headers) = rate_limited_parts(&denied, style, Some(&pk));
+        let (status, headers) = rejection_parts(&denied, style, Some(&pk)).expect("denied");
         assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(render(&headers), written(&denied, style, Some(&pk)));
+        assert_eq!(rejection_parts(&allowed, style, Some(&pk)), None);
     }
 }
 
@@ -464,7 +465,7 @@ proptest! {
             .with_ietf(IetfDraft::Draft10)
             .with_github_extras();
         let mut headers = HeaderMap::new();
-        write_headers_partitioned(&decision, style, with_pk.then_some(&pk), &mut headers);
+        write_headers(&decision, style, with_pk.then_some(&pk), &mut headers);
         let text = |name: &str| headers[name].to_str().unwrap().to_owned();
 
         let policy = parse_list(&text("ratelimit-policy"));

@@ -6,7 +6,7 @@ use std::fmt;
 use ::http::{HeaderMap, HeaderValue};
 
 use super::outcome::Outcome;
-use crate::http::{HeaderStyle, PartitionKey, RETRY_AFTER, write_headers_partitioned};
+use crate::http::{HeaderStyle, PartitionKey, RETRY_AFTER, write_headers};
 use crate::{DecidedBy, Decision};
 
 /// `Retry-After` of a fail-closed `503`: a networked limiter tries its backend again within a
@@ -32,7 +32,7 @@ pub(crate) fn over_capacity_retry_secs(outcome: &Outcome) -> Option<u64> {
 ///
 /// ```
 /// use ratewindow::http::{HeaderStyle, IetfDraft};
-/// use ratewindow::tower::{HeaderKey, PartitionKeys, RateLimitLayer};
+/// use ratewindow::tower::{HeaderKey, PartitionKeyMode, RateLimitLayer};
 /// use ratewindow::{MemoryLimiter, Quota};
 ///
 /// let secret = *b"0123456789abcdef"; // load yours from configuration
@@ -41,12 +41,12 @@ pub(crate) fn over_capacity_retry_secs(outcome: &Outcome) -> Option<u64> {
 ///     HeaderKey::from_static("x-api-key"),
 /// )
 /// .header_style(HeaderStyle::ietf(IetfDraft::Draft10))
-/// .partition_keys(PartitionKeys::Keyed(secret));
+/// .partition_keys(PartitionKeyMode::Keyed(secret));
 /// # Ok::<(), ratewindow::Error>(())
 /// ```
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
-pub enum PartitionKeys {
+pub enum PartitionKeyMode {
     /// No `pk` (the default).
     #[default]
     None,
@@ -59,13 +59,13 @@ pub enum PartitionKeys {
     Keyed([u8; 16]),
 }
 
-impl fmt::Debug for PartitionKeys {
+impl fmt::Debug for PartitionKeyMode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the secret.
         f.write_str(match self {
-            PartitionKeys::None => "None",
-            PartitionKeys::Public => "Public",
-            PartitionKeys::Keyed(_) => "Keyed(..)",
+            PartitionKeyMode::None => "None",
+            PartitionKeyMode::Public => "Public",
+            PartitionKeyMode::Keyed(_) => "Keyed(..)",
         })
     }
 }
@@ -81,12 +81,12 @@ pub(crate) struct ResponseHeaders {
 
 impl ResponseHeaders {
     /// For a request charged to `key`.
-    pub(crate) fn for_key(style: HeaderStyle, keys: PartitionKeys, key: &str) -> Self {
+    pub(crate) fn for_key(style: HeaderStyle, keys: PartitionKeyMode, key: &str) -> Self {
         let partition = match keys {
             _ if style.ietf_draft().is_none() => None,
-            PartitionKeys::None => None,
-            PartitionKeys::Public => Some(Box::new(PartitionKey::hash_of(key))),
-            PartitionKeys::Keyed(secret) => {
+            PartitionKeyMode::None => None,
+            PartitionKeyMode::Public => Some(Box::new(PartitionKey::hash_of(key))),
+            PartitionKeyMode::Keyed(secret) => {
                 Some(Box::new(PartitionKey::keyed_hash_of(key, &secret)))
             }
         };
@@ -95,7 +95,7 @@ impl ResponseHeaders {
 
     /// Writes `decision`'s headers into `headers`.
     pub(crate) fn write(&self, decision: &Decision, headers: &mut HeaderMap) {
-        write_headers_partitioned(decision, self.style, self.partition.as_deref(), headers);
+        write_headers(decision, self.style, self.partition.as_deref(), headers);
     }
 
     /// The rate-limit headers of an answer the layer gives itself for `outcome`: a denial's

@@ -8,7 +8,7 @@ use tower_layer::Layer;
 use ::http::Response;
 
 use super::cost::UnitCost;
-use super::headers::PartitionKeys;
+use super::headers::PartitionKeyMode;
 use super::hooks::Rejection;
 use super::key::FallbackKey;
 use super::outcome::Outcome;
@@ -70,7 +70,7 @@ pub struct RateLimitLayer<L, K, C = UnitCost, R = ProblemDetails, O = ()> {
     key: K,
     cost: C,
     style: HeaderStyle,
-    partition_keys: PartitionKeys,
+    partition_keys: PartitionKeyMode,
     on_rejection: R,
     on_decision: O,
 }
@@ -84,7 +84,7 @@ impl<L, K> RateLimitLayer<L, K> {
             key,
             cost: UnitCost,
             style: HeaderStyle::default(),
-            partition_keys: PartitionKeys::None,
+            partition_keys: PartitionKeyMode::None,
             on_rejection: ProblemDetails,
             on_decision: (),
         }
@@ -113,7 +113,7 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
 
     /// Adds a partition key (`pk`) made by `keys` from each request's key to the IETF fields,
     /// when the style has them. None by default.
-    pub fn partition_keys(mut self, keys: PartitionKeys) -> Self {
+    pub fn partition_keys(mut self, keys: PartitionKeyMode) -> Self {
         self.partition_keys = keys;
         self
     }

@@ -81,7 +81,7 @@ mod service;
 
 pub use cost::{Cost, UnitCost};
 pub use future::ResponseFuture;
-pub use headers::PartitionKeys;
+pub use headers::PartitionKeyMode;
 pub use hooks::{OnDecision, OnRejection, Rejection, RejectionKind};
 pub use key::{FallbackKey, FixedKey, HeaderKey, KeyExtractor};
 pub use layer::RateLimitLayer;

@@ -9,7 +9,7 @@ use tower_service::Service;
 
 use super::cost::Cost;
 use super::future::{Checked, ResponseFuture};
-use super::headers::{PartitionKeys, ResponseHeaders, put_first};
+use super::headers::{PartitionKeyMode, ResponseHeaders, put_first};
 use super::hooks::{OnDecision, OnRejection, Rejection, RejectionKind};
 use super::key::KeyExtractor;
 use super::outcome::{Outcome, admits};
@@ -23,7 +23,7 @@ pub(crate) struct Shared<L, K, C, R, O> {
     pub(crate) key: K,
     pub(crate) cost: C,
     pub(crate) style: HeaderStyle,
-    pub(crate) partition_keys: PartitionKeys,
+    pub(crate) partition_keys: PartitionKeyMode,
     pub(crate) on_rejection: R,
     pub(crate) on_decision: O,
 }

@@ -13,7 +13,7 @@ use axum::routing::get;
 use http_body_util::BodyExt;
 use ratewindow::http::{HeaderStyle, IetfDraft, PartitionKey};
 use ratewindow::tower::{
-    FixedKey, HeaderKey, Outcome, PartitionKeys, RateLimitLayer, Rejection, RejectionKind,
+    FixedKey, HeaderKey, Outcome, PartitionKeyMode, RateLimitLayer, Rejection, RejectionKind,
 };
 use ratewindow::{
     BackendErrorKind, Decision, DynRateLimiter, Error, ManualClock, MemoryLimiter, Quota,
@@ -146,9 +146,9 @@ fn partition_keys_are_hashes_of_the_key_in_the_ietf_fields_only() {
     let key = "otr_your_key";
     let secret = *b"0123456789abcdef";
     for (keys, pk) in [
-        (PartitionKeys::Public, PartitionKey::hash_of(key)),
+        (PartitionKeyMode::Public, PartitionKey::hash_of(key)),
         (
-            PartitionKeys::Keyed(secret),
+            PartitionKeyMode::Keyed(secret),
             PartitionKey::keyed_hash_of(key, &secret),
         ),
     ] {
@@ -182,8 +182,11 @@ fn partition_keys_are_hashes_of_the_key_in_the_ietf_fields_only() {
     }
     // No pk without IETF fields, and none unless asked for.
     for (style, keys) in [
-        (HeaderStyle::x_ratelimit(), PartitionKeys::Public),
-        (HeaderStyle::ietf(IetfDraft::Draft10), PartitionKeys::None),
+        (HeaderStyle::x_ratelimit(), PartitionKeyMode::Public),
+        (
+            HeaderStyle::ietf(IetfDraft::Draft10),
+            PartitionKeyMode::None,
+        ),
     ] {
         let layer = RateLimitLayer::new(limiter(), API_KEY)
             .header_style(style)
@@ -202,7 +205,10 @@ fn partition_keys_are_hashes_of_the_key_in_the_ietf_fields_only() {
             answer.rate_headers()
         );
     }
-    assert_eq!(format!("{:?}", PartitionKeys::Keyed(secret)), "Keyed(..)");
+    assert_eq!(
+        format!("{:?}", PartitionKeyMode::Keyed(secret)),
+        "Keyed(..)"
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! One decision, ratewindow's `MemoryLimiter::check` against governor's keyed `check_key`, on the
+//! One decision, ratewindow's `MemoryLimiter::check_sync` against governor's keyed `check_key`, on the
 //! same keys in the same group: one hot key, 10k and 1M keys round-robin, 1M keys in a scattered
 //! order, the denied path, and two threads on one key or on distinct keys.
 //!

@@ -13,9 +13,9 @@ use std::fmt;
 ///
 /// | call | errors |
 /// |---|---|
-/// | `check`, `check_n` | [`EmptyKey`](Error::EmptyKey), [`KeyTooLong`](Error::KeyTooLong), [`ZeroCost`](Error::ZeroCost), [`CostExceedsLimit`](Error::CostExceedsLimit), [`ClockOutOfRange`](Error::ClockOutOfRange), [`CapacityExhausted`](Error::CapacityExhausted) (in memory), [`Backend`](Error::Backend) (Redis, under `FailurePolicy::ReturnError`) |
+/// | `check`, `check_n` | [`EmptyKey`](Error::EmptyKey), [`KeyTooLong`](Error::KeyTooLong), [`ZeroCost`](Error::ZeroCost), [`CostExceedsLimit`](Error::CostExceedsLimit), [`ClockOutOfRange`](Error::ClockOutOfRange), [`CapacityExhausted`](Error::CapacityExhausted) (in memory, or Redis's `FailurePolicy::Fallback`), [`Backend`](Error::Backend) (Redis, under `FailurePolicy::ReturnError`) |
 /// | `peek`, `refund` | [`EmptyKey`](Error::EmptyKey), [`KeyTooLong`](Error::KeyTooLong), [`ClockOutOfRange`](Error::ClockOutOfRange), [`Backend`](Error::Backend) |
-/// | `clear` | [`EmptyKey`](Error::EmptyKey), [`KeyTooLong`](Error::KeyTooLong), [`Backend`](Error::Backend) |
+/// | `clear` | [`EmptyKey`](Error::EmptyKey), [`KeyTooLong`](Error::KeyTooLong), [`ClockOutOfRange`](Error::ClockOutOfRange) (Redis), [`Backend`](Error::Backend) |
 /// | `RedisConnection::connect*` | [`Config`](Error::Config), [`Backend`](Error::Backend) |
 ///
 /// Building a quota or a limiter returns a [`ConfigError`] instead, which `?` turns into

@@ -18,9 +18,10 @@
 //! - [`Clock`] is injected: [`CoarseClock`] (default, a few ns per read), [`SystemClock`], and
 //!   [`ManualClock`] for tests, yours included.
 //!
-//! A denied request is a normal [`Decision`], and consumes nothing. [`Error`] is for what can
-//! never be decided: an empty or over-long key, a cost above a limit, an invalid quota, a full
-//! key cap.
+//! A denied request is a normal [`Decision`], and consumes nothing. [`Error`] is for a call
+//! that cannot be decided: an empty or over-long key, a cost above a limit, a full key cap, a
+//! backend that did not answer. [`ConfigError`] is for a quota or a limiter that cannot be
+//! built.
 //!
 //! # Example: limit a request and write its headers
 //!

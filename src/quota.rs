@@ -132,9 +132,10 @@ impl Quota {
     }
 }
 
-/// A [`Quota`] from a literal limit and a unit, checked when the program compiles: no `?`, and
-/// nothing left to fail at run time. Limits known only at run time take the constructors or
-/// the text form.
+/// A [`Quota`] from a literal limit and a unit, checked when the program compiles: no `?`. A
+/// limiter still checks that its backend counts the limit exactly for the window
+/// ([`ConfigError::LimitTooLarge`]). Limits known only at run time take the constructors or the
+/// text form.
 ///
 /// ```
 /// use ratewindow::{MemoryLimiter, Quota, quota};

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+#[cfg(feature = "redis")]
+use ratewindow::Error;
 use ratewindow::tower::Outcome;
-use ratewindow::{ConfigError, DecidedBy, DynRateLimiter, Error, MemoryLimiter, Quota};
+use ratewindow::{ConfigError, DecidedBy, DynRateLimiter, MemoryLimiter, Quota};
 
 use super::config::{Policy, RedisSettings, RedisTarget};
 
@@ -111,6 +113,7 @@ pub async fn redis(
 static POLICY_DECISIONS: AtomicU64 = AtomicU64::new(0);
 
 /// Requests decided by the failure policy and not reported yet.
+#[cfg(feature = "redis")]
 pub fn unreported_policy_decisions() -> u64 {
     POLICY_DECISIONS.load(Ordering::Relaxed)
 }

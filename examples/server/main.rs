@@ -128,9 +128,12 @@ use std::process::ExitCode;
 use config::{Backend, Settings};
 
 pub use app::app;
+#[cfg(feature = "redis")]
 pub use backend::unreported_policy_decisions;
 pub use campaigns::utc_timestamp;
-pub use config::{VARIABLES, redacted};
+#[cfg(feature = "redis")]
+pub use config::VARIABLES;
+pub use config::redacted;
 pub use serve::{Limits, serve};
 
 /// Workspaces kept at once; the least recently used one goes when a new key needs room.

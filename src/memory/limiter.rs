@@ -37,10 +37,9 @@ const DEFAULT_MAX_KEYS: usize = 1 << 20;
 /// forgetting someone's count (which would admit extra requests) or denying a key it never saw
 /// (which would let a key spray lock out real clients). Servers choose what to answer then.
 ///
-/// Clones share counters. The type is also a [`RateLimiter`] whose futures are ready at once.
-/// Its own methods of the same names are synchronous and take precedence in method calls: on a
-/// `MemoryLimiter`, `limiter.check_sync(key)?` decides at once, while generic code over
-/// `L: RateLimiter` (or an explicit `RateLimiter::check(&limiter, key).await`) uses the trait.
+/// Clones share counters. The type is also a [`RateLimiter`] whose futures are ready at once,
+/// so `limiter.check(key).await` means the same here as on every backend. Its own synchronous
+/// methods carry a `_sync` suffix: `limiter.check_sync(key)?` decides without a future.
 ///
 /// # Example
 ///

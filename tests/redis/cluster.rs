@@ -580,6 +580,48 @@ fn faults_cluster_a_killed_master_opens_the_breaker_for_every_slot_of_its_master
     assert_eq!(check(&live).0, DecidedBy::Backend);
 }
 
+/// A live master that answers `CLUSTERDOWN` for one slot it no longer serves (here after
+/// `CLUSTER DELSLOTS`, as with a stale map under `cluster-require-full-coverage no`) has
+/// answered: that slot follows the policy, and the master's other slots stay on Redis.
+///
+/// Regression test: while a refused connection was first made a master's failure, every error
+/// that `fails_master` names counted, this reply included, and it sent all of the master's keys
+/// to the failure policy.
+#[test]
+fn faults_cluster_a_slot_not_served_keeps_its_master_in_use() {
+    let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
+    let runtime = runtime();
+    let connection = connect(&runtime, &cluster);
+    let limiter = RedisLimiter::builder(Quota::per_hour(5).unwrap())
+        .prefix("ns")
+        .timeout(TIMEOUT)
+        .failure_policy(FailurePolicy::FailClosed)
+        .clock(ManualClock::at_millis(Elapsed::T0_MS))
+        .build(connection)
+        .unwrap();
+    let (keys, _) = spread_over_master_2(&cluster, "ns");
+    let check = |key: &str| {
+        runtime
+            .block_on(limiter.check(key))
+            .expect("a policy answers")
+            .decided_by()
+    };
+    assert_eq!(check(&keys[0]), DecidedBy::Backend);
+    let redis_key = format!("ns:{{{}}}:{HOUR_MS}", keys[0]);
+    let slot = cluster.nodes()[2].command(&["CLUSTER", "KEYSLOT", &redis_key]);
+    let slot = slot.trim().trim_start_matches(':');
+    assert_eq!(
+        cluster.nodes()[2]
+            .command(&["CLUSTER", "DELSLOTS", slot])
+            .trim(),
+        "+OK"
+    );
+    assert_eq!(check(&keys[0]), DecidedBy::FailClosed);
+    for key in &keys[1..] {
+        assert_eq!(check(key), DecidedBy::Backend, "{key}");
+    }
+}
+
 /// 20 keys of master 2, each in a slot of its own, and one key of master 0, for a limiter
 /// with `prefix` and an hourly quota.
 fn spread_over_master_2(cluster: &RedisCluster, prefix: &str) -> (Vec<String>, String) {

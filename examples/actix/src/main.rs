@@ -23,7 +23,7 @@
 //! Environment: `BIND`, `host:port` (default `127.0.0.1:8081`); `RATE_LIMIT`, the quota per API
 //! key as `<limit>/<window>` with a unit of `ms`, `s`, `m`, `h` or `d` (default `100/1m`).
 //!
-//! The decision is `MemoryLimiter::check`, synchronous and a few tens of nanoseconds. For a
+//! The decision is `MemoryLimiter::check_sync`, synchronous and a few tens of nanoseconds. For a
 //! networked backend, hold any `RateLimiter` (e.g. a `RedisLimiter`) instead and `.await` its
 //! `check`: the middleware is already async.
 

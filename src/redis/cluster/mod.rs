@@ -156,7 +156,7 @@ impl ClusterRouter {
     }
 
     /// [`query`](Self::query) without its timeout: sets `master_answered` once the master has
-    /// answered with a redirect or `TRYAGAIN`.
+    /// answered, with an error of its own, a redirect or `TRYAGAIN`.
     async fn follow<T: FromRedisValue>(
         &self,
         slot: u16,
@@ -191,11 +191,15 @@ impl ClusterRouter {
                 }
                 Err(error) => error,
             };
+            // A reply of the node's own (an error about the call, `CLUSTERDOWN` for one slot, a
+            // redirect, `TRYAGAIN`) is an answer: what follows is not the master's failure. A
+            // refused or broken connection is no answer.
+            if matches!(error.kind(), ErrorKind::Server(_) | ErrorKind::Extension) {
+                *master_answered = true;
+            }
             if error.kind() == ErrorKind::Server(ServerErrorKind::TryAgain) {
                 // A multi-key call whose keys are split between the two nodes of a migrating
-                // slot: the migration moves them within moments. The master answered, so a
-                // timeout from here on is not its own.
-                *master_answered = true;
+                // slot: the migration moves them within moments.
                 tokio::time::sleep(TRY_AGAIN_AFTER * (1 << retries.min(4))).await;
                 retries += 1;
                 continue;
@@ -206,8 +210,6 @@ impl ClusterRouter {
                 }
                 return Err(error);
             };
-            // A redirect is an answer too; a refused or broken connection is not.
-            *master_answered = true;
             if redirects == MAX_REDIRECTS {
                 return Err(error);
             }

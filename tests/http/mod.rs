@@ -1,5 +1,6 @@
 //! The tower layer and the demo server, end to end.
 
+mod client_ip;
 #[path = "../../examples/server/main.rs"]
 #[allow(dead_code)]
 mod demo_server;

@@ -9,7 +9,8 @@ use ::http::{HeaderName, Request};
 /// answers with `401` unless a fallback key is configured
 /// ([`RateLimitLayer::fallback_key`](super::RateLimitLayer::fallback_key)).
 ///
-/// Implemented by [`HeaderKey`], [`FixedKey`], [`FallbackKey`] and every closure
+/// Implemented by [`HeaderKey`], [`FixedKey`], [`FallbackKey`],
+/// [`ClientIpKey`](super::ClientIpKey) and every closure
 /// `Fn(&Request<B>) -> Option<String>`, e.g. for the client's address:
 ///
 /// ```

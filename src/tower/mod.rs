@@ -68,6 +68,51 @@
 //! ```
 //!
 //! Serving it is axum's usual `axum::serve(listener, app)`.
+//!
+//! # Example: keyed by client IP, behind a proxy
+//!
+//! [`ClientIpKey`] keys a request by its client's address (`ip:203.0.113.7`; IPv6 by `/64`,
+//! `ip:2001:db8:1:2::/64`). It takes the connection's peer address from the request's
+//! extensions (a [`ClientAddr`], or axum's `ConnectInfo` as here), and reads a forwarding
+//! header only when that peer is one of the trusted proxies, as far as they wrote it: neither
+//! a forged nor a malformed header gets a client a fresh quota (the rule is on
+//! [`ClientIpKey`]). [`ClientIpKey::peer`] ignores forwarding headers altogether.
+//!
+//! ```
+//! use std::net::SocketAddr;
+//! use axum::{Router, body::Body, extract::ConnectInfo, routing::get};
+//! use http::{Request, StatusCode};
+//! use ratewindow::tower::{ClientIpKey, ProxyHeader, RateLimitLayer};
+//! use ratewindow::{MemoryLimiter, Quota};
+//! use tower::ServiceExt;
+//!
+//! let proxies = ["10.0.0.0/8".parse()?, "fd00::/8".parse()?];
+//! let key = ClientIpKey::behind_proxies(proxies, ProxyHeader::XForwardedFor)
+//!     .peer_addr(|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip()));
+//! let limiter = MemoryLimiter::new(Quota::per_minute(100)?)?;
+//! let app: Router = Router::new()
+//!     .route("/", get(|| async { "hello" }))
+//!     .layer(RateLimitLayer::new(limiter, key));
+//! // Served with the peer addresses axum's `ConnectInfo` needs:
+//! // axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+//!
+//! # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+//! # rt.block_on(async {
+//! // What `into_make_service_with_connect_info` does for a request from the proxy at 10.0.0.2:
+//! let mut request = Request::get("/")
+//!     .header("x-forwarded-for", "1.2.3.4, 203.0.113.7") // forged, then the proxy's own
+//!     .body(Body::empty())?;
+//! request.extensions_mut().insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 2], 41000))));
+//! let response = app.oneshot(request).await?; // charged to ip:203.0.113.7
+//! assert_eq!(response.status(), StatusCode::OK);
+//! assert_eq!(response.headers()["x-ratelimit-remaining"], "99");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! A hyper server inserts [`ClientAddr`] itself, from the address its accept loop got, and
+//! keeps [`ClientIpKey`]'s default peer source.
 
 mod cost;
 mod future;

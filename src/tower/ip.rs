@@ -260,24 +260,16 @@ impl ClientIpKey {
     /// IPv4 clients share a key per network of this prefix length (32 by default: one key
     /// per address); the key is then the network, e.g. `ip:203.0.113.0/24`.
     ///
-    /// # Panics
-    ///
-    /// If `prefix` is above 32.
+    /// A prefix above 32 is taken as 32.
     pub fn ipv4_prefix(mut self, prefix: u8) -> ClientIpKey {
-        assert!(prefix <= 32, "IPv4 prefix length {prefix} is above 32");
-        self.ipv4_prefix = prefix;
+        self.ipv4_prefix = prefix.min(32);
         self
     }
 
     /// IPv6 clients share a key per network of this prefix length (64 by default; 128 for
-    /// one key per address, then written without a prefix).
-    ///
-    /// # Panics
-    ///
-    /// If `prefix` is above 128.
+    /// one key per address, then written without a prefix). A prefix above 128 is taken as 128.
     pub fn ipv6_prefix(mut self, prefix: u8) -> ClientIpKey {
-        assert!(prefix <= 128, "IPv6 prefix length {prefix} is above 128");
-        self.ipv6_prefix = prefix;
+        self.ipv6_prefix = prefix.min(128);
         self
     }
 
@@ -725,8 +717,9 @@ mod tests {
     }
 
     #[test]
-    #[should_panic = "above 128"]
-    fn an_ipv6_prefix_above_128_panics() {
-        let _ = ClientIpKey::peer().ipv6_prefix(129);
+    fn a_prefix_past_the_address_means_the_whole_address() {
+        let key = ClientIpKey::peer().ipv4_prefix(33).ipv6_prefix(129);
+        assert_eq!(key.key_for(ip("203.0.113.7")), "ip:203.0.113.7");
+        assert_eq!(key.key_for(ip("2001:db8::1")), "ip:2001:db8::1");
     }
 }

@@ -4,6 +4,7 @@
 #[allow(dead_code)]
 mod demo_server;
 mod layer;
+mod metrics;
 mod server;
 #[cfg(feature = "redis")]
 pub(crate) mod server_redis;

@@ -20,11 +20,11 @@ use super::campaigns::{CampaignError, Workspaces, unix_now_secs, utc_timestamp};
 
 const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
-/// The router: the rate-limit layer in front of every route, unknown ones included, writing
-/// its headers in `style`, its own answers the layer's default `application/problem+json`
-/// documents, and counting every decision (for `GET /metrics`) and, for the log, those a
-/// failure policy makes. `GET /metrics` itself is outside the layer: never rate limited, no
-/// key needed, not counted.
+/// The router: the rate-limit layer in front of every route but `/metrics`, unknown ones
+/// included, writing its headers in `style`, its own answers the layer's default
+/// `application/problem+json` documents, and counting every decision (for `GET /metrics`) and,
+/// for the log, those a failure policy makes. `GET /metrics` itself is outside the layer:
+/// never rate limited, no key needed, not counted.
 pub fn app(limiter: Arc<dyn DynRateLimiter>, max_workspaces: usize, style: HeaderStyle) -> Router {
     let state = AppState {
         workspaces: Arc::new(Workspaces::new(max_workspaces)),
@@ -37,7 +37,7 @@ pub fn app(limiter: Arc<dyn DynRateLimiter>, max_workspaces: usize, style: Heade
             counting.observe(outcome);
             count_policy_decisions(outcome);
         });
-    let metrics = get(move || metrics(counters.clone())).fallback(|| async {
+    let metrics_route = get(move || metrics(counters.clone())).fallback(|| async {
         error(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
@@ -59,7 +59,7 @@ pub fn app(limiter: Arc<dyn DynRateLimiter>, max_workspaces: usize, style: Heade
         .layer(rate_limit)
         .with_state(state);
     // Merged after the layer, so the layer is not in front of it.
-    Router::new().route("/metrics", metrics).merge(api)
+    Router::new().route("/metrics", metrics_route).merge(api)
 }
 
 /// `GET /metrics`: the decision counts in the Prometheus text format.

@@ -14,6 +14,8 @@
 //! Each service iteration builds its request (with its `x-api-key`) and drops the response, the
 //! same work in both, so their difference is the layer's alone. `key_extract` and
 //! `key_and_boxed_check` show where that difference goes besides the decision and the headers.
+//! `rate_limited_service_with_counters` is `rate_limited_service` with a `DecisionCounters`
+//! observer: what counting every decision adds.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -22,7 +24,7 @@ use std::sync::Arc;
 use criterion::{BenchmarkId, Criterion, Throughput};
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
 use ratewindow::http::{HeaderStyle, IetfDraft, write_headers};
-use ratewindow::tower::{HeaderKey, KeyExtractor, RateLimitLayer};
+use ratewindow::tower::{DecisionCounters, HeaderKey, KeyExtractor, RateLimitLayer};
 use ratewindow::{BoxFuture, MemoryLimiter, Quota, RateLimiter};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -109,6 +111,10 @@ pub(crate) fn bench_all(c: &mut Criterion) {
     let bare = service_fn(ok);
     let layered =
         RateLimitLayer::new(limiter(HUGE), HeaderKey::from_static("x-api-key")).layer(bare);
+    let counters = DecisionCounters::new();
+    let counted = RateLimitLayer::new(limiter(HUGE), HeaderKey::from_static("x-api-key"))
+        .on_decision(counters.observer())
+        .layer(bare);
     let typed = service_fn(ok_typed);
     let layered_typed =
         RateLimitLayer::new(limiter(HUGE), HeaderKey::from_static("x-api-key")).layer(typed);
@@ -132,6 +138,12 @@ pub(crate) fn bench_all(c: &mut Criterion) {
         &runtime,
         "rate_limited_service",
         layered.clone(),
+    );
+    bench_service(
+        &mut group,
+        &runtime,
+        "rate_limited_service_with_counters",
+        counted,
     );
     bench_service(&mut group, &runtime, "typed/bare_service", typed);
     bench_service(
@@ -190,4 +202,6 @@ pub(crate) fn bench_all(c: &mut Criterion) {
         .block_on(layered.oneshot(request()))
         .expect("infallible");
     assert_eq!(response.status(), StatusCode::OK, "still allowed");
+    let counted = counters.snapshot();
+    assert!(counted.allowed > 0 && counted.denied == 0, "{counted:?}");
 }

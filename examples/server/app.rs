@@ -1,4 +1,5 @@
-//! The router: the campaigns API's routes and handlers behind the rate-limit layer.
+//! The router: the campaigns API's routes and handlers behind the rate-limit layer, and
+//! `GET /metrics` (the layer's decision counts) in front of it.
 
 use std::sync::Arc;
 
@@ -6,12 +7,12 @@ use axum::Router;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use ratewindow::DynRateLimiter;
 use ratewindow::http::HeaderStyle;
-use ratewindow::tower::{HeaderKey, RateLimitLayer};
+use ratewindow::tower::{DecisionCounters, HeaderKey, Outcome, RateLimitLayer};
 use serde_json::json;
 
 use super::backend::count_policy_decisions;
@@ -19,17 +20,31 @@ use super::campaigns::{CampaignError, Workspaces, unix_now_secs, utc_timestamp};
 
 const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
-/// The router: the rate-limit layer in front of every route, unknown ones included, writing
-/// its headers in `style`, its own answers the layer's default `application/problem+json`
-/// documents, and counting the decisions a failure policy makes.
+/// The router: the rate-limit layer in front of every route but `/metrics`, unknown ones
+/// included, writing its headers in `style`, its own answers the layer's default
+/// `application/problem+json` documents, and counting every decision (for `GET /metrics`) and,
+/// for the log, those a failure policy makes. `GET /metrics` itself is outside the layer:
+/// never rate limited, no key needed, not counted.
 pub fn app(limiter: Arc<dyn DynRateLimiter>, max_workspaces: usize, style: HeaderStyle) -> Router {
     let state = AppState {
         workspaces: Arc::new(Workspaces::new(max_workspaces)),
     };
+    let counters = DecisionCounters::new();
+    let counting = counters.clone();
     let rate_limit = RateLimitLayer::new(limiter, HeaderKey::new(API_KEY))
         .header_style(style)
-        .on_decision(count_policy_decisions);
-    Router::new()
+        .on_decision(move |outcome: &Outcome| {
+            counting.observe(outcome);
+            count_policy_decisions(outcome);
+        });
+    let metrics_route = get(move || metrics(counters.clone())).fallback(|| async {
+        error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "Method not allowed",
+        )
+    });
+    let api = Router::new()
         .route("/api/v1/campaigns/{id}", get(get_campaign))
         .route("/api/v1/campaigns/{id}/start", post(start_campaign))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "Route not found") })
@@ -42,7 +57,24 @@ pub fn app(limiter: Arc<dyn DynRateLimiter>, max_workspaces: usize, style: Heade
         })
         // `layer`, not `route_layer`: the fallbacks are rate limited too.
         .layer(rate_limit)
-        .with_state(state)
+        .with_state(state);
+    // Merged after the layer, so the layer is not in front of it.
+    Router::new().route("/metrics", metrics_route).merge(api)
+}
+
+/// `GET /metrics`: the decision counts in the Prometheus text format.
+async fn metrics(counters: DecisionCounters) -> Response {
+    let mut text = String::new();
+    // Writing to a `String` cannot fail.
+    let _ = counters.write_prometheus(&mut text);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
 }
 
 #[derive(Clone)]

@@ -6,14 +6,20 @@
 //! answers. Over the limit the answer is `429` with `Retry-After` and the handler does not run.
 //! The rate limit is the crate's tower layer, so the example needs the `tower` feature.
 //!
-//! The counters live in memory by default, or in Redis (the `redis` feature), where every
-//! instance of the server that uses the same Redis and key prefix shares them: the quota is
-//! then exact across all instances.
+//! `GET /metrics` answers this instance's rate-limit decision counts since start-up in the
+//! Prometheus text format ([`ratewindow::tower::DecisionCounters`]:
+//! `ratewindow_decisions_total`, `ratewindow_decided_by_total`, `ratewindow_errors_total`,
+//! `ratewindow_denied_total`). It is outside the rate limit: no key needed, never a `429`, no
+//! rate-limit headers, not counted.
 //!
-//! The code is split by job: `app.rs` (the router, its handlers and the rate-limit layer),
-//! `campaigns.rs` (the campaigns and each key's workspace of them), `backend.rs` (the limiter:
-//! in memory or on Redis, and the failure policy's log), `config.rs` (the environment
-//! variables) and `serve.rs` (connections: timeouts, a cap, graceful shutdown).
+//! The rate limit's counters live in memory by default, or in Redis (the `redis` feature),
+//! where every instance of the server that uses the same Redis and key prefix shares them: the
+//! quota is then exact across all instances.
+//!
+//! The code is split by job: `app.rs` (the router, its handlers, the rate-limit layer and
+//! `/metrics`), `campaigns.rs` (the campaigns and each key's workspace of them), `backend.rs`
+//! (the limiter: in memory or on Redis, and the failure policy's log), `config.rs` (the
+//! environment variables) and `serve.rs` (connections: timeouts, a cap, graceful shutdown).
 //!
 //! # Responses
 //!

@@ -29,7 +29,9 @@
 //! `on_rejection` hook if your clients need it.
 //!
 //! An [`on_decision`](RateLimitLayer::on_decision) observer sees the limiter's [`Outcome`] for
-//! every request it was asked about, e.g. to count the decisions a failure policy made.
+//! every request it was asked about, e.g. to count the decisions a failure policy made;
+//! [`DecisionCounters`] is a ready-made one that counts every outcome and writes the counts in
+//! the Prometheus text format.
 //!
 //! The default answers' bodies are built with `From<String>`, so without an `on_rejection`
 //! hook the inner service's response body type must implement it: axum's `Body` does, and so
@@ -121,6 +123,7 @@ mod hooks;
 mod ip;
 mod key;
 mod layer;
+mod metrics;
 mod outcome;
 mod problem;
 mod service;
@@ -132,6 +135,7 @@ pub use hooks::{OnDecision, OnRejection, Rejection, RejectionKind};
 pub use ip::{ClientAddr, ClientIpKey, IpNet, IpNetError, PeerAddrFn, ProxyHeader};
 pub use key::{FallbackKey, FixedKey, HeaderKey, KeyExtractor};
 pub use layer::RateLimitLayer;
+pub use metrics::{DecisionCounters, DecisionSnapshot};
 pub use outcome::Outcome;
 pub use problem::ProblemDetails;
 pub use service::RateLimit;

@@ -5,6 +5,7 @@ mod client_ip;
 #[allow(dead_code)]
 mod demo_server;
 mod layer;
+mod metrics;
 mod server;
 #[cfg(feature = "redis")]
 pub(crate) mod server_redis;

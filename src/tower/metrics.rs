@@ -1,0 +1,530 @@
+//! [`DecisionCounters`]: a ready-made [`on_decision`](super::RateLimitLayer::on_decision)
+//! observer that counts outcomes, and their Prometheus text exposition.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use super::hooks::OnDecision;
+use super::outcome::{Outcome, admits};
+use crate::http::{PolicyName, policy_names};
+use crate::{BackendErrorKind, DecidedBy, Decision, Error, MAX_QUOTAS};
+
+/// Counts the limiter's outcomes, as the layer's
+/// [`on_decision`](super::RateLimitLayer::on_decision) observer: allowed and denied requests,
+/// who decided when it was not the backend's own counters (the over-limit cache, the failure
+/// policy), requests over the limiter's key capacity, errors by kind, and denials by the quota
+/// that denied.
+///
+/// Cheap to clone: every clone counts into the same counters (an `Arc` of atomics), so keep
+/// one clone for the layer and one to read. Counting costs one relaxed atomic increment for an
+/// allowed request decided by the backend (two when the over-limit cache or a failure policy
+/// decided), and two or three for a denial; nothing allocates.
+///
+/// Give the layer [`observer`](Self::observer), or call [`observe`](Self::observe) from an
+/// observer of your own to count and do more. Read the counts with
+/// [`snapshot`](Self::snapshot), or as Prometheus text with
+/// [`write_prometheus`](Self::write_prometheus).
+///
+/// # Metrics
+///
+/// [`write_prometheus`](Self::write_prometheus) writes four counter families, every sample
+/// always present (at 0 until counted), except `ratewindow_denied_total`, which has one sample
+/// per policy once the limiter has decided a first request:
+///
+/// | metric | labels | counts |
+/// |---|---|---|
+/// | `ratewindow_decisions_total` | `outcome="allowed"` | requests admitted: by the backend, a fail-open policy or a fallback limiter |
+/// | | `outcome="denied"` | requests refused with a decision: over a quota (`429`), or by a fail-closed policy (`503`) |
+/// | | `outcome="over_capacity"` | requests of a new key refused because the limiter tracks as many keys as it may (`503`) |
+/// | | `outcome="error"` | requests the limiter could not decide: the sum of `ratewindow_errors_total` |
+/// | `ratewindow_decided_by_total` | `decided_by="over_limit_cache"`, `"fail_open"`, `"fail_closed"`, `"fallback"` | decisions not made by the backend's own counters ([`DecidedBy`]); the rest were |
+/// | `ratewindow_errors_total` | `kind="timeout"`, `"unavailable"`, `"protocol"` | backend failures no failure policy decided ([`BackendErrorKind`]) |
+/// | | `kind="input"` | an empty or too long key, or a cost above a limit |
+/// | | `kind="other"` | any other error (e.g. a clock out of range) |
+/// | `ratewindow_denied_total` | `policy="per-minute"`, ... | denials over a quota, by the denying quota's [`PolicyName`] (the binding one when several denied); fail-closed denials are not counted here |
+///
+/// Each request the limiter was asked about is counted once in `ratewindow_decisions_total`.
+/// Requests it was not asked about (no key, cost 0) are not counted at all.
+///
+/// The policies are named from the first decision this observer sees, so share one
+/// `DecisionCounters` only between layers whose limiters have the same quotas.
+///
+/// # Example
+///
+/// ```
+/// use axum::{Router, body::Body, routing::get};
+/// use http::Request;
+/// use ratewindow::tower::{DecisionCounters, HeaderKey, RateLimitLayer};
+/// use ratewindow::{MemoryLimiter, Quota};
+/// use tower::ServiceExt;
+///
+/// let counters = DecisionCounters::new();
+/// let limiter = MemoryLimiter::new(Quota::per_minute(2)?)?;
+/// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(
+///     RateLimitLayer::new(limiter, HeaderKey::from_static("x-api-key"))
+///         .on_decision(counters.observer()),
+/// );
+///
+/// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+/// # rt.block_on(async {
+/// for _ in 0..3 {
+///     let request = Request::get("/").header("x-api-key", "k").body(Body::empty())?;
+///     app.clone().oneshot(request).await?;
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// let snapshot = counters.snapshot();
+/// assert_eq!((snapshot.allowed, snapshot.denied), (2, 1));
+///
+/// let mut text = String::new();
+/// counters.write_prometheus(&mut text).unwrap();
+/// assert!(text.contains("# TYPE ratewindow_decisions_total counter\n"));
+/// assert!(text.contains("ratewindow_decisions_total{outcome=\"allowed\"} 2\n"));
+/// assert!(text.contains("ratewindow_denied_total{policy=\"per-minute\"} 1\n"));
+/// # Ok::<(), ratewindow::Error>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct DecisionCounters {
+    counters: Arc<Counters>,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    allowed: AtomicU64,
+    denied: AtomicU64,
+    over_capacity: AtomicU64,
+    over_limit_cache: AtomicU64,
+    fail_open: AtomicU64,
+    fail_closed: AtomicU64,
+    fallback: AtomicU64,
+    timeout_errors: AtomicU64,
+    unavailable_errors: AtomicU64,
+    protocol_errors: AtomicU64,
+    input_errors: AtomicU64,
+    other_errors: AtomicU64,
+    /// Denials over a quota, by the denying quota's index.
+    denied_by: [AtomicU64; MAX_QUOTAS],
+    /// The name of each quota, from the first decision seen.
+    policies: OnceLock<Policies>,
+}
+
+/// The names of a limiter's quotas, by index; `None` past the last.
+type Policies = [Option<PolicyName>; MAX_QUOTAS];
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl DecisionCounters {
+    /// Counters at 0.
+    pub fn new() -> DecisionCounters {
+        DecisionCounters::default()
+    }
+
+    /// An observer for [`RateLimitLayer::on_decision`](super::RateLimitLayer::on_decision)
+    /// that counts into these counters.
+    pub fn observer(&self) -> impl Fn(&Outcome) + Clone + Send + Sync + 'static {
+        let counters = self.clone();
+        move |outcome: &Outcome| counters.observe(outcome)
+    }
+
+    /// Counts `outcome`: what [`observer`](Self::observer) does for each request, for an
+    /// observer of your own that does more.
+    #[inline]
+    pub fn observe(&self, outcome: &Outcome) {
+        let counters = &*self.counters;
+        match outcome {
+            Outcome::Decided(decision) => counters.decided(decision),
+            Outcome::OverCapacity(_) => bump(&counters.over_capacity),
+            Outcome::Failed(err) => bump(match err {
+                Error::Backend { kind, .. } => match kind {
+                    BackendErrorKind::Timeout => &counters.timeout_errors,
+                    BackendErrorKind::Unavailable => &counters.unavailable_errors,
+                    BackendErrorKind::Protocol => &counters.protocol_errors,
+                },
+                Error::CapacityExhausted { .. } => &counters.over_capacity,
+                Error::EmptyKey
+                | Error::KeyTooLong { .. }
+                | Error::ZeroCost
+                | Error::CostExceedsLimit { .. } => &counters.input_errors,
+                Error::ClockOutOfRange { .. } | Error::Config(_) => &counters.other_errors,
+            }),
+        }
+    }
+
+    /// The counts as they stand. Each is read on its own (relaxed), so a snapshot taken while
+    /// requests are counted may be a request or so apart between counters.
+    pub fn snapshot(&self) -> DecisionSnapshot {
+        let c = &*self.counters;
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        DecisionSnapshot {
+            allowed: load(&c.allowed),
+            denied: load(&c.denied),
+            over_capacity: load(&c.over_capacity),
+            over_limit_cache: load(&c.over_limit_cache),
+            fail_open: load(&c.fail_open),
+            fail_closed: load(&c.fail_closed),
+            fallback: load(&c.fallback),
+            timeout_errors: load(&c.timeout_errors),
+            unavailable_errors: load(&c.unavailable_errors),
+            protocol_errors: load(&c.protocol_errors),
+            input_errors: load(&c.input_errors),
+            other_errors: load(&c.other_errors),
+            policies: c.policies.get().copied().unwrap_or_default(),
+            denied_by: std::array::from_fn(|i| load(&c.denied_by[i])),
+        }
+    }
+
+    /// Writes the counts in the Prometheus text exposition format (version 0.0.4, served as
+    /// `text/plain; version=0.0.4`): see [Metrics](Self#metrics) for the names. Takes a
+    /// [`snapshot`](Self::snapshot) and writes it.
+    pub fn write_prometheus<W: fmt::Write + ?Sized>(&self, out: &mut W) -> fmt::Result {
+        self.snapshot().write_prometheus(out)
+    }
+}
+
+impl Counters {
+    #[inline]
+    fn decided(&self, decision: &Decision) {
+        if self.policies.get().is_none() {
+            self.name_policies(decision);
+        }
+        let by = decision.decided_by();
+        if admits(decision) {
+            bump(&self.allowed);
+        } else {
+            bump(&self.denied);
+            if by != DecidedBy::FailClosed {
+                // The binding quota of a denial is one that denied.
+                if let Some(counter) = self.denied_by.get(decision.binding_index()) {
+                    bump(counter);
+                }
+            }
+        }
+        match by {
+            DecidedBy::Backend => {}
+            DecidedBy::OverLimitCache => bump(&self.over_limit_cache),
+            DecidedBy::FailOpen => bump(&self.fail_open),
+            DecidedBy::FailClosed => bump(&self.fail_closed),
+            DecidedBy::Fallback => bump(&self.fallback),
+        }
+    }
+
+    #[cold]
+    fn name_policies(&self, decision: &Decision) {
+        self.policies.get_or_init(|| {
+            let mut policies = Policies::default();
+            for (slot, name) in policies.iter_mut().zip(policy_names(decision)) {
+                *slot = Some(name);
+            }
+            policies
+        });
+    }
+}
+
+impl OnDecision for DecisionCounters {
+    fn observe(&self, outcome: &Outcome) {
+        DecisionCounters::observe(self, outcome);
+    }
+}
+
+/// The counts of a [`DecisionCounters`] at one moment: see
+/// [`DecisionCounters::snapshot`], and [Metrics](DecisionCounters#metrics) for what each
+/// counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct DecisionSnapshot {
+    /// Requests admitted: `ratewindow_decisions_total{outcome="allowed"}`.
+    pub allowed: u64,
+    /// Requests refused with a decision (over a quota, or by a fail-closed policy):
+    /// `ratewindow_decisions_total{outcome="denied"}`.
+    pub denied: u64,
+    /// Requests of a new key refused because the limiter was full:
+    /// `ratewindow_decisions_total{outcome="over_capacity"}`.
+    pub over_capacity: u64,
+    /// Decisions of the over-limit cache ([`DecidedBy::OverLimitCache`]):
+    /// `ratewindow_decided_by_total{decided_by="over_limit_cache"}`.
+    pub over_limit_cache: u64,
+    /// Decisions of a fail-open policy ([`DecidedBy::FailOpen`]):
+    /// `ratewindow_decided_by_total{decided_by="fail_open"}`.
+    pub fail_open: u64,
+    /// Decisions of a fail-closed policy ([`DecidedBy::FailClosed`]):
+    /// `ratewindow_decided_by_total{decided_by="fail_closed"}`.
+    pub fail_closed: u64,
+    /// Decisions of a fallback limiter ([`DecidedBy::Fallback`]):
+    /// `ratewindow_decided_by_total{decided_by="fallback"}`.
+    pub fallback: u64,
+    /// Backend timeouts no policy decided: `ratewindow_errors_total{kind="timeout"}`.
+    pub timeout_errors: u64,
+    /// Backends unreachable and no policy decided:
+    /// `ratewindow_errors_total{kind="unavailable"}`.
+    pub unavailable_errors: u64,
+    /// Backend replies not understood: `ratewindow_errors_total{kind="protocol"}`.
+    pub protocol_errors: u64,
+    /// Empty or too long keys, costs above a limit: `ratewindow_errors_total{kind="input"}`.
+    pub input_errors: u64,
+    /// Any other error: `ratewindow_errors_total{kind="other"}`.
+    pub other_errors: u64,
+    policies: Policies,
+    denied_by: [u64; MAX_QUOTAS],
+}
+
+impl DecisionSnapshot {
+    /// Requests the limiter could not decide, of every kind:
+    /// `ratewindow_decisions_total{outcome="error"}`.
+    pub fn errors(&self) -> u64 {
+        self.timeout_errors
+            + self.unavailable_errors
+            + self.protocol_errors
+            + self.input_errors
+            + self.other_errors
+    }
+
+    /// Denials over a quota by the denying quota's name, in the limiter's quota order:
+    /// `ratewindow_denied_total{policy="..."}`. Empty until a first decision named them.
+    pub fn denied_by_policy(&self) -> impl Iterator<Item = (PolicyName, u64)> + '_ {
+        self.policies
+            .iter()
+            .zip(self.denied_by)
+            .filter_map(|(name, count)| name.map(|name| (name, count)))
+    }
+
+    /// Writes these counts in the Prometheus text exposition format: see
+    /// [`DecisionCounters::write_prometheus`].
+    pub fn write_prometheus<W: fmt::Write + ?Sized>(&self, out: &mut W) -> fmt::Result {
+        family(
+            out,
+            "ratewindow_decisions_total",
+            "Requests the rate limiter was asked about, by outcome.",
+        )?;
+        for (outcome, count) in [
+            ("allowed", self.allowed),
+            ("denied", self.denied),
+            ("over_capacity", self.over_capacity),
+            ("error", self.errors()),
+        ] {
+            sample(out, "ratewindow_decisions_total", "outcome", outcome, count)?;
+        }
+        family(
+            out,
+            "ratewindow_decided_by_total",
+            "Decisions not made by the backend's own counters, by who made them.",
+        )?;
+        for (by, count) in [
+            ("over_limit_cache", self.over_limit_cache),
+            ("fail_open", self.fail_open),
+            ("fail_closed", self.fail_closed),
+            ("fallback", self.fallback),
+        ] {
+            sample(out, "ratewindow_decided_by_total", "decided_by", by, count)?;
+        }
+        family(
+            out,
+            "ratewindow_errors_total",
+            "Requests the rate limiter could not decide, by error kind.",
+        )?;
+        for (kind, count) in [
+            ("timeout", self.timeout_errors),
+            ("unavailable", self.unavailable_errors),
+            ("protocol", self.protocol_errors),
+            ("input", self.input_errors),
+            ("other", self.other_errors),
+        ] {
+            sample(out, "ratewindow_errors_total", "kind", kind, count)?;
+        }
+        family(
+            out,
+            "ratewindow_denied_total",
+            "Requests denied over a quota, by the denying quota's policy name.",
+        )?;
+        for (policy, count) in self.denied_by_policy() {
+            // Policy names are ASCII letters, digits and '-': nothing to escape.
+            sample(out, "ratewindow_denied_total", "policy", &policy, count)?;
+        }
+        Ok(())
+    }
+}
+
+fn family<W: fmt::Write + ?Sized>(out: &mut W, name: &str, help: &str) -> fmt::Result {
+    writeln!(out, "# HELP {name} {help}")?;
+    writeln!(out, "# TYPE {name} counter")
+}
+
+fn sample<W: fmt::Write + ?Sized>(
+    out: &mut W,
+    name: &str,
+    label: &str,
+    value: &str,
+    count: u64,
+) -> fmt::Result {
+    writeln!(out, "{name}{{{label}=\"{value}\"}} {count}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ManualClock, MemoryLimiter, Quota};
+
+    fn limiter() -> MemoryLimiter<ManualClock> {
+        MemoryLimiter::builder(Quota::per_second(1).unwrap())
+            .quota(Quota::per_minute(2).unwrap())
+            .quota(Quota::per_second(5).unwrap())
+            .clock(ManualClock::at_millis(1_800_000_000_000))
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn every_outcome_is_counted_once_under_its_kind() {
+        let limiter = limiter();
+        let counters = DecisionCounters::new();
+        let observe = counters.observer();
+        let allowed = limiter.check_sync("k").unwrap();
+        let denied = limiter.check_sync("k").unwrap();
+        assert!(allowed.is_allowed() && !denied.is_allowed());
+        assert_eq!(denied.binding_index(), 0);
+
+        observe(&Outcome::Decided(allowed));
+        observe(&Outcome::Decided(denied));
+        observe(&Outcome::Decided(
+            denied.attributed_to(DecidedBy::OverLimitCache),
+        ));
+        observe(&Outcome::Decided(
+            allowed.attributed_to(DecidedBy::FailOpen),
+        ));
+        observe(&Outcome::Decided(
+            denied.attributed_to(DecidedBy::FailClosed),
+        ));
+        observe(&Outcome::Decided(
+            allowed.attributed_to(DecidedBy::Fallback),
+        ));
+        observe(&Outcome::Decided(denied.attributed_to(DecidedBy::Fallback)));
+        observe(&Outcome::OverCapacity(None));
+        observe(&Outcome::Failed(Error::CapacityExhausted { max_keys: 1 }));
+        for kind in [
+            BackendErrorKind::Timeout,
+            BackendErrorKind::Timeout,
+            BackendErrorKind::Unavailable,
+            BackendErrorKind::Protocol,
+        ] {
+            observe(&Outcome::Failed(Error::Backend {
+                kind,
+                detail: String::new(),
+            }));
+        }
+        observe(&Outcome::Failed(Error::EmptyKey));
+        observe(&Outcome::Failed(Error::KeyTooLong { len: 9000 }));
+        observe(&Outcome::Failed(Error::CostExceedsLimit {
+            cost: 9,
+            min_limit: 1,
+        }));
+        observe(&Outcome::Failed(Error::ClockOutOfRange {
+            now_ms: u64::MAX,
+        }));
+
+        let s = counters.snapshot();
+        assert_eq!(
+            (s.allowed, s.denied, s.over_capacity, s.errors()),
+            (3, 4, 2, 8)
+        );
+        assert_eq!(
+            (s.over_limit_cache, s.fail_open, s.fail_closed, s.fallback),
+            (1, 1, 1, 2)
+        );
+        assert_eq!(
+            (
+                s.timeout_errors,
+                s.unavailable_errors,
+                s.protocol_errors,
+                s.input_errors,
+                s.other_errors
+            ),
+            (2, 1, 1, 3, 1)
+        );
+        // The fail-closed denial is not a quota's.
+        let by_policy: Vec<(String, u64)> = s
+            .denied_by_policy()
+            .map(|(name, count)| (name.to_string(), count))
+            .collect();
+        assert_eq!(
+            by_policy,
+            [
+                ("per-second".to_owned(), 3),
+                ("per-minute".to_owned(), 0),
+                ("per-second-2".to_owned(), 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_denial_counts_against_the_quota_that_denied() {
+        let limiter = MemoryLimiter::builder(Quota::per_second(5).unwrap())
+            .quota(Quota::per_minute(2).unwrap())
+            .build()
+            .unwrap();
+        let counters = DecisionCounters::new();
+        for _ in 0..3 {
+            counters.observe(&Outcome::Decided(limiter.check_sync("k").unwrap()));
+        }
+        let s = counters.snapshot();
+        assert_eq!((s.allowed, s.denied), (2, 1));
+        let by_policy: Vec<(String, u64)> = s
+            .denied_by_policy()
+            .map(|(name, count)| (name.to_string(), count))
+            .collect();
+        assert_eq!(
+            by_policy,
+            [("per-second".to_owned(), 0), ("per-minute".to_owned(), 1)]
+        );
+    }
+
+    #[test]
+    fn prometheus_text_lists_every_family_with_its_type_first() {
+        let counters = DecisionCounters::new();
+        let mut empty = String::new();
+        counters.write_prometheus(&mut empty).unwrap();
+        assert!(empty.contains("ratewindow_decisions_total{outcome=\"allowed\"} 0\n"));
+        assert!(empty.contains("# TYPE ratewindow_denied_total counter\n"));
+        assert!(!empty.contains("ratewindow_denied_total{"), "{empty}");
+
+        let limiter = MemoryLimiter::new(Quota::per_minute(1).unwrap()).unwrap();
+        counters.observe(&Outcome::Decided(limiter.check_sync("k").unwrap()));
+        counters.observe(&Outcome::Decided(limiter.check_sync("k").unwrap()));
+        let mut text = String::new();
+        counters.write_prometheus(&mut text).unwrap();
+        let expected = "\
+# HELP ratewindow_decisions_total Requests the rate limiter was asked about, by outcome.
+# TYPE ratewindow_decisions_total counter
+ratewindow_decisions_total{outcome=\"allowed\"} 1
+ratewindow_decisions_total{outcome=\"denied\"} 1
+ratewindow_decisions_total{outcome=\"over_capacity\"} 0
+ratewindow_decisions_total{outcome=\"error\"} 0
+# HELP ratewindow_decided_by_total Decisions not made by the backend's own counters, by who made them.
+# TYPE ratewindow_decided_by_total counter
+ratewindow_decided_by_total{decided_by=\"over_limit_cache\"} 0
+ratewindow_decided_by_total{decided_by=\"fail_open\"} 0
+ratewindow_decided_by_total{decided_by=\"fail_closed\"} 0
+ratewindow_decided_by_total{decided_by=\"fallback\"} 0
+# HELP ratewindow_errors_total Requests the rate limiter could not decide, by error kind.
+# TYPE ratewindow_errors_total counter
+ratewindow_errors_total{kind=\"timeout\"} 0
+ratewindow_errors_total{kind=\"unavailable\"} 0
+ratewindow_errors_total{kind=\"protocol\"} 0
+ratewindow_errors_total{kind=\"input\"} 0
+ratewindow_errors_total{kind=\"other\"} 0
+# HELP ratewindow_denied_total Requests denied over a quota, by the denying quota's policy name.
+# TYPE ratewindow_denied_total counter
+ratewindow_denied_total{policy=\"per-minute\"} 1
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn clones_count_into_the_same_counters() {
+        let counters = DecisionCounters::new();
+        let clone = counters.clone();
+        OnDecision::observe(&clone, &Outcome::Failed(Error::EmptyKey));
+        assert_eq!(counters.snapshot().input_errors, 1);
+    }
+}

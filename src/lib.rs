@@ -105,6 +105,9 @@
 //! - `tower` (implies `http`): the `tower` module's `RateLimitLayer`, which rate limits any
 //!   tower service of `http` requests (an axum `Router`, ...), answers 429 with problem+json and
 //!   writes the headers. Adds `tower-service`, `tower-layer` and `pin-project-lite`.
+//! - `tracing`: events on the `ratewindow` target, never with a key: a warning each time Redis
+//!   fails to decide and the failure policy answers, and a debug event for each request the
+//!   tower layer answers itself. Adds `tracing`.
 //!
 //! Always-on dependencies: `parking_lot` (shard locks), `foldhash` (shard and table hashing),
 //! `siphasher` (fingerprints of keys over 15 bytes) and `libc` (the coarse clock).

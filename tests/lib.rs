@@ -11,3 +11,5 @@ mod memory;
 mod properties;
 #[cfg(feature = "redis")]
 mod redis;
+#[cfg(all(feature = "tracing", any(feature = "tower", feature = "redis")))]
+mod trace_events;

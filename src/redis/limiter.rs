@@ -245,6 +245,15 @@ impl<C: Clock> RedisLimiter<C> {
                 error: error @ Error::Backend { .. },
                 whole_master,
             }) => {
+                // Once per failed call to Redis: the breaker keeps the calls after it, and so
+                // the warnings, to one per slot and retry interval. The error never holds a key.
+                #[cfg(feature = "tracing")]
+                tracing::warn!(
+                    target: "ratewindow",
+                    %error,
+                    policy = ?self.policy,
+                    "Redis did not decide; the failure policy answers"
+                );
                 match self.connection.cluster() {
                     Some(router) if whole_master && !self.breaker.is_open(slot, local_ms) => {
                         // The master failed, not the slot: every key it serves waits for the

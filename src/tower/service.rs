@@ -90,6 +90,8 @@ impl<L, K, C, R, O> Shared<L, K, C, R, O> {
         R: OnRejection<ResBody>,
     {
         let kind = RejectionKind::of(outcome).unwrap_or(RejectionKind::Internal);
+        #[cfg(feature = "tracing")]
+        trace_rejection(kind, outcome);
         self.answer(kind, Some(outcome), request, Some(headers))
     }
 
@@ -274,5 +276,32 @@ where
             shared.settle(outcome, request, headers)
         });
         ResponseFuture::checking(check, inner)
+    }
+}
+
+/// A debug event for a request the layer answers itself: what answered it and why, never the
+/// key (an error's text never holds one either).
+#[cfg(feature = "tracing")]
+fn trace_rejection(kind: RejectionKind, outcome: &Outcome) {
+    match outcome {
+        Outcome::Decided(decision) => tracing::debug!(
+            target: "ratewindow",
+            status = kind.status().as_u16(),
+            decided_by = ?decision.decided_by(),
+            limit = decision.limit(),
+            retry_after_secs = decision.retry_after_secs(),
+            "request rate limited"
+        ),
+        Outcome::OverCapacity(_) => tracing::debug!(
+            target: "ratewindow",
+            status = kind.status().as_u16(),
+            "request refused: the limiter tracks as many keys as it may"
+        ),
+        Outcome::Failed(error) => tracing::debug!(
+            target: "ratewindow",
+            status = kind.status().as_u16(),
+            %error,
+            "request refused: the limiter could not decide"
+        ),
     }
 }

@@ -113,7 +113,7 @@ pub(crate) fn bench_all(c: &mut Criterion) {
         RateLimitLayer::new(limiter(HUGE), HeaderKey::from_static("x-api-key")).layer(bare);
     let counters = DecisionCounters::new();
     let counted = RateLimitLayer::new(limiter(HUGE), HeaderKey::from_static("x-api-key"))
-        .on_decision(counters.observer())
+        .on_decision(counters.clone())
         .layer(bare);
     let typed = service_fn(ok_typed);
     let layered_typed =

@@ -171,7 +171,8 @@ where
 
 /// Observes the limiter's [`Outcome`] for each request: see
 /// [`RateLimitLayer::on_decision`](super::RateLimitLayer::on_decision), which takes any
-/// closure `Fn(&Outcome)`. `()`, the default, observes nothing and costs nothing.
+/// closure `Fn(&Outcome)` or a [`DecisionCounters`](super::DecisionCounters). `()`, the
+/// default, observes nothing and costs nothing.
 pub trait OnDecision {
     /// Called once for each request the limiter was asked about, before the request goes on
     /// or is answered.

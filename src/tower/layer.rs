@@ -9,9 +9,8 @@ use ::http::Response;
 
 use super::cost::UnitCost;
 use super::headers::PartitionKeyMode;
-use super::hooks::Rejection;
+use super::hooks::{OnDecision, Rejection};
 use super::key::FallbackKey;
-use super::outcome::Outcome;
 use super::problem::ProblemDetails;
 use super::service::{RateLimit, Shared};
 use crate::http::HeaderStyle;
@@ -208,7 +207,7 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
         }
     }
 
-    /// Calls `observer` with the limiter's [`Outcome`] for each request it was asked about,
+    /// Calls `observer` with the limiter's [`Outcome`](super::Outcome) for each request it was asked about,
     /// allowed or not, decided by a failure policy or failed, before the request goes on or is
     /// answered: e.g. to count outcomes by [`DecidedBy`](crate::DecidedBy) without wrapping the
     /// limiter. Not called for a request without a key (`401`) or of cost 0, which the limiter
@@ -238,7 +237,7 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
     /// ```
     pub fn on_decision<F>(self, observer: F) -> RateLimitLayer<L, K, C, R, F>
     where
-        F: Fn(&Outcome),
+        F: OnDecision,
     {
         RateLimitLayer {
             limiter: self.limiter,

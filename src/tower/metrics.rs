@@ -21,8 +21,8 @@ use crate::{BackendErrorKind, DecidedBy, Decision, Error, MAX_QUOTAS};
 /// allowed request decided by the backend (two when the over-limit cache or a failure policy
 /// decided), and two or three for a denial; nothing allocates.
 ///
-/// Give the layer [`observer`](Self::observer), or call [`observe`](Self::observe) from an
-/// observer of your own to count and do more. Read the counts with
+/// Give the layer a clone (it is an [`OnDecision`] observer), or call
+/// [`observe`](Self::observe) from an observer of your own to count and do more. Read the counts with
 /// [`snapshot`](Self::snapshot), or as Prometheus text with
 /// [`write_prometheus`](Self::write_prometheus).
 ///
@@ -63,7 +63,7 @@ use crate::{BackendErrorKind, DecidedBy, Decision, Error, MAX_QUOTAS};
 /// let limiter = MemoryLimiter::new(Quota::per_minute(2)?)?;
 /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(
 ///     RateLimitLayer::new(limiter, HeaderKey::from_static("x-api-key"))
-///         .on_decision(counters.observer()),
+///         .on_decision(counters.clone()),
 /// );
 ///
 /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
@@ -122,15 +122,8 @@ impl DecisionCounters {
         DecisionCounters::default()
     }
 
-    /// An observer for [`RateLimitLayer::on_decision`](super::RateLimitLayer::on_decision)
-    /// that counts into these counters.
-    pub fn observer(&self) -> impl Fn(&Outcome) + Clone + Send + Sync + 'static {
-        let counters = self.clone();
-        move |outcome: &Outcome| counters.observe(outcome)
-    }
-
-    /// Counts `outcome`: what [`observer`](Self::observer) does for each request, for an
-    /// observer of your own that does more.
+    /// Counts `outcome`: what the layer calls for each request, and what an observer of your
+    /// own calls to count and do more.
     #[inline]
     pub fn observe(&self, outcome: &Outcome) {
         let counters = &*self.counters;
@@ -293,72 +286,69 @@ impl DecisionSnapshot {
     /// Writes these counts in the Prometheus text exposition format: see
     /// [`DecisionCounters::write_prometheus`].
     pub fn write_prometheus<W: fmt::Write + ?Sized>(&self, out: &mut W) -> fmt::Result {
-        family(
+        counter(
             out,
             "ratewindow_decisions_total",
             "Requests the rate limiter was asked about, by outcome.",
+            "outcome",
+            [
+                ("allowed", self.allowed),
+                ("denied", self.denied),
+                ("over_capacity", self.over_capacity),
+                ("error", self.errors()),
+            ],
         )?;
-        for (outcome, count) in [
-            ("allowed", self.allowed),
-            ("denied", self.denied),
-            ("over_capacity", self.over_capacity),
-            ("error", self.errors()),
-        ] {
-            sample(out, "ratewindow_decisions_total", "outcome", outcome, count)?;
-        }
-        family(
+        counter(
             out,
             "ratewindow_decided_by_total",
             "Decisions not made by the backend's own counters, by who made them.",
+            "decided_by",
+            [
+                ("over_limit_cache", self.over_limit_cache),
+                ("fail_open", self.fail_open),
+                ("fail_closed", self.fail_closed),
+                ("fallback", self.fallback),
+            ],
         )?;
-        for (by, count) in [
-            ("over_limit_cache", self.over_limit_cache),
-            ("fail_open", self.fail_open),
-            ("fail_closed", self.fail_closed),
-            ("fallback", self.fallback),
-        ] {
-            sample(out, "ratewindow_decided_by_total", "decided_by", by, count)?;
-        }
-        family(
+        counter(
             out,
             "ratewindow_errors_total",
             "Requests the rate limiter could not decide, by error kind.",
+            "kind",
+            [
+                ("timeout", self.timeout_errors),
+                ("unavailable", self.unavailable_errors),
+                ("protocol", self.protocol_errors),
+                ("input", self.input_errors),
+                ("other", self.other_errors),
+            ],
         )?;
-        for (kind, count) in [
-            ("timeout", self.timeout_errors),
-            ("unavailable", self.unavailable_errors),
-            ("protocol", self.protocol_errors),
-            ("input", self.input_errors),
-            ("other", self.other_errors),
-        ] {
-            sample(out, "ratewindow_errors_total", "kind", kind, count)?;
-        }
-        family(
+        // Policy names are ASCII letters, digits and '-': nothing to escape.
+        counter(
             out,
             "ratewindow_denied_total",
             "Requests denied over a quota, by the denying quota's policy name.",
-        )?;
-        for (policy, count) in self.denied_by_policy() {
-            // Policy names are ASCII letters, digits and '-': nothing to escape.
-            sample(out, "ratewindow_denied_total", "policy", &policy, count)?;
-        }
-        Ok(())
+            "policy",
+            self.denied_by_policy(),
+        )
     }
 }
 
-fn family<W: fmt::Write + ?Sized>(out: &mut W, name: &str, help: &str) -> fmt::Result {
-    writeln!(out, "# HELP {name} {help}")?;
-    writeln!(out, "# TYPE {name} counter")
-}
-
-fn sample<W: fmt::Write + ?Sized>(
+/// One counter family in the text format: its `HELP` and `TYPE` lines, then a sample per
+/// `(label value, count)`.
+fn counter<W: fmt::Write + ?Sized, V: AsRef<str>>(
     out: &mut W,
     name: &str,
+    help: &str,
     label: &str,
-    value: &str,
-    count: u64,
+    samples: impl IntoIterator<Item = (V, u64)>,
 ) -> fmt::Result {
-    writeln!(out, "{name}{{{label}=\"{value}\"}} {count}")
+    writeln!(out, "# HELP {name} {help}")?;
+    writeln!(out, "# TYPE {name} counter")?;
+    for (value, count) in samples {
+        writeln!(out, "{name}{{{label}=\"{}\"}} {count}", value.as_ref())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -379,7 +369,7 @@ mod tests {
     fn every_outcome_is_counted_once_under_its_kind() {
         let limiter = limiter();
         let counters = DecisionCounters::new();
-        let observe = counters.observer();
+        let observe = |outcome: &Outcome| counters.observe(outcome);
         let allowed = limiter.check_sync("k").unwrap();
         let denied = limiter.check_sync("k").unwrap();
         assert!(allowed.is_allowed() && !denied.is_allowed());

@@ -492,13 +492,7 @@ fn faults_cluster_one_failure_opens_the_breaker_for_every_slot_of_its_master() {
     let runtime = runtime();
     let connection = connect(&runtime, &cluster);
     let clock = ManualClock::at_millis(Elapsed::T0_MS);
-    let limiter = RedisLimiter::builder(Quota::per_hour(5).unwrap())
-        .prefix("br")
-        .timeout(TIMEOUT)
-        .failure_policy(FailurePolicy::FailClosed)
-        .clock(clock.clone())
-        .build(connection)
-        .unwrap();
+    let limiter = fail_closed(connection, "br", clock.clone());
     let (frozen, live) = spread_over_master_2(&cluster, "br");
     let check = |key: &str| {
         let started = Instant::now();
@@ -550,13 +544,7 @@ fn faults_cluster_a_killed_master_opens_the_breaker_for_every_slot_of_its_master
     let mut cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
     let runtime = runtime();
     let connection = connect(&runtime, &cluster);
-    let limiter = RedisLimiter::builder(Quota::per_hour(5).unwrap())
-        .prefix("bk")
-        .timeout(TIMEOUT)
-        .failure_policy(FailurePolicy::FailClosed)
-        .clock(ManualClock::at_millis(Elapsed::T0_MS))
-        .build(connection)
-        .unwrap();
+    let limiter = fail_closed(connection, "bk", ManualClock::at_millis(Elapsed::T0_MS));
     let (dead, live) = spread_over_master_2(&cluster, "bk");
     let check = |key: &str| {
         let started = Instant::now();
@@ -592,13 +580,7 @@ fn faults_cluster_a_slot_not_served_keeps_its_master_in_use() {
     let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
     let runtime = runtime();
     let connection = connect(&runtime, &cluster);
-    let limiter = RedisLimiter::builder(Quota::per_hour(5).unwrap())
-        .prefix("ns")
-        .timeout(TIMEOUT)
-        .failure_policy(FailurePolicy::FailClosed)
-        .clock(ManualClock::at_millis(Elapsed::T0_MS))
-        .build(connection)
-        .unwrap();
+    let limiter = fail_closed(connection, "ns", ManualClock::at_millis(Elapsed::T0_MS));
     let (keys, _) = spread_over_master_2(&cluster, "ns");
     let check = |key: &str| {
         runtime
@@ -620,6 +602,22 @@ fn faults_cluster_a_slot_not_served_keeps_its_master_in_use() {
     for key in &keys[1..] {
         assert_eq!(check(key), DecidedBy::Backend, "{key}");
     }
+}
+
+/// A limiter of 5 an hour on `prefix`, answering fail-closed when Redis does not decide, with
+/// the tests' timeout.
+fn fail_closed(
+    connection: RedisConnection,
+    prefix: &str,
+    clock: ManualClock,
+) -> RedisLimiter<ManualClock> {
+    RedisLimiter::builder(Quota::per_hour(5).unwrap())
+        .prefix(prefix)
+        .timeout(TIMEOUT)
+        .failure_policy(FailurePolicy::FailClosed)
+        .clock(clock)
+        .build(connection)
+        .unwrap()
 }
 
 /// 20 keys of master 2, each in a slot of its own, and one key of master 0, for a limiter
@@ -656,13 +654,7 @@ fn faults_cluster_a_timeout_after_a_redirect_keeps_the_old_master_in_use() {
     let runtime = runtime();
     let connection = connect(&runtime, &cluster);
     let clock = ManualClock::at_millis(Elapsed::T0_MS);
-    let limiter = RedisLimiter::builder(Quota::per_hour(5).unwrap())
-        .prefix("rd")
-        .timeout(TIMEOUT)
-        .failure_policy(FailurePolicy::FailClosed)
-        .clock(clock)
-        .build(connection)
-        .unwrap();
+    let limiter = fail_closed(connection, "rd", clock);
     let redis_key = |name: &str| format!("rd:{{{name}}}:{HOUR_MS}");
     let slot_of =
         |name: &str| cluster.nodes()[0].command(&["CLUSTER", "KEYSLOT", &redis_key(name)]);
@@ -717,13 +709,7 @@ fn faults_cluster_an_error_about_one_key_keeps_its_master_in_use() {
     let cluster = RedisCluster::with_args(&["--cluster-require-full-coverage", "no"]);
     let runtime = runtime();
     let connection = connect(&runtime, &cluster);
-    let limiter = RedisLimiter::builder(Quota::per_hour(5).unwrap())
-        .prefix("wt")
-        .timeout(TIMEOUT)
-        .failure_policy(FailurePolicy::FailClosed)
-        .clock(ManualClock::at_millis(Elapsed::T0_MS))
-        .build(connection)
-        .unwrap();
+    let limiter = fail_closed(connection, "wt", ManualClock::at_millis(Elapsed::T0_MS));
     // Only the hash tag matters for the slot; the counter that fails is this window's.
     let redis_key = |name: &str| crate::redis::counter("wt", name, HOUR_MS, Elapsed::T0_MS);
     // Keys of master 1, each in a slot of its own.

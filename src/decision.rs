@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::name::NameId;
 use crate::window;
 
 /// The most quotas one limiter enforces per key (e.g. per second, per minute and per hour).
@@ -111,6 +112,8 @@ pub struct Decision {
     violated: u8,
     binding: u8,
     decided_by: DecidedBy,
+    /// The deciding limiter's name (in what was padding: the decision stays 112 bytes).
+    name: NameId,
 }
 
 /// Who made a [`Decision`]: the limiter's backend itself, or, for a networked backend, one of
@@ -145,6 +148,7 @@ impl Decision {
             violated: 0,
             binding: 0,
             decided_by: DecidedBy::Backend,
+            name: NameId::NONE,
         }
     }
 
@@ -160,6 +164,7 @@ impl Decision {
             violated: u8::from(!allowed),
             binding: 0,
             decided_by: DecidedBy::Backend,
+            name: NameId::NONE,
         }
     }
 
@@ -168,6 +173,20 @@ impl Decision {
     pub(crate) fn attributed_to(mut self, decided_by: DecidedBy) -> Decision {
         self.decided_by = decided_by;
         self
+    }
+
+    /// The decision as the limiter named `name` made it.
+    #[inline(always)]
+    pub(crate) fn named(mut self, name: NameId) -> Decision {
+        self.name = name;
+        self
+    }
+
+    /// The id of the deciding limiter's name.
+    #[cfg(feature = "tower")]
+    #[inline]
+    pub(crate) fn name_id(&self) -> NameId {
+        self.name
     }
 
     #[inline]
@@ -297,6 +316,23 @@ impl Decision {
         self.decided_by
     }
 
+    /// The name of the limiter that decided, e.g. a plan's (`pro`) or a route's (`search`),
+    /// given by its builder's `name` or its `plan` method; `None` for a limiter without one.
+    /// The [policy names](crate::http::policy_names) in the headers start with it.
+    ///
+    /// ```
+    /// use ratewindow::{MemoryLimiter, quota};
+    ///
+    /// let free = MemoryLimiter::builder(quota!(100 per minute)).name("free").build()?;
+    /// assert_eq!(free.check_sync("k")?.name(), Some("free"));
+    /// let pro = free.plan("pro", [quota!(1000 per minute)])?;
+    /// assert_eq!(pro.check_sync("k")?.name(), Some("pro"));
+    /// # Ok::<(), ratewindow::Error>(())
+    /// ```
+    pub fn name(&self) -> Option<&'static str> {
+        self.name.as_str()
+    }
+
     /// The clock reading the decision was made at, in unix milliseconds.
     pub fn decided_at_ms(&self) -> u64 {
         self.now_ms
@@ -314,6 +350,7 @@ impl fmt::Debug for Decision {
             .field("time_to_reset", &self.time_to_reset())
             .field("quotas", &self.quotas())
             .field("decided_by", &self.decided_by)
+            .field("name", &self.name())
             .finish()
     }
 }
@@ -321,6 +358,11 @@ impl fmt::Debug for Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_decision_stays_small_enough_to_move_without_memcpy() {
+        assert_eq!(std::mem::size_of::<Decision>(), 112);
+    }
 
     fn decision(now_ms: u64, states: &[(u64, u64, u64)], violated: u8) -> Decision {
         let mut decision = Decision::blank(now_ms);

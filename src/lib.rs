@@ -127,6 +127,7 @@ pub mod http;
 mod key;
 mod limiter;
 mod memory;
+mod name;
 mod quota;
 #[cfg(feature = "redis")]
 mod redis;

@@ -4,6 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::name::NameId;
 use crate::{ConfigError, MAX_QUOTAS};
 
 const SECOND_MS: u64 = 1_000;
@@ -246,6 +247,8 @@ pub(crate) struct QuotaSet {
     quotas: [Quota; MAX_QUOTAS],
     len: usize,
     min_limit: u64,
+    /// The limiter's name, which its decisions carry.
+    name: NameId,
 }
 
 impl QuotaSet {
@@ -274,6 +277,7 @@ impl QuotaSet {
             quotas: [first; MAX_QUOTAS],
             len: quotas.len(),
             min_limit: u64::MAX,
+            name: NameId::NONE,
         };
         for (slot, &quota) in set.quotas.iter_mut().zip(quotas) {
             let max = max_limit(quota);
@@ -307,7 +311,29 @@ impl QuotaSet {
         if !same_windows {
             return Err(ConfigError::IncompatibleQuotas);
         }
-        QuotaSet::new(quotas, max_limit)
+        Ok(QuotaSet {
+            name: self.name,
+            ..QuotaSet::new(quotas, max_limit)?
+        })
+    }
+
+    /// The same quotas under the name `name`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::InvalidSetting`] for a name that is not 1 to 32 ASCII letters, digits,
+    /// `-` or `_`.
+    pub(crate) fn named(self, name: &str) -> Result<Self, ConfigError> {
+        Ok(QuotaSet {
+            name: NameId::intern(name)?,
+            ..self
+        })
+    }
+
+    /// The limiter's name.
+    #[inline(always)]
+    pub(crate) fn name(&self) -> NameId {
+        self.name
     }
 
     /// The quotas, in order.

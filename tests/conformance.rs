@@ -40,6 +40,10 @@ enum Step {
     Refund(String, u64),
     /// New limits for the same windows, sharing counters.
     Requota(Vec<Quota>),
+    /// A plan: a named limiter with new limits for the same windows, sharing counters.
+    Plan(&'static str, Vec<Quota>),
+    /// The name the next decisions carry (`Decision::name`), via peek.
+    Named(String, Option<&'static str>),
     /// Steps that depend on what a clock stepping back meets: the latest window's count, or the
     /// earlier window's own counter.
     ByStepBack {
@@ -237,6 +241,33 @@ fn scenarios() -> Vec<Scenario> {
             ],
         ),
         scenario(
+            "a key moved to another plan mid-window keeps its count in every window",
+            vec![per_minute(2), per_hour(10)],
+            0,
+            vec![
+                Named("k".into(), None),
+                check("k", allowed(2, 1, 60)),
+                check("k", allowed(2, 0, 60)),
+                check("k", denied(2, 0, 60, 60)),
+                Plan("pro", vec![per_minute(5), per_hour(100)]),
+                Named("k".into(), Some("pro")),
+                Quotas("k".into(), vec![(5, 2, 60), (100, 97, 3600)]),
+                check_n("k", 3, allowed(5, 0, 60)),
+                check("k", denied(5, 0, 60, 60)),
+                // Back on the smaller plan: over its limit until the window ends.
+                Plan("free", vec![per_minute(2), per_hour(10)]),
+                Named("k".into(), Some("free")),
+                check("k", denied(2, 0, 60, 60)),
+                Advance(60_000),
+                Quotas("k".into(), vec![(2, 1, 120), (10, 4, 3600)]),
+                check("k", allowed(2, 1, 120)),
+                // The hour counted every plan's requests: 6 of them.
+                Plan("tight", vec![per_minute(5), per_hour(7)]),
+                check_n("k", 2, denied(7, 1, 3600, 3540)),
+                check("k", allowed(7, 0, 3600)),
+            ],
+        ),
+        scenario(
             "windows are aligned to the epoch: every key resets together",
             vec![per_minute(10)],
             59_999,
@@ -383,6 +414,11 @@ pub(crate) fn run<B: Backend>(backend: &B) {
                     Step::Clear(key) => limiter.clear(key).await.expect(&at),
                     Step::Refund(key, amount) => limiter.refund(key, *amount).await.expect(&at),
                     Step::Requota(quotas) => limiter = backend.requota(&limiter, quotas),
+                    Step::Plan(name, quotas) => limiter = backend.plan(&limiter, name, quotas),
+                    Step::Named(key, name) => {
+                        let decision = limiter.peek(key).await.expect(&at);
+                        assert_eq!(decision.name(), *name, "{at}");
+                    }
                     Step::ByStepBack { .. } => unreachable!("flattened above"),
                 }
             }

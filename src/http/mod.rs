@@ -151,6 +151,8 @@ pub use names::{
     X_RATELIMIT_RESET, X_RATELIMIT_RESOURCE, X_RATELIMIT_USED,
 };
 pub use partition::PartitionKey;
+#[cfg(feature = "tower")]
+pub(crate) use policy::policy_name_at;
 pub use policy::{PolicyName, PolicyNames, policy_names};
 pub use style::{HeaderStyle, IetfDraft, ParseHeaderStyleError};
 pub use write::{rejection_parts, write_headers};

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::headers::HeaderInt;
+use crate::name::MAX_NAME_LEN;
 use crate::{Decision, QuotaState};
 
 const SECOND_MS: u64 = 1_000;
@@ -15,9 +16,10 @@ const DAY_MS: u64 = 24 * HOUR_MS;
 /// window in the largest unit that divides it exactly (`d`, `h`, `m`, `s`, `ms`), as in
 /// [`Quota`](crate::Quota)'s text form: `per-90s`, `per-5m`, `per-1500ms`. A second quota with
 /// the same window as an earlier one gets `-2` appended (`per-minute-2`), a third `-3`, so names
-/// are unique within a decision and stable for a given configuration.
+/// are unique within a decision and stable for a given configuration. A decision of a named
+/// limiter ([`Decision::name`]: a plan's or a route's) has its name first: `pro-per-minute`.
 ///
-/// Only ASCII letters, digits and `-`: valid unquoted in a header value and inside an sf-string.
+/// Only ASCII letters, digits, `-` and `_`: valid unquoted in a header value and inside an sf-string.
 /// Built inline; never allocates.
 ///
 /// # Example
@@ -42,17 +44,21 @@ pub struct PolicyName {
 }
 
 impl PolicyName {
-    /// The longest name: `per-` + 13 digits (a window of at most 2^40 ms) + `ms` + `-3`, with
-    /// room for a two-digit suffix.
-    pub(crate) const MAX_LEN: usize = 24;
+    /// The longest name: a limiter's name and `-`, then `per-` + 13 digits (a window of at most
+    /// 2^40 ms) + `ms` + `-3`, with room for a two-digit suffix.
+    pub(crate) const MAX_LEN: usize = MAX_NAME_LEN + 1 + 24;
 
     /// The name of a quota with a window of `window_ms`, the `ordinal`-th (from 0) of the
-    /// decision's quotas with that window.
-    pub(crate) fn new(window_ms: u64, ordinal: usize) -> PolicyName {
+    /// decision's quotas with that window, of the limiter named `limiter` if it has a name.
+    pub(crate) fn new(limiter: Option<&str>, window_ms: u64, ordinal: usize) -> PolicyName {
         let mut name = PolicyName {
             buf: [0; Self::MAX_LEN],
             len: 0,
         };
+        if let Some(limiter) = limiter {
+            name.push(limiter.as_bytes());
+            name.push(b"-");
+        }
         match window_ms {
             SECOND_MS => name.push(b"per-second"),
             MINUTE_MS => name.push(b"per-minute"),
@@ -84,8 +90,8 @@ impl PolicyName {
 
     fn push(&mut self, bytes: &[u8]) {
         let start = usize::from(self.len);
-        // Names are at most 21 bytes for any valid window and MAX_QUOTAS below 100; anything
-        // longer is cut rather than panicking.
+        // Names are at most 33 + 21 bytes for any valid limiter name and window and MAX_QUOTAS
+        // below 100; anything longer is cut rather than panicking.
         let take = bytes.len().min(Self::MAX_LEN - start);
         self.buf[start..start + take].copy_from_slice(&bytes[..take]);
         self.len += take as u8;
@@ -178,7 +184,7 @@ pub(crate) fn policy_name_at(decision: &Decision, index: usize) -> PolicyName {
         .iter()
         .filter(|q| window_ms_of(q) == window_ms)
         .count();
-    PolicyName::new(window_ms, ordinal)
+    PolicyName::new(decision.name(), window_ms, ordinal)
 }
 
 /// The iterator of [`policy_names`].
@@ -234,21 +240,27 @@ mod tests {
             (1 << 40, "per-1099511627776ms"),
         ];
         for (window_ms, expected) in cases {
-            assert_eq!(PolicyName::new(window_ms, 0), expected, "{window_ms}");
+            assert_eq!(PolicyName::new(None, window_ms, 0), expected, "{window_ms}");
         }
-        assert_eq!(PolicyName::new(60_000, 1), "per-minute-2");
-        assert_eq!(PolicyName::new(1 << 40, 2), "per-1099511627776ms-3");
-        assert_eq!(PolicyName::new(1_500, 98), "per-1500ms-99");
+        assert_eq!(PolicyName::new(None, 60_000, 1), "per-minute-2");
+        assert_eq!(PolicyName::new(None, 1 << 40, 2), "per-1099511627776ms-3");
+        assert_eq!(PolicyName::new(None, 1_500, 98), "per-1500ms-99");
+        assert_eq!(PolicyName::new(Some("pro"), 60_000, 1), "pro-per-minute-2");
+        let longest = "N".repeat(MAX_NAME_LEN);
+        let name = PolicyName::new(Some(&longest), 1 << 40, 98);
+        assert_eq!(name, format!("{longest}-per-1099511627776ms-99").as_str());
     }
 
     #[test]
     fn names_are_header_and_sf_string_safe() {
-        for window_ms in [1, 999, 1_000, 61_000, 1 << 40] {
-            let name = PolicyName::new(window_ms, 2);
-            assert!(
-                name.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            );
+        for limiter in [None, Some("Pro_plan-2")] {
+            for window_ms in [1, 999, 1_000, 61_000, 1 << 40] {
+                let name = PolicyName::new(limiter, window_ms, 2);
+                assert!(
+                    name.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                );
+            }
         }
     }
 }

@@ -197,6 +197,34 @@ fn every_style_at_once_exact() {
 }
 
 #[test]
+fn a_named_limiters_policies_start_with_its_name() {
+    let quotas = [
+        Quota::per_minute(100).unwrap(),
+        Quota::per_hour(1000).unwrap(),
+    ];
+    let (free, _clock) = limiter_at(&quotas, SAMPLE_NOW_MS);
+    let pro = free
+        .plan("pro_2", [quotas[0], Quota::per_hour(5).unwrap()])
+        .unwrap();
+    for _ in 0..5 {
+        pro.check_sync(SAMPLE_KEY).unwrap();
+    }
+    let denied = pro.check_sync(SAMPLE_KEY).unwrap();
+    assert_eq!(denied.name(), Some("pro_2"));
+    let style = HeaderStyle::ietf(IetfDraft::Draft10).with_github_extras();
+    assert_eq!(
+        written(&denied, style, None),
+        "x-ratelimit-used: 5\n\
+         x-ratelimit-resource: pro_2-per-hour\n\
+         ratelimit-policy: \"pro_2-per-minute\";q=100;w=60, \"pro_2-per-hour\";q=5;w=3600\n\
+         ratelimit: \"pro_2-per-minute\";r=95;t=23, \"pro_2-per-hour\";r=0;t=1823\n\
+         retry-after: 1823\n"
+    );
+    // The plan shares the counters, not the name.
+    assert_eq!(free.peek_sync(SAMPLE_KEY).unwrap().name(), None);
+}
+
+#[test]
 fn three_quotas_odd_windows_and_a_repeated_one() {
     // 2027-01-15T08:00:00.250Z; windows named in ms and s, then a window repeated.
     let quotas = [

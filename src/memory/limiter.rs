@@ -119,6 +119,7 @@ impl MemoryLimiter {
             alignment: Alignment::Epoch,
             max_keys: DEFAULT_MAX_KEYS,
             clock: DefaultClock::default(),
+            name: None,
         }
     }
 }
@@ -220,7 +221,7 @@ impl<C: Clock> MemoryLimiter<C> {
     /// A limiter that shares this one's counters (and clock, alignment and key cap) but enforces
     /// new limits, e.g. after a configuration reload. Counts carry over: raising a limit
     /// mid-window admits up to the new limit at once; lowering one denies until the count falls
-    /// under it in a later window.
+    /// under it in a later window. The limiter keeps its name.
     ///
     /// # Errors
     ///
@@ -234,6 +235,50 @@ impl<C: Clock> MemoryLimiter<C> {
         let mut next = self.clone();
         next.quotas = self.quotas.with_limits(&quotas, max_limit)?;
         Ok(next)
+    }
+
+    /// A plan: a limiter named `name` that shares this one's counters but enforces its own
+    /// limits, as [`with_quotas`](Self::with_quotas) makes. A key's count is the same under
+    /// every plan of one limiter, so a key moved to another plan mid-window keeps its count:
+    /// a larger limit admits the difference at once, a smaller one denies until the count
+    /// falls under it. Its decisions carry `name` ([`Decision::name`]).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use ratewindow::{ManualClock, MemoryLimiter, quota};
+    ///
+    /// let clock = ManualClock::at_millis(1_800_000_000_000);
+    /// let free = MemoryLimiter::builder(quota!(2 per minute))
+    ///     .quota(quota!(100 per hour))
+    ///     .name("free")
+    ///     .clock(clock)
+    ///     .build()?;
+    /// let pro = free.plan("pro", [quota!(5 per minute), quota!(1000 per hour)])?;
+    ///
+    /// free.check_sync("k")?;
+    /// assert!(!free.check_n_sync("k", 2)?.is_allowed());
+    /// // Upgraded mid-window: the count carries over.
+    /// let decision = pro.check_n_sync("k", 2)?;
+    /// assert_eq!((decision.name(), decision.remaining()), (Some("pro"), 2));
+    /// # Ok::<(), ratewindow::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`with_quotas`](Self::with_quotas), and [`ConfigError::InvalidSetting`] for a name
+    /// that is not 1 to 32 ASCII letters, digits, `-` or `_`.
+    pub fn plan(
+        &self,
+        name: &str,
+        quotas: impl IntoIterator<Item = Quota>,
+    ) -> Result<Self, ConfigError>
+    where
+        C: Clone,
+    {
+        let mut plan = self.with_quotas(quotas)?;
+        plan.quotas = plan.quotas.named(name)?;
+        Ok(plan)
     }
 
     /// The quotas this limiter enforces, in order.
@@ -296,7 +341,8 @@ impl<C: Clock> MemoryLimiter<C> {
             *counter = counter.rolled_to(frame.windows[i].index);
             found[i] = self.state(*quota, *counter, frame.offsets[i]);
         }
-        let decision = fixed_window::decide(frame.now_ms, &found[..counters.len()], cost);
+        let decision = fixed_window::decide(frame.now_ms, &found[..counters.len()], cost)
+            .named(self.quotas.name());
         if charge && decision.is_allowed() {
             for (counter, state) in counters.iter_mut().zip(decision.quotas()) {
                 counter.count = state.used();
@@ -356,7 +402,7 @@ impl<C: Clock> MemoryLimiter<C> {
         match found {
             Ok(found) => {
                 let found = self.state(quota, found, offset_ms);
-                Ok(fixed_window::decide_one(now_ms, found, cost))
+                Ok(fixed_window::decide_one(now_ms, found, cost).named(self.quotas.name()))
             }
             Err(_) => self.charge_new(cells, id, key, cost, self.frame(key, now_ms)?),
         }
@@ -540,6 +586,7 @@ pub struct MemoryLimiterBuilder<C = DefaultClock> {
     alignment: Alignment,
     max_keys: usize,
     clock: C,
+    name: Option<String>,
 }
 
 impl<C: Clock> MemoryLimiterBuilder<C> {
@@ -570,7 +617,16 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
             alignment: self.alignment,
             max_keys: self.max_keys,
             clock,
+            name: self.name,
         }
+    }
+
+    /// Names the limiter, e.g. after the route or plan it serves: its decisions carry the name
+    /// ([`Decision::name`]), and the policy names in their headers start with it
+    /// (`search-per-minute`). 1 to 32 ASCII letters, digits, `-` or `_`; none by default.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
     }
 
     /// Builds the limiter.
@@ -579,9 +635,13 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
     ///
     /// [`ConfigError::TooManyQuotas`] past [`MAX_QUOTAS`]; [`ConfigError::LimitTooLarge`] when a limit is
     /// larger than one word can count next to its window index (2^17 − 1 for 1 ms windows,
-    /// 2^27 − 1 per second, 2^33 − 1 per minute).
+    /// 2^27 − 1 per second, 2^33 − 1 per minute); [`ConfigError::InvalidSetting`] for a
+    /// [`name`](Self::name) that is not 1 to 32 ASCII letters, digits, `-` or `_`.
     pub fn build(self) -> Result<MemoryLimiter<C>, ConfigError> {
-        let quotas = QuotaSet::new(&self.quotas, max_limit)?;
+        let mut quotas = QuotaSet::new(&self.quotas, max_limit)?;
+        if let Some(name) = &self.name {
+            quotas = quotas.named(name)?;
+        }
         let mut packings = [Packing::default(); MAX_QUOTAS];
         for (packing, quota) in packings.iter_mut().zip(quotas.iter()) {
             *packing = Packing::for_window(quota.window_ms());

@@ -42,6 +42,7 @@ impl RedisLimiter {
             retry_after: DEFAULT_RETRY_AFTER,
             over_limit_capacity: DEFAULT_OVER_LIMIT_CAPACITY,
             eviction: EvictionSettings::default(),
+            name: None,
         }
     }
 }
@@ -61,12 +62,23 @@ pub struct RedisLimiterBuilder<C = DefaultClock> {
     retry_after: Duration,
     over_limit_capacity: usize,
     pub(super) eviction: EvictionSettings,
+    name: Option<String>,
 }
 
 impl<C: Clock + Clone> RedisLimiterBuilder<C> {
     /// Adds a quota; a request must fit every quota (up to [`MAX_QUOTAS`](crate::MAX_QUOTAS)).
     pub fn quota(mut self, quota: Quota) -> Self {
         self.quotas.push(quota);
+        self
+    }
+
+    /// Names the limiter, e.g. after the route or plan it serves: its decisions carry the name
+    /// ([`Decision::name`](crate::Decision::name)), and the policy names in their headers start
+    /// with it (`search-per-minute`). 1 to 32 ASCII letters, digits, `-` or `_`; none by
+    /// default. The name is not part of the Redis keys: give a route's limiter a
+    /// [`prefix`](Self::prefix) of its own for counters of its own.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
         self
     }
 
@@ -131,6 +143,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             retry_after: self.retry_after,
             over_limit_capacity: self.over_limit_capacity,
             eviction: self.eviction,
+            name: self.name,
         }
     }
 
@@ -163,9 +176,13 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
     /// is empty or contains a brace, or a clock skew allowance above a day;
     /// [`ConfigError::LimitTooLarge`] for a limit above 2^53 − 1, the largest the server-side script
     /// counts exactly; for [`FailurePolicy::Fallback`], what building its [`MemoryLimiter`]
-    /// returns.
+    /// returns; [`ConfigError::InvalidSetting`] for a [`name`](Self::name) that is not 1 to 32
+    /// ASCII letters, digits, `-` or `_`.
     pub fn build(self, connection: RedisConnection) -> Result<RedisLimiter<C>, ConfigError> {
-        let quotas = QuotaSet::new(&self.quotas, max_limit)?;
+        let mut quotas = QuotaSet::new(&self.quotas, max_limit)?;
+        if let Some(name) = &self.name {
+            quotas = quotas.named(name)?;
+        }
         keys::validate_prefix(&self.prefix)?;
         if self.max_clock_skew > MAX_CLOCK_SKEW {
             return Err(ConfigError::InvalidSetting {

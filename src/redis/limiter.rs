@@ -163,7 +163,7 @@ impl<C: Clock> RedisLimiter<C> {
 
     /// A limiter that shares this one's connection, prefix and counters but enforces new limits
     /// (e.g. after a configuration reload); counts carry over, so a limit raised mid-window
-    /// takes effect at once.
+    /// takes effect at once. The limiter keeps its name.
     ///
     /// # Errors
     ///
@@ -186,6 +186,28 @@ impl<C: Clock> RedisLimiter<C> {
         // The cached denials were made under the old limits.
         next.over_limit = Arc::new(OverLimitCache::new(self.over_limit.capacity()));
         Ok(next)
+    }
+
+    /// A plan: a limiter named `name` that shares this one's connection, prefix and counters
+    /// but enforces its own limits, as [`with_quotas`](Self::with_quotas) makes. A key's count
+    /// is the same under every plan of one limiter, so a key moved to another plan mid-window
+    /// keeps its count. Its decisions carry `name` ([`Decision::name`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`with_quotas`](Self::with_quotas), and [`ConfigError::InvalidSetting`] for a name
+    /// that is not 1 to 32 ASCII letters, digits, `-` or `_`.
+    pub fn plan(
+        &self,
+        name: &str,
+        quotas: impl IntoIterator<Item = Quota>,
+    ) -> Result<Self, ConfigError>
+    where
+        C: Clone,
+    {
+        let mut plan = self.with_quotas(quotas)?;
+        plan.quotas = plan.quotas.named(name)?;
+        Ok(plan)
     }
 
     /// Decides for a valid key: from the over-limit cache, else Redis, else the failure policy.
@@ -465,12 +487,14 @@ impl<C: Clock> RedisLimiter<C> {
 impl<C: Clock> RateLimiter for RedisLimiter<C> {
     async fn check_n(&self, key: &str, cost: u64) -> Result<Decision, Error> {
         key::validate_request(key, cost, self.quotas.min_limit())?;
-        self.decide(key, Op::Check, cost).await
+        let decision = self.decide(key, Op::Check, cost).await?;
+        Ok(decision.named(self.quotas.name()))
     }
 
     async fn peek(&self, key: &str) -> Result<Decision, Error> {
         key::validate(key)?;
-        self.decide(key, Op::Peek, 1).await
+        let decision = self.decide(key, Op::Peek, 1).await?;
+        Ok(decision.named(self.quotas.name()))
     }
 
     async fn clear(&self, key: &str) -> Result<(), Error> {

@@ -2,13 +2,19 @@
 //! observer that counts outcomes, and their Prometheus text exposition.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
 
 use super::hooks::OnDecision;
 use super::outcome::{Outcome, admits};
-use crate::http::{PolicyName, policy_names};
-use crate::{BackendErrorKind, DecidedBy, Decision, Error, MAX_QUOTAS};
+use crate::http::{PolicyName, policy_name_at};
+use crate::name::MAX_NAMES;
+use crate::{BackendErrorKind, DecidedBy, Decision, Error};
+
+/// The most policies whose denials one [`DecisionCounters`] counts apart.
+const MAX_POLICIES: usize = 32;
 
 /// Counts the limiter's outcomes, as the layer's
 /// [`on_decision`](super::RateLimitLayer::on_decision) observer: allowed and denied requests,
@@ -19,7 +25,9 @@ use crate::{BackendErrorKind, DecidedBy, Decision, Error, MAX_QUOTAS};
 /// Cheap to clone: every clone counts into the same counters (an `Arc` of atomics), so keep
 /// one clone for the layer and one to read. Counting costs one relaxed atomic increment for an
 /// allowed request decided by the backend (two when the over-limit cache or a failure policy
-/// decided), and two or three for a denial; nothing allocates.
+/// decided); a denial costs two or three and finding its policy's counter (its name is made and
+/// compared with those already seen, without a lock). Nothing allocates after a limiter's
+/// first decision.
 ///
 /// Give the layer a clone (it is an [`OnDecision`] observer), or call
 /// [`observe`](Self::observe) from an observer of your own to count and do more. Read the counts with
@@ -30,7 +38,8 @@ use crate::{BackendErrorKind, DecidedBy, Decision, Error, MAX_QUOTAS};
 ///
 /// [`write_prometheus`](Self::write_prometheus) writes four counter families, every sample
 /// always present (at 0 until counted), except `ratewindow_denied_total`, which has one sample
-/// per policy once the limiter has decided a first request:
+/// per policy of each limiter (each plan) that has decided a request, in the order they first
+/// did:
 ///
 /// | metric | labels | counts |
 /// |---|---|---|
@@ -47,8 +56,10 @@ use crate::{BackendErrorKind, DecidedBy, Decision, Error, MAX_QUOTAS};
 /// Each request the limiter was asked about is counted once in `ratewindow_decisions_total`.
 /// Requests it was not asked about (no key, cost 0) are not counted at all.
 ///
-/// The policies are named from the first decision this observer sees, so share one
-/// `DecisionCounters` only between layers whose limiters have the same quotas.
+/// Policies are told apart by name, so one `DecisionCounters` serves several layers or
+/// plans: the policy names of named limiters start with their name
+/// (`pro-per-minute`). Denials are counted by policy for the first 32 policy names; past
+/// them, only in `ratewindow_decisions_total`.
 ///
 /// # Example
 ///
@@ -103,14 +114,71 @@ struct Counters {
     protocol_errors: AtomicU64,
     input_errors: AtomicU64,
     other_errors: AtomicU64,
-    /// Denials over a quota, by the denying quota's index.
-    denied_by: [AtomicU64; MAX_QUOTAS],
-    /// The name of each quota, from the first decision seen.
-    policies: OnceLock<Policies>,
+    denied_by: DeniedByPolicy,
+    /// Bit `i`: the policies of the limiter with name id `i` have slots (at 0 until they deny).
+    named: [AtomicU64; (MAX_NAMES + 1).div_ceil(64)],
 }
 
-/// The names of a limiter's quotas, by index; `None` past the last.
-type Policies = [Option<PolicyName>; MAX_QUOTAS];
+/// Denials over a quota by the denying quota's policy name, in the order the names were first
+/// seen: a fixed table that a denial searches without a lock (its name is nearly always among
+/// the first few), and that a name new to it joins under a lock.
+#[derive(Debug, Default)]
+struct DeniedByPolicy {
+    slots: [PolicySlot; MAX_POLICIES],
+    /// How many slots are named; a slot is named before `len` counts it.
+    len: AtomicUsize,
+    joining: Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct PolicySlot {
+    name: OnceLock<PolicyName>,
+    count: AtomicU64,
+}
+
+impl DeniedByPolicy {
+    fn count(&self, name: PolicyName) {
+        if let Some(slot) = self.slot_of(name) {
+            bump(&slot.count);
+        }
+    }
+
+    /// The slot of the policy `name`, named now if it has none; `None` when every slot is
+    /// taken by others.
+    fn slot_of(&self, name: PolicyName) -> Option<&PolicySlot> {
+        let seen = self.len.load(Ordering::Acquire);
+        self.find(&name, seen).or_else(|| self.join(name))
+    }
+
+    fn find(&self, name: &PolicyName, len: usize) -> Option<&PolicySlot> {
+        self.slots[..len]
+            .iter()
+            .find(|slot| slot.name.get() == Some(name))
+    }
+
+    /// Names a slot for a policy not found among the named slots, unless another thread just
+    /// did or every slot is taken.
+    #[cold]
+    fn join(&self, name: PolicyName) -> Option<&PolicySlot> {
+        let _joining = self.joining.lock();
+        let len = self.len.load(Ordering::Acquire);
+        if let Some(slot) = self.find(&name, len) {
+            return Some(slot);
+        }
+        let slot = self.slots.get(len)?;
+        let _ = slot.name.set(name);
+        self.len.store(len + 1, Ordering::Release);
+        Some(slot)
+    }
+
+    fn snapshot(&self) -> Vec<(PolicyName, u64)> {
+        let len = self.len.load(Ordering::Acquire);
+        self.slots[..len]
+            .iter()
+            .filter_map(|slot| Some((*slot.name.get()?, slot.count.load(Ordering::Relaxed))))
+            .collect()
+    }
+}
 
 fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
@@ -164,8 +232,7 @@ impl DecisionCounters {
             protocol_errors: load(&c.protocol_errors),
             input_errors: load(&c.input_errors),
             other_errors: load(&c.other_errors),
-            policies: c.policies.get().copied().unwrap_or_default(),
-            denied_by: std::array::from_fn(|i| load(&c.denied_by[i])),
+            denied_by: c.denied_by.snapshot(),
         }
     }
 
@@ -180,7 +247,8 @@ impl DecisionCounters {
 impl Counters {
     #[inline]
     fn decided(&self, decision: &Decision) {
-        if self.policies.get().is_none() {
+        let (word, bit) = name_bit(decision);
+        if self.named[word].load(Ordering::Relaxed) & bit == 0 {
             self.name_policies(decision);
         }
         let by = decision.decided_by();
@@ -190,9 +258,8 @@ impl Counters {
             bump(&self.denied);
             if by != DecidedBy::FailClosed {
                 // The binding quota of a denial is one that denied.
-                if let Some(counter) = self.denied_by.get(decision.binding_index()) {
-                    bump(counter);
-                }
+                let binding = decision.binding_index();
+                self.denied_by.count(policy_name_at(decision, binding));
             }
         }
         match by {
@@ -203,17 +270,26 @@ impl Counters {
             DecidedBy::Fallback => bump(&self.fallback),
         }
     }
+}
 
+impl Counters {
+    /// Gives every policy of a limiter seen for the first time a slot, so its samples are
+    /// there (at 0) before it denies anything.
     #[cold]
     fn name_policies(&self, decision: &Decision) {
-        self.policies.get_or_init(|| {
-            let mut policies = Policies::default();
-            for (slot, name) in policies.iter_mut().zip(policy_names(decision)) {
-                *slot = Some(name);
-            }
-            policies
-        });
+        for index in 0..decision.quotas().len() {
+            self.denied_by.slot_of(policy_name_at(decision, index));
+        }
+        let (word, bit) = name_bit(decision);
+        self.named[word].fetch_or(bit, Ordering::Relaxed);
     }
+}
+
+/// Where the bit of `decision`'s limiter name is in [`Counters::named`].
+#[inline]
+fn name_bit(decision: &Decision) -> (usize, u64) {
+    let index = decision.name_id().index();
+    (index / 64, 1 << (index % 64))
 }
 
 impl OnDecision for DecisionCounters {
@@ -225,7 +301,7 @@ impl OnDecision for DecisionCounters {
 /// The counts of a [`DecisionCounters`] at one moment: see
 /// [`DecisionCounters::snapshot`], and [Metrics](DecisionCounters#metrics) for what each
 /// counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct DecisionSnapshot {
     /// Requests admitted: `ratewindow_decisions_total{outcome="allowed"}`.
@@ -259,8 +335,7 @@ pub struct DecisionSnapshot {
     pub input_errors: u64,
     /// Any other error: `ratewindow_errors_total{kind="other"}`.
     pub other_errors: u64,
-    policies: Policies,
-    denied_by: [u64; MAX_QUOTAS],
+    denied_by: Vec<(PolicyName, u64)>,
 }
 
 impl DecisionSnapshot {
@@ -274,13 +349,10 @@ impl DecisionSnapshot {
             + self.other_errors
     }
 
-    /// Denials over a quota by the denying quota's name, in the limiter's quota order:
-    /// `ratewindow_denied_total{policy="..."}`. Empty until a first decision named them.
+    /// Denials over a quota by the denying quota's policy name, in the order the policies
+    /// first denied a request: `ratewindow_denied_total{policy="..."}`.
     pub fn denied_by_policy(&self) -> impl Iterator<Item = (PolicyName, u64)> + '_ {
-        self.policies
-            .iter()
-            .zip(self.denied_by)
-            .filter_map(|(name, count)| name.map(|name| (name, count)))
+        self.denied_by.iter().copied()
     }
 
     /// Writes these counts in the Prometheus text exposition format: see
@@ -323,7 +395,7 @@ impl DecisionSnapshot {
                 ("other", self.other_errors),
             ],
         )?;
-        // Policy names are ASCII letters, digits and '-': nothing to escape.
+        // Policy names are ASCII letters, digits, '-' and '_': nothing to escape.
         counter(
             out,
             "ratewindow_denied_total",
@@ -363,6 +435,47 @@ mod tests {
             .clock(ManualClock::at_millis(1_800_000_000_000))
             .build()
             .unwrap()
+    }
+
+    #[test]
+    fn denials_are_counted_by_plan_and_policy() {
+        let free = limiter()
+            .plan("free", limiter().quotas().iter().copied())
+            .unwrap();
+        let pro = free
+            .plan(
+                "pro",
+                [
+                    Quota::per_second(2).unwrap(),
+                    Quota::per_minute(2).unwrap(),
+                    Quota::per_second(5).unwrap(),
+                ],
+            )
+            .unwrap();
+        let counters = DecisionCounters::new();
+        let observe = |decision| counters.observe(&Outcome::Decided(decision));
+        observe(free.check_sync("k").unwrap());
+        // Denied by the first quota on the free plan, by the second on the pro plan.
+        observe(free.check_sync("k").unwrap());
+        observe(pro.check_sync("k").unwrap());
+        observe(pro.check_sync("k").unwrap());
+        let s = counters.snapshot();
+        assert_eq!((s.allowed, s.denied), (2, 2));
+        let by_policy: Vec<(String, u64)> = s
+            .denied_by_policy()
+            .map(|(name, count)| (name.to_string(), count))
+            .collect();
+        assert_eq!(
+            by_policy,
+            [
+                ("free-per-second".to_string(), 1),
+                ("free-per-minute".to_string(), 0),
+                ("free-per-second-2".to_string(), 0),
+                ("pro-per-second".to_string(), 0),
+                ("pro-per-minute".to_string(), 1),
+                ("pro-per-second-2".to_string(), 0),
+            ]
+        );
     }
 
     #[test]

@@ -85,6 +85,11 @@ impl Backend for Redis {
         base.with_quotas(quotas.iter().copied())
             .expect("same windows")
     }
+
+    fn plan(&self, base: &Self::Limiter, name: &str, quotas: &[Quota]) -> Self::Limiter {
+        base.plan(name, quotas.iter().copied())
+            .expect("same windows")
+    }
 }
 
 /// A limiter of one epoch-aligned quota on fresh state.

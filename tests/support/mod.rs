@@ -86,6 +86,9 @@ pub(crate) trait Backend {
 
     /// A limiter that shares `base`'s counters but enforces `quotas` (same windows).
     fn requota(&self, base: &Self::Limiter, quotas: &[Quota]) -> Self::Limiter;
+
+    /// [`requota`](Self::requota) as the plan `name`.
+    fn plan(&self, base: &Self::Limiter, name: &str, quotas: &[Quota]) -> Self::Limiter;
 }
 
 /// The in-memory backend with its default key cap.
@@ -105,6 +108,11 @@ impl Backend for Memory {
         base.with_quotas(quotas.iter().copied())
             .expect("same windows")
     }
+
+    fn plan(&self, base: &Self::Limiter, name: &str, quotas: &[Quota]) -> Self::Limiter {
+        base.plan(name, quotas.iter().copied())
+            .expect("same windows")
+    }
 }
 
 impl Backend for SmallMemory {
@@ -116,6 +124,11 @@ impl Backend for SmallMemory {
 
     fn requota(&self, base: &Self::Limiter, quotas: &[Quota]) -> Self::Limiter {
         base.with_quotas(quotas.iter().copied())
+            .expect("same windows")
+    }
+
+    fn plan(&self, base: &Self::Limiter, name: &str, quotas: &[Quota]) -> Self::Limiter {
+        base.plan(name, quotas.iter().copied())
             .expect("same windows")
     }
 }

@@ -21,8 +21,9 @@ use crate::http::HeaderStyle;
 ///
 /// - `L`: the limiter, any [`RateLimiter`](crate::RateLimiter): a
 ///   [`MemoryLimiter`](crate::MemoryLimiter), a Redis limiter, or an
-///   `Arc<dyn DynRateLimiter>` chosen at run time. It is cloned once per wrapped service, and
-///   the wrapped service's clones share it.
+///   `Arc<dyn DynRateLimiter>` chosen at run time; or [`Plans`](super::Plans), which choose a
+///   limiter per request (a plan per key, a quota per route). It is cloned once per wrapped
+///   service, and the wrapped service's clones share it.
 /// - `K`: the [`KeyExtractor`](super::KeyExtractor) that names the key each request is charged
 ///   to.
 /// - `C`: the [`Cost`](super::Cost) of each request, [`UnitCost`] (1) by default.

@@ -57,7 +57,7 @@ const MAX_POLICIES: usize = 32;
 /// Requests it was not asked about (no key, cost 0) are not counted at all.
 ///
 /// Policies are told apart by name, so one `DecisionCounters` serves several layers or
-/// plans: the policy names of named limiters start with their name
+/// [`Plans`](super::Plans): the policy names of named limiters start with their name
 /// (`pro-per-minute`). Denials are counted by policy for the first 32 policy names; past
 /// them, only in `ratewindow_decisions_total`.
 ///

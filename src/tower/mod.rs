@@ -125,6 +125,7 @@ mod key;
 mod layer;
 mod metrics;
 mod outcome;
+mod plans;
 mod problem;
 mod service;
 
@@ -137,5 +138,6 @@ pub use key::{FallbackKey, FixedKey, HeaderKey, KeyExtractor};
 pub use layer::RateLimitLayer;
 pub use metrics::{DecisionCounters, DecisionSnapshot};
 pub use outcome::Outcome;
+pub use plans::{ByKey, ByRequest, CachedPlanLookup, Choice, ChooseLimiter, PlanLookup, Plans};
 pub use problem::ProblemDetails;
 pub use service::RateLimit;

@@ -13,9 +13,10 @@ use super::headers::{PartitionKeyMode, ResponseHeaders, put_first};
 use super::hooks::{OnDecision, OnRejection, Rejection, RejectionKind};
 use super::key::KeyExtractor;
 use super::outcome::{Outcome, admits};
+use super::plans::{Choice, ChooseLimiter};
 use super::problem::ProblemDetails;
 use crate::http::HeaderStyle;
-use crate::{Decision, Error, RateLimiter};
+use crate::{BoxFuture, Decision, Error, RateLimiter};
 
 /// What every clone of one [`RateLimit`] shares.
 pub(crate) struct Shared<L, K, C, R, O> {
@@ -28,21 +29,18 @@ pub(crate) struct Shared<L, K, C, R, O> {
     pub(crate) on_decision: O,
 }
 
-impl<L: RateLimiter, K, C, R, O> Shared<L, K, C, R, O> {
-    /// Decides the request; a full limiter is peeked at for when to retry.
-    async fn check(&self, key: &str, cost: u64) -> Outcome {
-        match self.limiter.check_n(key, cost).await {
-            Ok(decision) => Outcome::Decided(decision),
-            Err(Error::CapacityExhausted { .. }) => self.over_capacity(key).await,
-            Err(err) => Outcome::Failed(err),
-        }
+/// Decides the request with `limiter`; a full limiter is peeked at for when to retry.
+async fn check<L: RateLimiter>(limiter: &L, key: &str, cost: u64) -> Outcome {
+    match limiter.check_n(key, cost).await {
+        Ok(decision) => Outcome::Decided(decision),
+        Err(Error::CapacityExhausted { .. }) => over_capacity(limiter, key).await,
+        Err(err) => Outcome::Failed(err),
     }
+}
 
-    /// A full limiter's outcome for `key`, with its quotas as they stand if the limiter can
-    /// tell.
-    async fn over_capacity(&self, key: &str) -> Outcome {
-        Outcome::over_capacity(self.limiter.peek(key).await.ok())
-    }
+/// A full limiter's outcome for `key`, with its quotas as they stand if the limiter can tell.
+async fn over_capacity<L: RateLimiter>(limiter: &L, key: &str) -> Outcome {
+    Outcome::over_capacity(limiter.peek(key).await.ok())
 }
 
 impl<L, K, C, R, O> Shared<L, K, C, R, O> {
@@ -176,7 +174,7 @@ impl<S: fmt::Debug, L, K, C, R, O> fmt::Debug for RateLimit<S, L, K, C, R, O> {
 impl<S, L, K, C, R, O, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, L, K, C, R, O>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
-    L: RateLimiter + 'static,
+    L: ChooseLimiter<ReqBody>,
     K: KeyExtractor<ReqBody> + Send + Sync + 'static,
     C: Cost<ReqBody> + Send + Sync + 'static,
     R: OnRejection<ResBody> + Send + Sync + 'static,
@@ -202,9 +200,17 @@ where
             let kind = RejectionKind::MissingKey;
             return ResponseFuture::answered(shared.answer(kind, None, request, None));
         };
-        // A limiter that decides without waiting is asked now: no owned key, no boxed future.
-        let now = shared.limiter.check_now(&key, cost);
         let headers = ResponseHeaders::for_key(style, shared.partition_keys, &key);
+        let index = match shared.limiter.choose(&request, &key) {
+            Choice::Now(index) => index,
+            Choice::Later(choice) => {
+                let key = key.into_owned();
+                return self.checking(Some(choice), 0, key, cost, request, headers);
+            }
+        };
+        let limiter = shared.limiter.limiter(index);
+        // A limiter that decides without waiting is asked now: no owned key, no boxed future.
+        let now = limiter.check_now(&key, cost);
         let owned_key = match &now {
             None | Some(Err(Error::CapacityExhausted { .. })) => Some(key.into_owned()),
             Some(_) => None,
@@ -214,7 +220,7 @@ where
                 // A full limiter is peeked at for when to retry, as on the waiting path.
                 let shared = Arc::clone(&self.shared);
                 let check = Box::pin(async move {
-                    let outcome = shared.over_capacity(&key).await;
+                    let outcome = over_capacity(shared.limiter.limiter(index), &key).await;
                     shared.settle(outcome, request, headers)
                 });
                 ResponseFuture::rejecting(check)
@@ -240,19 +246,19 @@ where
             }
             (None, key) => {
                 let key = key.unwrap_or_default();
-                self.checking(key, cost, request, headers)
+                self.checking(None, index, key, cost, request, headers)
             }
         }
     }
 }
 
-impl<S, L, K, C, R, O> RateLimit<S, L, K, C, R, O>
-where
-    L: RateLimiter + 'static,
-{
-    /// The waiting path: the decision in a boxed future, then the inner service.
+impl<S, L, K, C, R, O> RateLimit<S, L, K, C, R, O> {
+    /// The waiting path: the choice of limiter if it must be waited for (else limiter
+    /// `index`), then the decision, in a boxed future; then the inner service.
     fn checking<ReqBody, ResBody>(
         &mut self,
+        choice: Option<BoxFuture<'static, usize>>,
+        index: usize,
         key: String,
         cost: u64,
         request: Request<ReqBody>,
@@ -264,6 +270,7 @@ where
         C: Send + Sync + 'static,
         R: OnRejection<ResBody> + Send + Sync + 'static,
         O: OnDecision + Send + Sync + 'static,
+        L: ChooseLimiter<ReqBody>,
         ReqBody: Send + 'static,
     {
         // The readied service goes with the request; its clone waits for the next poll_ready.
@@ -272,7 +279,11 @@ where
         let shared = Arc::clone(&self.shared);
         // The limiter's future borrows the key and the limiter, so it is boxed with them.
         let check = Box::pin(async move {
-            let outcome = shared.check(&key, cost).await;
+            let index = match choice {
+                Some(choice) => choice.await,
+                None => index,
+            };
+            let outcome = check(shared.limiter.limiter(index), &key, cost).await;
             shared.settle(outcome, request, headers)
         });
         ResponseFuture::checking(check, inner)

@@ -6,6 +6,7 @@ mod client_ip;
 mod demo_server;
 mod layer;
 mod metrics;
+mod plans;
 mod server;
 #[cfg(feature = "redis")]
 pub(crate) mod server_redis;

@@ -148,5 +148,5 @@ pub use quota::Quota;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use redis::{
     EvictionReport, FailurePolicy, RedisConnection, RedisLimiter, RedisLimiterBuilder,
-    RedisWarning, ServerMemory,
+    RedisWarning, RoundTripSnapshot, RoundTrips, ServerMemory,
 };

@@ -1,5 +1,5 @@
 //! The router: the campaigns API's routes and handlers behind the rate-limit layer, and
-//! `GET /metrics` (the layer's decision counts) in front of it.
+//! `GET /metrics` (the layer's decision counts, and on Redis its round trips) in front of it.
 
 use std::sync::Arc;
 
@@ -26,6 +26,20 @@ const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 /// for the log, those a failure policy makes. `GET /metrics` itself is outside the layer:
 /// never rate limited, no key needed, not counted.
 pub fn app(limiter: Arc<dyn DynRateLimiter>, max_workspaces: usize, style: HeaderStyle) -> Router {
+    app_with_metrics(limiter, max_workspaces, style, None)
+}
+
+/// Metrics of the backend's own, written by `GET /metrics` after the decision counts: the
+/// Redis backend's round trips.
+pub type BackendMetrics = Arc<dyn Fn(&mut String) + Send + Sync>;
+
+/// [`app`], whose `GET /metrics` also writes `backend_metrics`.
+pub fn app_with_metrics(
+    limiter: Arc<dyn DynRateLimiter>,
+    max_workspaces: usize,
+    style: HeaderStyle,
+    backend_metrics: Option<BackendMetrics>,
+) -> Router {
     let state = AppState {
         workspaces: Arc::new(Workspaces::new(max_workspaces)),
     };
@@ -37,13 +51,14 @@ pub fn app(limiter: Arc<dyn DynRateLimiter>, max_workspaces: usize, style: Heade
             counting.observe(outcome);
             count_policy_decisions(outcome);
         });
-    let metrics_route = get(move || metrics(counters.clone())).fallback(|| async {
-        error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "Method not allowed",
-        )
-    });
+    let metrics_route =
+        get(move || metrics(counters.clone(), backend_metrics.clone())).fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            )
+        });
     let api = Router::new()
         .route("/api/v1/campaigns/{id}", get(get_campaign))
         .route("/api/v1/campaigns/{id}/start", post(start_campaign))
@@ -62,11 +77,14 @@ pub fn app(limiter: Arc<dyn DynRateLimiter>, max_workspaces: usize, style: Heade
     Router::new().route("/metrics", metrics_route).merge(api)
 }
 
-/// `GET /metrics`: the decision counts in the Prometheus text format.
-async fn metrics(counters: DecisionCounters) -> Response {
+/// `GET /metrics`: the decision counts in the Prometheus text format, then the backend's.
+async fn metrics(counters: DecisionCounters, backend_metrics: Option<BackendMetrics>) -> Response {
     let mut text = String::new();
     // Writing to a `String` cannot fail.
     let _ = counters.write_prometheus(&mut text);
+    if let Some(write) = backend_metrics {
+        write(&mut text);
+    }
     (
         [(
             header::CONTENT_TYPE,

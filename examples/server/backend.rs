@@ -10,6 +10,7 @@ use ratewindow::Error;
 use ratewindow::tower::Outcome;
 use ratewindow::{ConfigError, DecidedBy, DynRateLimiter, MemoryLimiter, Quota};
 
+use super::app::BackendMetrics;
 use super::config::{Policy, RedisSettings, RedisTarget};
 
 /// How long start-up may take to connect to Redis and run a first (uncounted) decision.
@@ -22,14 +23,14 @@ pub fn memory(quota: Quota) -> Result<Arc<dyn DynRateLimiter>, ConfigError> {
 }
 
 /// A limiter on `target` configured by `settings`, once Redis has answered a first
-/// (uncounted) decision.
+/// (uncounted) decision, and the histogram of its round trips to Redis for `GET /metrics`.
 #[cfg(feature = "redis")]
 pub async fn redis(
     target: &RedisTarget,
     quota: Quota,
     settings: &RedisSettings,
-) -> Result<Arc<dyn DynRateLimiter>, String> {
-    use ratewindow::{FailurePolicy, RateLimiter, RedisConnection, RedisLimiter};
+) -> Result<(Arc<dyn DynRateLimiter>, BackendMetrics), String> {
+    use ratewindow::{FailurePolicy, RateLimiter, RedisConnection, RedisLimiter, RoundTrips};
 
     let connect = async {
         match target {
@@ -87,11 +88,18 @@ pub async fn redis(
         Policy::Closed => FailurePolicy::FailClosed,
         Policy::Fallback { instances } => FailurePolicy::Fallback { instances },
     };
+    // Set after the probe: its round trip is start-up's, not the rate limit's.
+    let round_trips = RoundTrips::new();
     let limiter = builder
         .failure_policy(policy)
+        .round_trips(round_trips.clone())
         .build(connection)
         .map_err(invalid)?;
-    Ok(Arc::new(limiter))
+    let metrics: BackendMetrics = Arc::new(move |text: &mut String| {
+        // Writing to a `String` cannot fail.
+        let _ = round_trips.write_prometheus(text);
+    });
+    Ok((Arc::new(limiter), metrics))
 }
 
 /// Without the `redis` feature there is no Redis backend to build.
@@ -100,7 +108,7 @@ pub async fn redis(
     target: &RedisTarget,
     _quota: Quota,
     _settings: &RedisSettings,
-) -> Result<Arc<dyn DynRateLimiter>, String> {
+) -> Result<(Arc<dyn DynRateLimiter>, BackendMetrics), String> {
     Err(format!(
         "{} is set, but this build has no Redis backend: rebuild with --features redis,tower, e.g. \
          `REDIS_URL=redis://127.0.0.1:6379 cargo run --release --features redis,tower --example server`",

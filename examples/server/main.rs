@@ -9,8 +9,9 @@
 //! `GET /metrics` answers this instance's rate-limit decision counts since start-up in the
 //! Prometheus text format ([`ratewindow::tower::DecisionCounters`]:
 //! `ratewindow_decisions_total`, `ratewindow_decided_by_total`, `ratewindow_errors_total`,
-//! `ratewindow_denied_total`). It is outside the rate limit: no key needed, never a `429`, no
-//! rate-limit headers, not counted.
+//! `ratewindow_denied_total`) and, on Redis, the histogram of the limiter's round trips to
+//! Redis ([`ratewindow::RoundTrips`]: `ratewindow_redis_round_trip_seconds`). It is outside
+//! the rate limit: no key needed, never a `429`, no rate-limit headers, not counted.
 //!
 //! The rate limit's counters live in memory by default, or in Redis (the `redis` feature),
 //! where every instance of the server that uses the same Redis and key prefix shares them: the
@@ -133,7 +134,7 @@ use std::process::ExitCode;
 
 use config::{Backend, Settings};
 
-pub use app::app;
+pub use app::{app, app_with_metrics};
 #[cfg(feature = "redis")]
 pub use backend::unreported_policy_decisions;
 pub use campaigns::utc_timestamp;
@@ -181,15 +182,16 @@ fn run() -> Result<(), String> {
             ..
         } = &settings;
         // Before listening: a server that cannot reach Redis does not start.
-        let (limiter, description) = match backend {
+        let (limiter, backend_metrics, description) = match backend {
             Backend::Memory => (
                 backend::memory(*quota).map_err(|err| settings.bad_rate_limit(err))?,
+                None,
                 "memory".to_owned(),
             ),
             Backend::Redis(target) => {
-                let limiter = backend::redis(target, *quota, redis).await?;
+                let (limiter, metrics) = backend::redis(target, *quota, redis).await?;
                 tokio::spawn(backend::report_policy_decisions(redis.policy));
-                (limiter, format!("{target}, {redis}"))
+                (limiter, Some(metrics), format!("{target}, {redis}"))
             }
         };
         let listener = tokio::net::TcpListener::bind(addrs.as_slice())
@@ -202,7 +204,7 @@ fn run() -> Result<(), String> {
             "ratewindow demo server listening on http://{local} \
              (rate limit {quota} per API key, backend: {description}, headers: {style})"
         );
-        let app = app(limiter, MAX_WORKSPACES, *style);
+        let app = app_with_metrics(limiter, MAX_WORKSPACES, *style, backend_metrics);
         serve(listener, app, *limits, serve::shutdown_signal()).await;
         Ok(())
     })

@@ -10,6 +10,7 @@ use super::eviction::{EvictionSettings, EvictionWatch};
 use super::keys;
 use super::limiter::RedisLimiter;
 use super::policy::FailurePolicy;
+use super::round_trips::RoundTrips;
 use crate::quota::QuotaSet;
 use crate::{Alignment, Clock, ConfigError, DefaultClock, MemoryLimiter, Quota};
 
@@ -43,6 +44,7 @@ impl RedisLimiter {
             over_limit_capacity: DEFAULT_OVER_LIMIT_CAPACITY,
             eviction: EvictionSettings::default(),
             name: None,
+            round_trips: None,
         }
     }
 }
@@ -63,6 +65,7 @@ pub struct RedisLimiterBuilder<C = DefaultClock> {
     over_limit_capacity: usize,
     pub(super) eviction: EvictionSettings,
     name: Option<String>,
+    round_trips: Option<RoundTrips>,
 }
 
 impl<C: Clock + Clone> RedisLimiterBuilder<C> {
@@ -144,6 +147,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             over_limit_capacity: self.over_limit_capacity,
             eviction: self.eviction,
             name: self.name,
+            round_trips: self.round_trips,
         }
     }
 
@@ -165,6 +169,28 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
     /// the expiry margin. See [`RedisLimiter`] for the guarantee.
     pub fn max_clock_skew(mut self, skew: Duration) -> Self {
         self.max_clock_skew = skew;
+        self
+    }
+
+    /// Records the time of each of the limiter's calls to Redis in `histogram` (default: none,
+    /// and nothing is timed), failed and timed-out calls included; answers given without
+    /// calling Redis (the over-limit cache, the failure breaker) record nothing. See
+    /// [`RoundTrips`] for what counts. Limiters made from this one by
+    /// [`with_quotas`](RedisLimiter::with_quotas) keep recording into it.
+    ///
+    /// ```no_run
+    /// use ratewindow::{Quota, RedisConnection, RedisLimiter, RoundTrips};
+    ///
+    /// # async fn run() -> Result<(), ratewindow::Error> {
+    /// let round_trips = RoundTrips::new();
+    /// let limiter = RedisLimiter::builder(Quota::per_minute(100)?)
+    ///     .round_trips(round_trips.clone())
+    ///     .build(RedisConnection::connect("redis://127.0.0.1:6379/").await?)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn round_trips(mut self, histogram: RoundTrips) -> Self {
+        self.round_trips = Some(histogram);
         self
     }
 
@@ -223,6 +249,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             retry_after_ms: u64::try_from(self.retry_after.as_millis()).unwrap_or(u64::MAX),
             over_limit: Arc::new(OverLimitCache::new(self.over_limit_capacity)),
             eviction: Arc::new(eviction),
+            round_trips: self.round_trips,
         })
     }
 }

@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::breaker::Breaker;
 use super::builder::{max_limit, scaled};
@@ -14,6 +14,7 @@ use super::errors::{Cause, Failure, scrubbed};
 use super::eviction::EvictionWatch;
 use super::policy::FailurePolicy;
 use super::reply::{Reply, unexpected_reply};
+use super::round_trips::RoundTrips;
 use super::{keys, script};
 use crate::decision::QuotaState;
 use crate::fixed_window;
@@ -101,6 +102,8 @@ pub struct RedisLimiter<C = DefaultClock> {
     pub(super) over_limit: Arc<OverLimitCache>,
     /// The server's eviction policy, checked periodically.
     pub(super) eviction: Arc<EvictionWatch>,
+    /// Where each call to Redis records its time, if anywhere.
+    pub(super) round_trips: Option<RoundTrips>,
 }
 
 /// What the script is asked to do.
@@ -406,10 +409,16 @@ impl<C: Clock> RedisLimiter<C> {
                 }
             }
         }
+        // The one call to Redis of every operation, single server or Cluster: its time is the
+        // round trip, whatever the outcome (a timeout included: the request waited for it).
+        let started = self.round_trips.as_ref().map(|_| Instant::now());
         let sent = self
             .connection
             .send(slot, Request::Script(script, &command), self.timeout)
             .await;
+        if let (Some(round_trips), Some(started)) = (&self.round_trips, started) {
+            round_trips.record(started.elapsed());
+        }
         let reply = match sent {
             Ok(reply) => reply,
             Err(failure) => {

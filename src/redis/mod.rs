@@ -12,6 +12,7 @@ mod keys;
 mod limiter;
 mod policy;
 mod reply;
+mod round_trips;
 mod script;
 #[cfg(feature = "tls")]
 mod tls;
@@ -21,3 +22,4 @@ pub use connection::RedisConnection;
 pub use eviction::{EvictionReport, RedisWarning, ServerMemory};
 pub use limiter::RedisLimiter;
 pub use policy::FailurePolicy;
+pub use round_trips::{RoundTripSnapshot, RoundTrips};

@@ -381,6 +381,11 @@ impl RawReply {
 
 /// One `POST` over a fresh connection, read until the server closes it.
 fn raw_post(addr: SocketAddr, path: &str, key: &str) -> RawReply {
+    raw_request(addr, "POST", path, key)
+}
+
+/// One request over a fresh connection, read until the server closes it.
+fn raw_request(addr: SocketAddr, method: &str, path: &str, key: &str) -> RawReply {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -389,7 +394,7 @@ fn raw_post(addr: SocketAddr, path: &str, key: &str) -> RawReply {
         .set_write_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {key}\r\nContent-Length: 0\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nX-API-Key: {key}\r\nContent-Length: 0\r\n\
          Connection: close\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).unwrap();
@@ -500,6 +505,22 @@ fn the_example_binary_serves_over_tcp_with_redis() {
         3,
         "{counters:?}"
     );
+
+    // `/metrics` has the round trips to Redis: one per decision Redis made (the start-up
+    // probe and the denial of the over-limit cache are not).
+    let metrics = raw_request(addr, "GET", "/metrics", "k");
+    assert_eq!(metrics.status, 200, "{}", metrics.body);
+    assert!(
+        metrics
+            .body
+            .contains("ratewindow_decisions_total{outcome=\"allowed\"} 3\n"),
+        "{}",
+        metrics.body
+    );
+    let round_trips = crate::redis::round_trips::parse_histogram(&metrics.body)
+        .unwrap_or_else(|| panic!("no round trips in {}", metrics.body));
+    assert_eq!(round_trips.count, 3, "{}", metrics.body);
+    assert!(round_trips.sum > 0.0);
 
     let log = example.stderr();
     assert!(

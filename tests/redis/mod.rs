@@ -9,6 +9,7 @@ mod faults;
 mod isolation;
 mod load;
 mod processes;
+pub(crate) mod round_trips;
 mod security;
 
 use std::sync::atomic::{AtomicU64, Ordering};

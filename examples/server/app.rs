@@ -4,19 +4,21 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use ratewindow::DynRateLimiter;
 use ratewindow::http::HeaderStyle;
-use ratewindow::tower::{DecisionCounters, HeaderKey, Outcome, RateLimitLayer};
+use ratewindow::tower::{DecisionCounters, HeaderKey, Outcome, Plans, RateLimitLayer};
 use serde_json::json;
 
-use super::backend::count_policy_decisions;
+use super::backend::{Limiters, count_policy_decisions};
 use super::campaigns::{CampaignError, Workspaces, unix_now_secs, utc_timestamp};
+use super::config::Quotas;
 
 const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 
@@ -26,16 +28,16 @@ const API_KEY: HeaderName = HeaderName::from_static("x-api-key");
 /// for the log, those a failure policy makes. `GET /metrics` itself is outside the layer:
 /// never rate limited, no key needed, not counted.
 pub fn app(limiter: Arc<dyn DynRateLimiter>, max_workspaces: usize, style: HeaderStyle) -> Router {
-    app_with_metrics(limiter, max_workspaces, style, None)
+    app_with_metrics(Limiters::single(limiter), max_workspaces, style, None)
 }
 
 /// Metrics of the backend's own, written by `GET /metrics` after the decision counts: the
 /// Redis backend's round trips.
 pub type BackendMetrics = Arc<dyn Fn(&mut String) + Send + Sync>;
 
-/// [`app`], whose `GET /metrics` also writes `backend_metrics`.
+/// [`app`] on `limiters`, whose `GET /metrics` also writes `backend_metrics`.
 pub fn app_with_metrics(
-    limiter: Arc<dyn DynRateLimiter>,
+    limiters: Limiters,
     max_workspaces: usize,
     style: HeaderStyle,
     backend_metrics: Option<BackendMetrics>,
@@ -45,7 +47,31 @@ pub fn app_with_metrics(
     };
     let counters = DecisionCounters::new();
     let counting = counters.clone();
-    let rate_limit = RateLimitLayer::new(limiter, HeaderKey::new(API_KEY))
+    // The limiter of each request: `/start`'s for `POST .../start` if it has one, else the
+    // plan `<name>` for a key starting with `<name>_`, else the default plan.
+    let default: Arc<str> = Arc::from(Quotas::DEFAULT_PLAN);
+    let start: Arc<str> = Arc::from(Quotas::START);
+    let has_start = limiters.start.is_some();
+    let mut plans = Plans::new(&*default, limiters.default);
+    let mut prefixes: Vec<(String, Arc<str>)> = Vec::new();
+    for (name, limiter) in limiters.plans {
+        prefixes.push((format!("{name}_"), Arc::from(name.as_str())));
+        plans = plans.plan(name, limiter);
+    }
+    if let Some(limiter) = limiters.start {
+        plans = plans.plan(&*start, limiter);
+    }
+    let plans = plans.by_request(move |request: &Request<Body>, key: &str| {
+        if has_start && request.method() == Method::POST && request.uri().path().ends_with("/start")
+        {
+            return Arc::clone(&start);
+        }
+        let plan = prefixes
+            .iter()
+            .find(|(prefix, _)| key.starts_with(prefix.as_str()));
+        Arc::clone(plan.map_or(&default, |(_, name)| name))
+    });
+    let rate_limit = RateLimitLayer::new(plans, HeaderKey::new(API_KEY))
         .header_style(style)
         .on_decision(move |outcome: &Outcome| {
             counting.observe(outcome);

@@ -1,5 +1,6 @@
-//! The limiter behind the rate limit: in memory, or on Redis with a failure policy, whose
-//! decisions are counted and logged without a key.
+//! The limiters behind the rate limit (the default plan's, the other plans', `/start`'s): in
+//! memory, or on Redis with a failure policy, whose decisions are counted and logged without a
+//! key.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,26 +12,85 @@ use ratewindow::tower::Outcome;
 use ratewindow::{ConfigError, DecidedBy, DynRateLimiter, MemoryLimiter, Quota};
 
 use super::app::BackendMetrics;
-use super::config::{Policy, RedisSettings, RedisTarget};
+use super::config::{Policy, Quotas, RedisSettings, RedisTarget};
+
+/// The limiters a request may be decided by.
+pub struct Limiters {
+    /// The default plan's.
+    pub default: Arc<dyn DynRateLimiter>,
+    /// The other plans', by name: they share the default plan's counters.
+    pub plans: Vec<(String, Arc<dyn DynRateLimiter>)>,
+    /// `POST .../start`'s, with counters of its own.
+    pub start: Option<Arc<dyn DynRateLimiter>>,
+}
+
+impl Limiters {
+    /// One limiter for every request.
+    pub fn single(limiter: Arc<dyn DynRateLimiter>) -> Limiters {
+        Limiters {
+            default: limiter,
+            plans: Vec::new(),
+            start: None,
+        }
+    }
+}
+
+/// What a plan's limiter refused, naming `PLANS`.
+fn bad_plan(name: &str, err: ConfigError) -> String {
+    format!("PLANS: plan {name}: {err}")
+}
+
+/// What `/start`'s limiter refused, naming `START_RATE_LIMIT`.
+fn bad_start(quota: Quota, err: ConfigError) -> String {
+    format!("START_RATE_LIMIT={:?}: {err}", quota.to_string())
+}
 
 /// How long start-up may take to connect to Redis and run a first (uncounted) decision.
 #[cfg(feature = "redis")]
 const REDIS_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The in-process backend.
-pub fn memory(quota: Quota) -> Result<Arc<dyn DynRateLimiter>, ConfigError> {
-    Ok(Arc::new(MemoryLimiter::new(quota)?))
+/// The in-process backend; `RATE_LIMIT`'s quota refused is the error's `Err(Ok(..))`, any
+/// other's its message.
+pub fn memory(quotas: &Quotas) -> Result<Limiters, Result<ConfigError, String>> {
+    let mut builder = MemoryLimiter::builder(quotas.default);
+    if !quotas.plans.is_empty() {
+        builder = builder.name(Quotas::DEFAULT_PLAN);
+    }
+    let default = builder.build().map_err(Ok)?;
+    let mut plans: Vec<(String, Arc<dyn DynRateLimiter>)> = Vec::new();
+    for (name, quota) in &quotas.plans {
+        let plan = default
+            .plan(name, [*quota])
+            .map_err(|err| Err(bad_plan(name, err)))?;
+        plans.push((name.clone(), Arc::new(plan)));
+    }
+    let start = match quotas.start {
+        None => None,
+        Some(quota) => {
+            let builder = MemoryLimiter::builder(quota).name(Quotas::START);
+            let start = builder.build().map_err(|err| Err(bad_start(quota, err)))?;
+            Some(Arc::new(start) as Arc<dyn DynRateLimiter>)
+        }
+    };
+    Ok(Limiters {
+        default: Arc::new(default),
+        plans,
+        start,
+    })
 }
 
-/// A limiter on `target` configured by `settings`, once Redis has answered a first
-/// (uncounted) decision, and the histogram of its round trips to Redis for `GET /metrics`.
+/// Limiters on `target` configured by `settings`, once Redis has answered a first
+/// (uncounted) decision, and the histogram of their round trips to Redis for `GET /metrics`.
+/// `/start`'s counters are under the prefix `<REDIS_PREFIX>:start`.
 #[cfg(feature = "redis")]
 pub async fn redis(
     target: &RedisTarget,
-    quota: Quota,
+    quotas: &Quotas,
     settings: &RedisSettings,
-) -> Result<(Arc<dyn DynRateLimiter>, BackendMetrics), String> {
-    use ratewindow::{FailurePolicy, RateLimiter, RedisConnection, RedisLimiter, RoundTrips};
+) -> Result<(Limiters, BackendMetrics), String> {
+    use ratewindow::{
+        FailurePolicy, RateLimiter, RedisConnection, RedisLimiter, RedisLimiterBuilder, RoundTrips,
+    };
 
     let connect = async {
         match target {
@@ -56,13 +116,18 @@ pub async fn redis(
             _ => format!("cannot connect to {at}: {err}"),
         })?;
 
-    let mut builder = RedisLimiter::builder(quota)
-        .prefix(settings.prefix.as_str())
-        .timeout(settings.timeout)
-        .max_clock_skew(settings.max_clock_skew);
-    if settings.redis_time {
-        builder = builder.redis_time();
-    }
+    // The settings every limiter here shares.
+    let tuned = |builder: RedisLimiterBuilder| {
+        let builder = builder
+            .timeout(settings.timeout)
+            .max_clock_skew(settings.max_clock_skew);
+        if settings.redis_time {
+            builder.redis_time()
+        } else {
+            builder
+        }
+    };
+    let builder = tuned(RedisLimiter::builder(quotas.default).prefix(settings.prefix.as_str()));
     let invalid = |err: ConfigError| match err {
         ConfigError::InvalidSetting { .. } => {
             format!("REDIS_PREFIX={:?}: {err}", settings.prefix)
@@ -90,25 +155,55 @@ pub async fn redis(
     };
     // Set after the probe: its round trip is start-up's, not the rate limit's.
     let round_trips = RoundTrips::new();
-    let limiter = builder
+    let builder = builder
         .failure_policy(policy)
-        .round_trips(round_trips.clone())
-        .build(connection)
-        .map_err(invalid)?;
+        .round_trips(round_trips.clone());
+    let start = match quotas.start {
+        None => None,
+        Some(quota) => {
+            let start = RedisLimiter::builder(quota)
+                .name(Quotas::START)
+                .prefix(format!("{}:{}", settings.prefix, Quotas::START));
+            let start = tuned(start)
+                .failure_policy(policy)
+                .round_trips(round_trips.clone())
+                .build(connection.clone())
+                .map_err(|err| bad_start(quota, err))?;
+            Some(Arc::new(start) as Arc<dyn DynRateLimiter>)
+        }
+    };
+    let builder = if quotas.plans.is_empty() {
+        builder
+    } else {
+        builder.name(Quotas::DEFAULT_PLAN)
+    };
+    let default = builder.build(connection).map_err(invalid)?;
+    let mut plans: Vec<(String, Arc<dyn DynRateLimiter>)> = Vec::new();
+    for (name, quota) in &quotas.plans {
+        let plan = default
+            .plan(name, [*quota])
+            .map_err(|err| bad_plan(name, err))?;
+        plans.push((name.clone(), Arc::new(plan)));
+    }
     let metrics: BackendMetrics = Arc::new(move |text: &mut String| {
         // Writing to a `String` cannot fail.
         let _ = round_trips.write_prometheus(text);
     });
-    Ok((Arc::new(limiter), metrics))
+    let limiters = Limiters {
+        default: Arc::new(default),
+        plans,
+        start,
+    };
+    Ok((limiters, metrics))
 }
 
 /// Without the `redis` feature there is no Redis backend to build.
 #[cfg(not(feature = "redis"))]
 pub async fn redis(
     target: &RedisTarget,
-    _quota: Quota,
+    _quotas: &Quotas,
     _settings: &RedisSettings,
-) -> Result<(Arc<dyn DynRateLimiter>, BackendMetrics), String> {
+) -> Result<(Limiters, BackendMetrics), String> {
     Err(format!(
         "{} is set, but this build has no Redis backend: rebuild with --features redis,tower, e.g. \
          `REDIS_URL=redis://127.0.0.1:6379 cargo run --release --features redis,tower --example server`",

@@ -1,6 +1,7 @@
 //! The server's configuration, from environment variables: every variable it reads is in
 //! [`VARIABLES`], and each malformed one stops it with a message naming the variable.
 
+use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
@@ -24,7 +25,8 @@ const DEFAULT_REDIS_MAX_CLOCK_SKEW_MS: u64 = 1000;
 pub struct Settings {
     /// `RATE_LIMIT` as it was given, for messages.
     rate_limit: String,
-    pub quota: Quota,
+    /// The quotas: the default plan's, the other plans' and `/start`'s.
+    pub quotas: Quotas,
     /// `BIND` as it was given, and what it resolved to.
     pub bind: String,
     pub addrs: Vec<SocketAddr>,
@@ -39,9 +41,7 @@ impl Settings {
     /// Every variable, in the order the messages about them come.
     pub fn from_env() -> Result<Settings, String> {
         let rate_limit = env_or("RATE_LIMIT", DEFAULT_RATE_LIMIT)?;
-        let quota: Quota = rate_limit
-            .parse()
-            .map_err(|err| format!("RATE_LIMIT={rate_limit:?}: {err}"))?;
+        let quotas = Quotas::from_env(&rate_limit)?;
         let bind = env_or("BIND", DEFAULT_BIND)?;
         let addrs: Vec<SocketAddr> = bind
             .to_socket_addrs()
@@ -58,7 +58,7 @@ impl Settings {
         let redis = RedisSettings::from_env()?;
         Ok(Settings {
             rate_limit,
-            quota,
+            quotas,
             bind,
             addrs,
             style,
@@ -71,6 +71,103 @@ impl Settings {
     /// A limiter refused the quota: the message names `RATE_LIMIT`.
     pub fn bad_rate_limit(&self, err: ConfigError) -> String {
         format!("RATE_LIMIT={:?}: {err}", self.rate_limit)
+    }
+}
+
+/// The quotas per API key: `RATE_LIMIT` for the default plan, `PLANS` for the keys of other
+/// plans, and `START_RATE_LIMIT` for starting campaigns.
+#[derive(Clone)]
+pub struct Quotas {
+    /// `RATE_LIMIT`: the default plan's (`free` when there are other plans).
+    pub default: Quota,
+    /// `PLANS`: each plan's name and quota; a key starting with `<name>_` is on plan `name`.
+    pub plans: Vec<(String, Quota)>,
+    /// `START_RATE_LIMIT`: `POST .../start`'s own quota and counters, if set.
+    pub start: Option<Quota>,
+}
+
+impl Quotas {
+    /// The name of the default plan when `PLANS` names others.
+    pub const DEFAULT_PLAN: &'static str = "free";
+    /// The name of `POST .../start`'s limiter.
+    pub const START: &'static str = "start";
+
+    fn from_env(rate_limit: &str) -> Result<Quotas, String> {
+        let default: Quota = rate_limit
+            .parse()
+            .map_err(|err| format!("RATE_LIMIT={rate_limit:?}: {err}"))?;
+        let plans_text = env_or("PLANS", "")?;
+        let mut plans: Vec<(String, Quota)> = Vec::new();
+        for entry in plans_text
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let bad = |why: &str| {
+                format!(
+                    "PLANS={plans_text:?}: {entry:?} {why} (expected comma-separated \
+                     <name>=<limit>/<window> with the window of RATE_LIMIT, e.g. pro=1000/1m)"
+                )
+            };
+            let (name, quota) = entry.split_once('=').ok_or_else(|| bad("has no '='"))?;
+            let name = name.trim();
+            let valid_name = !name.is_empty()
+                && name.len() <= 32
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !valid_name {
+                return Err(bad("needs a name of 1 to 32 letters, digits, '-' or '_'"));
+            }
+            if name == Self::DEFAULT_PLAN || plans.iter().any(|(known, _)| known == name) {
+                return Err(bad("repeats a plan's name (free is the default plan's)"));
+            }
+            let quota: Quota = quota.trim().parse().map_err(|err| bad(&format!("{err}")))?;
+            if quota.window() != default.window() {
+                return Err(bad("has another window than RATE_LIMIT"));
+            }
+            plans.push((name.to_owned(), quota));
+        }
+        let start_text = env_or("START_RATE_LIMIT", "")?;
+        let start = match start_text.trim() {
+            "" => None,
+            text => Some(
+                text.parse::<Quota>()
+                    .map_err(|err| format!("START_RATE_LIMIT={start_text:?}: {err}"))?,
+            ),
+        };
+        Ok(Quotas {
+            default,
+            plans,
+            start,
+        })
+    }
+
+    /// Whether requests are decided by more than the default plan.
+    pub fn chosen_per_request(&self) -> bool {
+        !self.plans.is_empty() || self.start.is_some()
+    }
+}
+
+impl fmt::Display for Quotas {
+    /// E.g. `100 per 1m`, `free 100 per 1m, pro 1000 per 1m, start 5 per 1m`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.chosen_per_request() {
+            return write!(f, "{} per API key", self.default);
+        }
+        let default_name = if self.plans.is_empty() {
+            "every key"
+        } else {
+            Self::DEFAULT_PLAN
+        };
+        write!(f, "{default_name} {}", self.default)?;
+        for (name, quota) in &self.plans {
+            write!(f, ", {name} {quota}")?;
+        }
+        if let Some(start) = self.start {
+            write!(f, ", {} {start}", Self::START)?;
+        }
+        Ok(())
     }
 }
 
@@ -283,9 +380,11 @@ impl std::fmt::Display for Policy {
 
 /// Every environment variable the server reads: the first [`GENERAL_VARIABLES`] for every
 /// backend, then the Redis settings.
-pub const VARIABLES: [&str; 13] = [
+pub const VARIABLES: [&str; 15] = [
     "BIND",
     "RATE_LIMIT",
+    "PLANS",
+    "START_RATE_LIMIT",
     "HEADERS",
     "HEADER_READ_TIMEOUT_SECS",
     "MAX_CONNECTIONS",
@@ -300,7 +399,7 @@ pub const VARIABLES: [&str; 13] = [
 ];
 
 /// How many of [`VARIABLES`] apply to every backend.
-const GENERAL_VARIABLES: usize = 7;
+const GENERAL_VARIABLES: usize = 9;
 
 impl RedisSettings {
     /// The variables that only tune the Redis backend (ignored without it).

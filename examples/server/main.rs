@@ -85,6 +85,14 @@
 //! - `BIND`: the address to listen on, `host:port` (default `127.0.0.1:8080`).
 //! - `RATE_LIMIT`: the quota per API key as `<limit>/<window>` with a window unit of `ms`, `s`,
 //!   `m`, `h` or `d` (default `100/1m`; e.g. `10/5s`, `1000/1h`).
+//! - `PLANS`: other plans than the default, as comma-separated `<name>=<limit>/<window>` with
+//!   `RATE_LIMIT`'s window (e.g. `pro=1000/1m,team=500/1m`; default none). A key starting with
+//!   `<name>_` is on plan `<name>`, any other on `free` (`RATE_LIMIT`). A key's count is the same
+//!   whatever its plan, and the policy names in the headers and the `429` body start with the
+//!   plan's name (`pro-per-minute`).
+//! - `START_RATE_LIMIT`: a quota for `POST .../start` of its own, counted apart from the other
+//!   requests (e.g. `10/1m`; default none: starts count against the key's plan). Its policy
+//!   name is `start-per-minute`; on Redis its counters are under `<REDIS_PREFIX>:start`.
 //! - `HEADERS`: which rate-limit headers to send: `xratelimit` (default: `X-RateLimit-Limit`,
 //!   `-Remaining` and `-Reset`), `ietf` (`RateLimit-Policy` and `RateLimit`, IETF draft 10) or
 //!   `both`; also `github` for `X-RateLimit-Used` and `X-RateLimit-Resource`, and combinations
@@ -135,6 +143,7 @@ use std::process::ExitCode;
 use config::{Backend, Settings};
 
 pub use app::{app, app_with_metrics};
+pub use backend::Limiters;
 #[cfg(feature = "redis")]
 pub use backend::unreported_policy_decisions;
 pub use campaigns::utc_timestamp;
@@ -172,7 +181,7 @@ fn run() -> Result<(), String> {
         .map_err(|err| format!("cannot start the async runtime: {err}"))?;
     runtime.block_on(async {
         let Settings {
-            quota,
+            quotas,
             bind,
             addrs,
             style,
@@ -182,16 +191,19 @@ fn run() -> Result<(), String> {
             ..
         } = &settings;
         // Before listening: a server that cannot reach Redis does not start.
-        let (limiter, backend_metrics, description) = match backend {
+        let (limiters, backend_metrics, description) = match backend {
             Backend::Memory => (
-                backend::memory(*quota).map_err(|err| settings.bad_rate_limit(err))?,
+                backend::memory(quotas).map_err(|err| match err {
+                    Ok(err) => settings.bad_rate_limit(err),
+                    Err(message) => message,
+                })?,
                 None,
                 "memory".to_owned(),
             ),
             Backend::Redis(target) => {
-                let (limiter, metrics) = backend::redis(target, *quota, redis).await?;
+                let (limiters, metrics) = backend::redis(target, quotas, redis).await?;
                 tokio::spawn(backend::report_policy_decisions(redis.policy));
-                (limiter, Some(metrics), format!("{target}, {redis}"))
+                (limiters, Some(metrics), format!("{target}, {redis}"))
             }
         };
         let listener = tokio::net::TcpListener::bind(addrs.as_slice())
@@ -202,9 +214,9 @@ fn run() -> Result<(), String> {
             .map_err(|err| format!("cannot read the listening address: {err}"))?;
         eprintln!(
             "ratewindow demo server listening on http://{local} \
-             (rate limit {quota} per API key, backend: {description}, headers: {style})"
+             (rate limit {quotas}, backend: {description}, headers: {style})"
         );
-        let app = app_with_metrics(limiter, MAX_WORKSPACES, *style, backend_metrics);
+        let app = app_with_metrics(limiters, MAX_WORKSPACES, *style, backend_metrics);
         serve(listener, app, *limits, serve::shutdown_signal()).await;
         Ok(())
     })

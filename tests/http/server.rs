@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
 use tower::ServiceExt;
 
-use super::demo_server::{Limits, app, redacted, serve, utc_timestamp};
+use super::demo_server::{Limiters, Limits, app, app_with_metrics, redacted, serve, utc_timestamp};
 
 /// 20 s into a minute: the window ends at `WINDOW_END_SECS`.
 const NOW_MS: u64 = 1_700_000_000_000;
@@ -359,6 +359,68 @@ async fn over_the_limit_is_429_with_retry_after_and_skips_the_handler() {
     let started = server.post(ABC_START, "k").await;
     assert_eq!(started.status, StatusCode::OK);
     assert_eq!(started.rate_limit(), (3, 1, next_end));
+}
+
+/// `PLANS=pro=5/1m` and `START_RATE_LIMIT=1/1m` over `RATE_LIMIT=3/1m`: keys starting `pro_`
+/// get the pro plan, named in the headers; starting a campaign has a quota and counters of its
+/// own, for every key.
+#[tokio::test]
+async fn plans_by_key_prefix_and_a_stricter_start_quota() {
+    let clock = ManualClock::at_millis(NOW_MS);
+    let free = MemoryLimiter::builder("3/1m".parse().unwrap())
+        .name("free")
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let pro = free.plan("pro", ["5/1m".parse().unwrap()]).unwrap();
+    let start = MemoryLimiter::builder("1/1m".parse().unwrap())
+        .name("start")
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let limiters = Limiters {
+        default: Arc::new(free),
+        plans: vec![("pro".to_owned(), Arc::new(pro))],
+        start: Some(Arc::new(start)),
+    };
+    let style = "both".parse().unwrap();
+    let server = Server {
+        app: app_with_metrics(limiters, 10, style, None),
+        clock,
+    };
+
+    let pro = server.get(ABC, "pro_k").await;
+    assert_eq!(pro.rate_limit(), (5, 4, WINDOW_END_SECS));
+    assert_eq!(
+        pro.header("ratelimit-policy"),
+        Some(r#""pro-per-minute";q=5;w=60"#)
+    );
+    let free = server.get(ABC, "k").await;
+    assert_eq!(free.rate_limit(), (3, 2, WINDOW_END_SECS));
+    assert_eq!(
+        free.header("ratelimit"),
+        Some(r#""free-per-minute";r=2;t=40"#)
+    );
+
+    // One start per minute, whatever the plan, and it leaves the plan's quota alone.
+    for key in ["k", "pro_k"] {
+        let started = server.post(ABC_START, key).await;
+        assert_eq!(started.status, StatusCode::OK, "{key}");
+        assert_eq!(started.rate_limit(), (1, 0, WINDOW_END_SECS));
+        let again = server.post(XYZ_START, key).await;
+        assert_eq!(again.status, StatusCode::TOO_MANY_REQUESTS, "{key}");
+        assert_eq!(
+            again.body["violated-policies"],
+            serde_json::json!(["start-per-minute"])
+        );
+    }
+    assert_eq!(
+        server.get(ABC, "k").await.rate_limit(),
+        (3, 1, WINDOW_END_SECS)
+    );
+    let activated = server.get(ABC, "pro_k").await;
+    assert_eq!(activated.status_of_campaign(), "active");
+    assert_eq!(activated.rate_limit(), (5, 3, WINDOW_END_SECS));
 }
 
 /// The rate-limit headers a reply carries, in every style, with their values.

@@ -662,8 +662,21 @@ pub(crate) fn run_to_exit(vars: &[(&str, &str)], timeout: Duration) -> (ExitStat
 fn the_example_binary_refuses_bad_configuration() {
     let server = RedisServer::new();
     let url = server.url();
-    let cases: [(&[(&str, &str)], &str); 9] = [
+    let cases: [(&[(&str, &str)], &str); 13] = [
         (&[("RATE_LIMIT", "abc")], "RATE_LIMIT=\"abc\""),
+        (
+            &[("PLANS", "pro:1000/1m")],
+            "PLANS=\"pro:1000/1m\": \"pro:1000/1m\" has no '='",
+        ),
+        (
+            &[("PLANS", "pro=1000/1h")],
+            "\"pro=1000/1h\" has another window than RATE_LIMIT",
+        ),
+        (
+            &[("PLANS", "pro=1000/1m,pro=5/1m")],
+            "\"pro=5/1m\" repeats a plan's name",
+        ),
+        (&[("START_RATE_LIMIT", "0/1m")], "START_RATE_LIMIT=\"0/1m\""),
         (
             &[("HEADERS", "legacy")],
             "HEADERS=\"legacy\": unknown header style \"legacy\"",

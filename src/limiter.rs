@@ -81,6 +81,34 @@ pub trait RateLimiter: Send + Sync {
     /// [`Error::EmptyKey`], [`Error::KeyTooLong`], or a backend's own failure.
     fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send;
 
+    /// Gives back `amount` of the units that `decision` (an allowed decision of this limiter
+    /// for `key`) charged, to the windows it charged them to: what settling a request by its
+    /// response needs (reserve with [`check_n`](RateLimiter::check_n), release if it turns out
+    /// not to count). A window that has ended since keeps its count, and a decision that
+    /// charged nothing (a denial, a failure policy's admission without a count) gives nothing
+    /// back. Never below zero.
+    ///
+    /// Unlike [`refund`](RateLimiter::refund), a release never reaches a window the decision
+    /// was not made in: releasing in the next window must not hand out a unit of it.
+    ///
+    /// The default gives nothing back: a limiter that cannot tell windows apart keeps the
+    /// units counted, which never admits more than a limit. Both backends of this crate give
+    /// them back.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`], [`Error::KeyTooLong`], or a backend's own failure (the units then
+    /// stay counted).
+    fn release(
+        &self,
+        key: &str,
+        amount: u64,
+        decision: &Decision,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        let _ = (key, amount, decision);
+        std::future::ready(Ok(()))
+    }
+
     /// The decision [`check_n`](RateLimiter::check_n) would give, made and charged now, if
     /// this limiter can make it without waiting; `None` (the default) if it cannot, and then
     /// nothing was charged. In-memory limiters can; networked ones cannot.
@@ -154,6 +182,17 @@ pub trait DynRateLimiter: Send + Sync {
     ///
     /// As [`RateLimiter::refund`].
     fn refund_boxed<'a>(&'a self, key: &'a str, amount: u64) -> BoxFuture<'a, Result<(), Error>>;
+    /// [`RateLimiter::release`], boxed.
+    ///
+    /// # Errors
+    ///
+    /// As [`RateLimiter::release`].
+    fn release_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        amount: u64,
+        decision: &'a Decision,
+    ) -> BoxFuture<'a, Result<(), Error>>;
     /// [`RateLimiter::check_now`]: nothing to box.
     ///
     /// # Errors
@@ -179,6 +218,14 @@ impl<L: RateLimiter> DynRateLimiter for L {
     fn refund_boxed<'a>(&'a self, key: &'a str, amount: u64) -> BoxFuture<'a, Result<(), Error>> {
         Box::pin(self.refund(key, amount))
     }
+    fn release_boxed<'a>(
+        &'a self,
+        key: &'a str,
+        amount: u64,
+        decision: &'a Decision,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        Box::pin(self.release(key, amount, decision))
+    }
     fn check_now_dyn(&self, key: &str, cost: u64) -> Option<Result<Decision, Error>> {
         self.check_now(key, cost)
     }
@@ -197,6 +244,9 @@ impl RateLimiter for dyn DynRateLimiter {
     }
     async fn refund(&self, key: &str, amount: u64) -> Result<(), Error> {
         self.refund_boxed(key, amount).await
+    }
+    async fn release(&self, key: &str, amount: u64, decision: &Decision) -> Result<(), Error> {
+        self.release_boxed(key, amount, decision).await
     }
     fn check_now(&self, key: &str, cost: u64) -> Option<Result<Decision, Error>> {
         self.check_now_dyn(key, cost)
@@ -219,6 +269,9 @@ macro_rules! forward {
             }
             fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send {
                 (**self).refund(key, amount)
+            }
+            fn release(&self, key: &str, amount: u64, decision: &Decision) -> impl Future<Output = Result<(), Error>> + Send {
+                (**self).release(key, amount, decision)
             }
             fn check_now(&self, key: &str, cost: u64) -> Option<Result<Decision, Error>> {
                 (**self).check_now(key, cost)

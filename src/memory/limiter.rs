@@ -13,8 +13,8 @@ use crate::fixed_window;
 use crate::quota::QuotaSet;
 use crate::window::{self, Counter, Packing, Window};
 use crate::{
-    Alignment, Clock, ConfigError, Decision, DefaultClock, Error, MAX_QUOTAS, Quota, RateLimiter,
-    key,
+    Alignment, Clock, ConfigError, DecidedBy, Decision, DefaultClock, Error, MAX_QUOTAS, Quota,
+    RateLimiter, key,
 };
 
 /// The default cap on tracked keys: 2^20. A key takes a 24-byte slot (one quota; 48 bytes with
@@ -200,13 +200,74 @@ impl<C: Clock> MemoryLimiter<C> {
     /// [`Error::EmptyKey`], [`Error::KeyTooLong`], [`Error::ClockOutOfRange`].
     pub fn refund_sync(&self, key: &str, amount: u64) -> Result<(), Error> {
         key::validate(key)?;
-        let frame = self.frame(key, self.clock.now_ms())?;
+        // Only a counter of the current (or, after a clock step back, a later) window.
+        self.give_back(key, amount, self.clock.now_ms(), |counter, window| {
+            counter >= window
+        })
+    }
+
+    /// Gives back `amount` of the units that `decision`, an allowed decision of this limiter
+    /// for `key`, charged, in the windows it charged them to: see
+    /// [`RateLimiter::release`]. A window that has ended since keeps its count.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use ratewindow::{ManualClock, MemoryLimiter, quota};
+    ///
+    /// let clock = ManualClock::at_millis(1_800_000_000_000);
+    /// let limiter = MemoryLimiter::builder(quota!(2 per minute)).clock(clock.clone()).build()?;
+    /// let reserved = limiter.check_sync("k")?;
+    /// limiter.release_sync("k", 1, &reserved)?;
+    /// assert_eq!(limiter.peek_sync("k")?.remaining(), 1); // as if never charged
+    ///
+    /// let late = limiter.check_sync("k")?;
+    /// clock.advance(Duration::from_secs(60));
+    /// limiter.check_sync("k")?;
+    /// limiter.release_sync("k", 1, &late)?; // its minute has ended: nothing to give back
+    /// assert_eq!(limiter.peek_sync("k")?.remaining(), 0);
+    /// # Ok::<(), ratewindow::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::EmptyKey`], [`Error::KeyTooLong`], [`Error::ClockOutOfRange`].
+    pub fn release_sync(&self, key: &str, amount: u64, decision: &Decision) -> Result<(), Error> {
+        key::validate(key)?;
+        if !decision.is_allowed() || decision.decided_by() != DecidedBy::Backend {
+            return Ok(());
+        }
+        self.release_charged(key, amount, decision)
+    }
+
+    /// [`release_sync`](Self::release_sync) for a decision known to have charged this
+    /// limiter (a fallback limiter's, whatever it was attributed to).
+    pub(crate) fn release_charged(
+        &self,
+        key: &str,
+        amount: u64,
+        decision: &Decision,
+    ) -> Result<(), Error> {
+        // Only the counters of the windows the decision was made in.
+        self.give_back(key, amount, decision.decided_at_ms(), |counter, window| {
+            counter == window
+        })
+    }
+
+    /// Gives back `amount` units to each counter whose window index `takes(counter, window)`
+    /// given the window of `at_ms`, never going below zero.
+    fn give_back(
+        &self,
+        key: &str,
+        amount: u64,
+        at_ms: u64,
+        takes: impl Fn(u64, u64) -> bool,
+    ) -> Result<(), Error> {
+        let frame = self.frame(key, at_ms)?;
         let id = self.store.key_ids.of(key);
         let give_back = |counters: &mut [Counter]| {
             let mut changed = false;
             for (counter, window) in counters.iter_mut().zip(&frame.windows) {
-                // Only a counter of the current (or, after a clock step back, a later) window.
-                if counter.index >= window.index && counter.count > 0 && amount > 0 {
+                if takes(counter.index, window.index) && counter.count > 0 && amount > 0 {
                     counter.count = counter.count.saturating_sub(amount);
                     changed = true;
                 }
@@ -560,6 +621,15 @@ impl<C: Clock> RateLimiter for MemoryLimiter<C> {
 
     fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send {
         ready(MemoryLimiter::refund_sync(self, key, amount))
+    }
+
+    fn release(
+        &self,
+        key: &str,
+        amount: u64,
+        decision: &Decision,
+    ) -> impl Future<Output = Result<(), Error>> + Send {
+        ready(MemoryLimiter::release_sync(self, key, amount, decision))
     }
 
     /// Always `Some`: the in-memory decision never waits.

@@ -112,6 +112,8 @@ enum Op {
     Check,
     Peek,
     Refund,
+    /// A refund to the windows of a given time (a decision's), whatever clock decides windows.
+    Release,
     Clear,
 }
 
@@ -120,7 +122,7 @@ impl Op {
         match self {
             Op::Check => "check",
             Op::Peek => "peek",
-            Op::Refund => "refund",
+            Op::Refund | Op::Release => "refund",
             Op::Clear => "clear",
         }
     }
@@ -309,8 +311,8 @@ impl<C: Clock> RedisLimiter<C> {
                     Op::Check => {
                         fallback.check_n_sync(key, amount.min(fallback.min_limit()).max(1))
                     }
-                    // A clear never comes here: it has no failure policy.
-                    Op::Peek | Op::Clear => fallback.peek_sync(key),
+                    // A clear or a release never comes here: neither has a failure policy.
+                    Op::Peek | Op::Clear | Op::Release => fallback.peek_sync(key),
                     Op::Refund => fallback
                         .refund_sync(key, amount)
                         .and_then(|()| fallback.peek_sync(key)),
@@ -354,7 +356,10 @@ impl<C: Clock> RedisLimiter<C> {
             amount,
             now_ms,
         } = call;
-        if !self.redis_time && now_ms > window::MAX_TIME_MS {
+        // A release names the windows it gives back to by the decision's time, which is Redis's
+        // own under `redis_time`.
+        let local_windows = !self.redis_time || matches!(op, Op::Release);
+        if local_windows && now_ms > window::MAX_TIME_MS {
             return Err(Error::ClockOutOfRange { now_ms }.into());
         }
         let phases = self.alignment.phases(key);
@@ -363,7 +368,7 @@ impl<C: Clock> RedisLimiter<C> {
         let capacity = n * (base_len + 64) + 64;
         // Each counter's window, where the client decides it: computed once for the counters'
         // names, their TTLs and the decision.
-        let local = (!self.redis_time)
+        let local = local_windows
             .then(|| self.windows(now_ms, phases))
             .transpose()?;
         let local_check = matches!(op, Op::Check) && local.is_some();
@@ -531,6 +536,39 @@ impl<C: Clock> RateLimiter for RedisLimiter<C> {
     async fn refund(&self, key: &str, amount: u64) -> Result<(), Error> {
         key::validate(key)?;
         self.decide(key, Op::Refund, amount).await.map(|_| ())
+    }
+
+    async fn release(&self, key: &str, amount: u64, decision: &Decision) -> Result<(), Error> {
+        key::validate(key)?;
+        if !decision.is_allowed() {
+            return Ok(());
+        }
+        match decision.decided_by() {
+            DecidedBy::Backend => {}
+            DecidedBy::Fallback => {
+                return match &self.fallback {
+                    Some(fallback) => fallback.release_charged(key, amount, decision),
+                    None => Ok(()),
+                };
+            }
+            // Charged nothing.
+            _ => return Ok(()),
+        }
+        // A denial remembered for the key may have room again.
+        self.over_limit.forget(key);
+        let mut base = keys::base(&self.prefix, key);
+        let slot = keys::slot(&base);
+        let call = Call {
+            key,
+            base: &mut base,
+            slot,
+            op: Op::Release,
+            amount,
+            now_ms: decision.decided_at_ms(),
+        };
+        // Like a clear, no failure policy: a release that fails leaves the units counted.
+        self.run(call).await.map_err(|undecided| undecided.error)?;
+        Ok(())
     }
 }
 

@@ -131,6 +131,7 @@ mod name;
 mod quota;
 #[cfg(feature = "redis")]
 mod redis;
+mod shadow;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
@@ -150,3 +151,4 @@ pub use redis::{
     EvictionReport, FailurePolicy, RedisConnection, RedisLimiter, RedisLimiterBuilder,
     RedisWarning, RoundTripSnapshot, RoundTrips, ServerMemory,
 };
+pub use shadow::Shadow;

@@ -11,15 +11,23 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::headers::ResponseHeaders;
+use super::settle::Settle;
 use crate::{BoxFuture, Decision};
 
-/// What the limiter's boxed future ends with: the request back with its decision, for the inner
-/// service, or the layer's own answer. (Moved once, out of the future: boxing the request would
-/// cost an allocation per request.)
+/// What the limiter's boxed future ends with: the request back with what its response needs,
+/// for the inner service, or the layer's own answer. (Moved once, out of the future: boxing the
+/// request would cost an allocation per request.)
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Checked<ReqBody, Answer> {
-    Admitted(Decision, Request<ReqBody>, ResponseHeaders),
+    Admitted(Request<ReqBody>, Charged<Answer>),
     Answered(Answer),
+}
+
+/// What an admitted request's response gets: the decision's headers (`None`: none), and the
+/// settling of the request by its response, if it is settled so.
+pub(crate) struct Charged<Res> {
+    pub(crate) headers: Option<(Decision, ResponseHeaders)>,
+    pub(crate) settle: Option<Settle<Res>>,
 }
 
 pin_project! {
@@ -54,8 +62,13 @@ pin_project! {
         Calling {
             #[pin]
             future: S::Future,
-            // `None` when nothing was charged (cost 0): no rate-limit headers.
-            charged: Option<(Decision, ResponseHeaders)>,
+            // No headers when nothing was charged (cost 0), or for a shadow denial without.
+            charged: Charged<S::Response>,
+        },
+        // The response waits for its request's release (it did not count).
+        Releasing {
+            release: BoxFuture<'static, ()>,
+            response: Option<S::Response>,
         },
         Answered {
             response: Option<S::Response>,
@@ -84,14 +97,11 @@ impl<S: Service<Request<ReqBody>>, ReqBody> ResponseFuture<S, ReqBody> {
         }
     }
 
-    /// The limiter has already allowed the request (without waiting) and the inner service has
-    /// been called.
-    pub(crate) fn calling(future: S::Future, decision: Decision, headers: ResponseHeaders) -> Self {
+    /// The limiter has already admitted the request (without waiting) and the inner service
+    /// has been called.
+    pub(crate) fn calling(future: S::Future, charged: Charged<S::Response>) -> Self {
         ResponseFuture {
-            state: State::Calling {
-                future,
-                charged: Some((decision, headers)),
-            },
+            state: State::Calling { future, charged },
         }
     }
 
@@ -100,7 +110,10 @@ impl<S: Service<Request<ReqBody>>, ReqBody> ResponseFuture<S, ReqBody> {
         ResponseFuture {
             state: State::Calling {
                 future,
-                charged: None,
+                charged: Charged {
+                    headers: None,
+                    settle: None,
+                },
             },
         }
     }
@@ -126,15 +139,12 @@ where
         loop {
             match this.state.as_mut().project() {
                 StateProj::Checking { check, inner } => match ready!(check.as_mut().poll(cx)) {
-                    Checked::Admitted(decision, request, headers) => {
+                    Checked::Admitted(request, charged) => {
                         let mut inner = inner
                             .take()
                             .expect("only a check given the inner service admits");
                         let future = inner.call(request);
-                        this.state.set(State::Calling {
-                            future,
-                            charged: Some((decision, headers)),
-                        });
+                        this.state.set(State::Calling { future, charged });
                     }
                     Checked::Answered(response) => {
                         this.state.set(State::Answered { response: None });
@@ -143,9 +153,27 @@ where
                 },
                 StateProj::Calling { future, charged } => {
                     let mut response = ready!(future.poll(cx))?;
-                    if let Some((decision, headers)) = charged.as_ref() {
+                    if let Some((decision, headers)) = charged.headers.as_ref() {
                         headers.write(decision, response.headers_mut());
                     }
+                    // Settled by the response: a request that does not count is released
+                    // before its response goes out.
+                    if let Some(release) =
+                        charged.settle.take().and_then(|settle| settle(&response))
+                    {
+                        this.state.set(State::Releasing {
+                            release,
+                            response: Some(response),
+                        });
+                        continue;
+                    }
+                    return Poll::Ready(Ok(response));
+                }
+                StateProj::Releasing { release, response } => {
+                    ready!(release.as_mut().poll(cx));
+                    let response = response
+                        .take()
+                        .expect("ResponseFuture polled after completion");
                     return Poll::Ready(Ok(response));
                 }
                 StateProj::Answered { response } => {
@@ -164,6 +192,7 @@ impl<S: Service<Request<ReqBody>>, ReqBody> fmt::Debug for ResponseFuture<S, Req
         let state = match self.state {
             State::Checking { .. } => "checking",
             State::Calling { .. } => "calling",
+            State::Releasing { .. } => "releasing",
             State::Answered { .. } => "answered",
         };
         f.debug_struct("ResponseFuture")

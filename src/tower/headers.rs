@@ -106,7 +106,7 @@ impl ResponseHeaders {
     pub(crate) fn for_rejection(&self, outcome: &Outcome) -> HeaderMap {
         let mut headers = HeaderMap::new();
         match outcome {
-            Outcome::Decided(decision) => {
+            Outcome::Decided(decision) | Outcome::Shadowed(decision) => {
                 self.write(decision, &mut headers);
                 if decision.decided_by() == DecidedBy::FailClosed {
                     headers.insert(RETRY_AFTER, HeaderValue::from(FAIL_CLOSED_RETRY_AFTER_SECS));

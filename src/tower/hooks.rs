@@ -55,7 +55,7 @@ impl RejectionKind {
             Outcome::Decided(decision) if decision.decided_by() == DecidedBy::FailClosed => {
                 RejectionKind::Unavailable
             }
-            Outcome::Decided(_) => RejectionKind::RateLimited,
+            Outcome::Decided(_) | Outcome::Shadowed(_) => RejectionKind::RateLimited,
             Outcome::OverCapacity(_) => RejectionKind::OverCapacity,
             Outcome::Failed(err) => match err {
                 Error::EmptyKey | Error::KeyTooLong { .. } => RejectionKind::InvalidKey,

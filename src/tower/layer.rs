@@ -13,6 +13,8 @@ use super::hooks::{OnDecision, Rejection};
 use super::key::FallbackKey;
 use super::problem::ProblemDetails;
 use super::service::{RateLimit, Shared};
+use super::settle::{Policies, ResponseHead, ShadowHeaders};
+use crate::Shadow;
 use crate::http::HeaderStyle;
 
 /// Rate limits every request of the services it wraps: configuration only; the work is done by
@@ -73,6 +75,7 @@ pub struct RateLimitLayer<L, K, C = UnitCost, R = ProblemDetails, O = ()> {
     partition_keys: PartitionKeyMode,
     on_rejection: R,
     on_decision: O,
+    policies: Policies,
 }
 
 impl<L, K> RateLimitLayer<L, K> {
@@ -87,6 +90,7 @@ impl<L, K> RateLimitLayer<L, K> {
             partition_keys: PartitionKeyMode::None,
             on_rejection: ProblemDetails,
             on_decision: (),
+            policies: Policies::default(),
         }
     }
 }
@@ -102,6 +106,7 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
             partition_keys: self.partition_keys,
             on_rejection: self.on_rejection,
             on_decision: self.on_decision,
+            policies: self.policies,
         }
     }
 
@@ -129,6 +134,7 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
             partition_keys: self.partition_keys,
             on_rejection: self.on_rejection,
             on_decision: self.on_decision,
+            policies: self.policies,
         }
     }
 
@@ -205,6 +211,7 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
             partition_keys: self.partition_keys,
             on_rejection: hook,
             on_decision: self.on_decision,
+            policies: self.policies,
         }
     }
 
@@ -248,7 +255,101 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
             partition_keys: self.partition_keys,
             on_rejection: self.on_rejection,
             on_decision: observer,
+            policies: self.policies,
         }
+    }
+
+    /// Lets through the requests that only quotas in `shadow` deny: a dry run of those quotas
+    /// (of all of them with [`Shadow::ALL`]), to see what a new limit would deny before
+    /// enforcing it. Nothing is enforced in shadow by default.
+    ///
+    /// The limiter decides as always, so counters stay exact: a request denied in shadow is
+    /// charged to no quota, as any denial. Its response carries the denial's headers (see
+    /// [`shadow_headers`](Self::shadow_headers)), and the observer gets
+    /// [`Outcome::Shadowed`](super::Outcome::Shadowed), which
+    /// [`DecisionCounters`](super::DecisionCounters) counts apart. A fail-closed policy's
+    /// denial is no quota's and stays enforced.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use axum::body::Body;
+    /// use http::Request;
+    /// use ratewindow::tower::{DecisionCounters, HeaderKey, RateLimitLayer};
+    /// use ratewindow::{ManualClock, MemoryLimiter, Shadow, quota};
+    /// use tower::ServiceExt;
+    ///
+    /// let limiter = MemoryLimiter::builder(quota!(1 per minute))
+    ///     .clock(ManualClock::at_millis(1_800_000_000_000))
+    ///     .build()?;
+    /// let counters = DecisionCounters::new();
+    /// let app = axum::Router::new()
+    ///     .route("/", axum::routing::get(|| async { "hello" }))
+    ///     .layer(
+    ///         RateLimitLayer::new(limiter, HeaderKey::from_static("x-api-key"))
+    ///             .shadow(Shadow::ALL)
+    ///             .on_decision(counters.clone()),
+    ///     );
+    ///
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # rt.block_on(async {
+    /// let request = || Request::get("/").header("x-api-key", "k").body(Body::empty()).unwrap();
+    /// app.clone().oneshot(request()).await?;
+    /// let over = app.oneshot(request()).await?;
+    /// assert_eq!(over.status(), 200); // would have been a 429
+    /// assert_eq!(over.headers()["x-ratelimit-remaining"], "0");
+    /// assert_eq!(counters.snapshot().shadow_denied, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// # Ok::<(), ratewindow::Error>(())
+    /// ```
+    pub fn shadow(mut self, shadow: Shadow) -> Self {
+        self.policies.shadow = shadow;
+        self
+    }
+
+    /// What the response to a request let through in shadow carries: the denial's headers
+    /// ([`ShadowHeaders::Denial`], the default) or none.
+    pub fn shadow_headers(mut self, headers: ShadowHeaders) -> Self {
+        self.policies.shadow_headers = headers;
+        self
+    }
+
+    /// Charges by response: each request is charged on the way in as usual (a reservation),
+    /// and given back ([`RateLimiter::release`](crate::RateLimiter::release)) once its
+    /// response is ready if `counts` says it does not count, before the response goes out.
+    /// E.g. count only failed logins (`4xx`), or not the `5xx` the server caused.
+    ///
+    /// What holds under any concurrency: a request is admitted only while its quotas have room
+    /// for it counted with every request admitted before it and not released, so at every
+    /// moment the requests of a window that were admitted and not released are at most the
+    /// limit; a release makes room for later requests only. A release reaches only the
+    /// windows the request was admitted in. A response that never comes (the inner service
+    /// fails, the client goes away) leaves its request counted, as does a release that fails.
+    /// A released request's response carries the headers of its admission.
+    ///
+    /// Costs nothing unless set; when set, a counted response costs one call of `counts`, and a
+    /// released one an allocation and the limiter's release (one round trip on Redis, which
+    /// the response waits for).
+    ///
+    /// # Example: only failed logins count
+    ///
+    /// ```
+    /// use ratewindow::tower::{HeaderKey, RateLimitLayer, ResponseHead};
+    /// use ratewindow::{MemoryLimiter, quota};
+    ///
+    /// let limiter = MemoryLimiter::new(quota!(5 per minute))?;
+    /// let layer = RateLimitLayer::new(limiter, HeaderKey::from_static("x-api-key"))
+    ///     .charge_if(|response: &ResponseHead<'_>| response.status().is_client_error());
+    /// # let _ = layer;
+    /// # Ok::<(), ratewindow::Error>(())
+    /// ```
+    pub fn charge_if<F>(mut self, counts: F) -> Self
+    where
+        F: Fn(&ResponseHead<'_>) -> bool + Send + Sync + 'static,
+    {
+        self.policies.charge_if = Some(Arc::new(counts));
+        self
     }
 
     /// The limiter.
@@ -278,6 +379,7 @@ impl<S, L: Clone, K: Clone, C: Clone, R: Clone, O: Clone> Layer<S>
                 partition_keys: self.partition_keys,
                 on_rejection: self.on_rejection.clone(),
                 on_decision: self.on_decision.clone(),
+                policies: self.policies.clone(),
             }),
         )
     }
@@ -288,6 +390,7 @@ impl<L, K, C, R, O> fmt::Debug for RateLimitLayer<L, K, C, R, O> {
         f.debug_struct("RateLimitLayer")
             .field("style", &self.style)
             .field("partition_keys", &self.partition_keys)
+            .field("policies", &self.policies)
             .finish_non_exhaustive()
     }
 }

@@ -36,7 +36,7 @@ const MAX_POLICIES: usize = 32;
 ///
 /// # Metrics
 ///
-/// [`write_prometheus`](Self::write_prometheus) writes four counter families, every sample
+/// [`write_prometheus`](Self::write_prometheus) writes five counter families, every sample
 /// always present (at 0 until counted), except `ratewindow_denied_total`, which has one sample
 /// per policy of each limiter (each plan) that has decided a request, in the order they first
 /// did:
@@ -45,6 +45,7 @@ const MAX_POLICIES: usize = 32;
 /// |---|---|---|
 /// | `ratewindow_decisions_total` | `outcome="allowed"` | requests admitted: by the backend, a fail-open policy or a fallback limiter |
 /// | | `outcome="denied"` | requests refused with a decision: over a quota (`429`), or by a fail-closed policy (`503`) |
+/// | | `outcome="shadow_denied"` | requests denied by quotas in shadow alone, and let through ([`RateLimitLayer::shadow`](super::RateLimitLayer::shadow)) |
 /// | | `outcome="over_capacity"` | requests of a new key refused because the limiter tracks as many keys as it may (`503`) |
 /// | | `outcome="error"` | requests the limiter could not decide: the sum of `ratewindow_errors_total` |
 /// | `ratewindow_decided_by_total` | `decided_by="over_limit_cache"`, `"fail_open"`, `"fail_closed"`, `"fallback"` | decisions not made by the backend's own counters ([`DecidedBy`]); the rest were |
@@ -52,6 +53,7 @@ const MAX_POLICIES: usize = 32;
 /// | | `kind="input"` | an empty or too long key, or a cost above a limit |
 /// | | `kind="other"` | any other error (e.g. a clock out of range) |
 /// | `ratewindow_denied_total` | `policy="per-minute"`, ... | denials over a quota, by the denying quota's [`PolicyName`] (the binding one when several denied); fail-closed denials are not counted here |
+/// | `ratewindow_shadow_denied_total` | `policy="per-hour"`, ... | shadow denials, the same way; a policy's sample appears with its first shadow denial |
 ///
 /// Each request the limiter was asked about is counted once in `ratewindow_decisions_total`.
 /// Requests it was not asked about (no key, cost 0) are not counted at all.
@@ -115,6 +117,8 @@ struct Counters {
     input_errors: AtomicU64,
     other_errors: AtomicU64,
     denied_by: DeniedByPolicy,
+    shadow_denied: AtomicU64,
+    shadow_denied_by: DeniedByPolicy,
     /// Bit `i`: the policies of the limiter with name id `i` have slots (at 0 until they deny).
     named: [AtomicU64; (MAX_NAMES + 1).div_ceil(64)],
 }
@@ -197,6 +201,13 @@ impl DecisionCounters {
         let counters = &*self.counters;
         match outcome {
             Outcome::Decided(decision) => counters.decided(decision),
+            Outcome::Shadowed(decision) => {
+                bump(&counters.shadow_denied);
+                let binding = decision.binding_index();
+                counters
+                    .shadow_denied_by
+                    .count(policy_name_at(decision, binding));
+            }
             Outcome::OverCapacity(_) => bump(&counters.over_capacity),
             Outcome::Failed(err) => bump(match err {
                 Error::Backend { kind, .. } => match kind {
@@ -233,6 +244,8 @@ impl DecisionCounters {
             input_errors: load(&c.input_errors),
             other_errors: load(&c.other_errors),
             denied_by: c.denied_by.snapshot(),
+            shadow_denied: load(&c.shadow_denied),
+            shadow_denied_by: c.shadow_denied_by.snapshot(),
         }
     }
 
@@ -336,6 +349,10 @@ pub struct DecisionSnapshot {
     /// Any other error: `ratewindow_errors_total{kind="other"}`.
     pub other_errors: u64,
     denied_by: Vec<(PolicyName, u64)>,
+    /// Requests denied by quotas in shadow alone, and let through:
+    /// `ratewindow_decisions_total{outcome="shadow_denied"}`.
+    pub shadow_denied: u64,
+    shadow_denied_by: Vec<(PolicyName, u64)>,
 }
 
 impl DecisionSnapshot {
@@ -355,6 +372,12 @@ impl DecisionSnapshot {
         self.denied_by.iter().copied()
     }
 
+    /// Shadow denials by the denying quota's policy name, in the order the policies first
+    /// denied in shadow: `ratewindow_shadow_denied_total{policy="..."}`.
+    pub fn shadow_denied_by_policy(&self) -> impl Iterator<Item = (PolicyName, u64)> + '_ {
+        self.shadow_denied_by.iter().copied()
+    }
+
     /// Writes these counts in the Prometheus text exposition format: see
     /// [`DecisionCounters::write_prometheus`].
     pub fn write_prometheus<W: fmt::Write + ?Sized>(&self, out: &mut W) -> fmt::Result {
@@ -366,6 +389,7 @@ impl DecisionSnapshot {
             [
                 ("allowed", self.allowed),
                 ("denied", self.denied),
+                ("shadow_denied", self.shadow_denied),
                 ("over_capacity", self.over_capacity),
                 ("error", self.errors()),
             ],
@@ -402,6 +426,13 @@ impl DecisionSnapshot {
             "Requests denied over a quota, by the denying quota's policy name.",
             "policy",
             self.denied_by_policy(),
+        )?;
+        counter(
+            out,
+            "ratewindow_shadow_denied_total",
+            "Requests denied by quotas in shadow alone and let through, by policy name.",
+            "policy",
+            self.shadow_denied_by_policy(),
         )
     }
 }
@@ -594,6 +625,7 @@ mod tests {
         let limiter = MemoryLimiter::new(Quota::per_minute(1).unwrap()).unwrap();
         counters.observe(&Outcome::Decided(limiter.check_sync("k").unwrap()));
         counters.observe(&Outcome::Decided(limiter.check_sync("k").unwrap()));
+        counters.observe(&Outcome::Shadowed(limiter.check_sync("k").unwrap()));
         let mut text = String::new();
         counters.write_prometheus(&mut text).unwrap();
         let expected = "\
@@ -601,6 +633,7 @@ mod tests {
 # TYPE ratewindow_decisions_total counter
 ratewindow_decisions_total{outcome=\"allowed\"} 1
 ratewindow_decisions_total{outcome=\"denied\"} 1
+ratewindow_decisions_total{outcome=\"shadow_denied\"} 1
 ratewindow_decisions_total{outcome=\"over_capacity\"} 0
 ratewindow_decisions_total{outcome=\"error\"} 0
 # HELP ratewindow_decided_by_total Decisions not made by the backend's own counters, by who made them.
@@ -619,6 +652,9 @@ ratewindow_errors_total{kind=\"other\"} 0
 # HELP ratewindow_denied_total Requests denied over a quota, by the denying quota's policy name.
 # TYPE ratewindow_denied_total counter
 ratewindow_denied_total{policy=\"per-minute\"} 1
+# HELP ratewindow_shadow_denied_total Requests denied by quotas in shadow alone and let through, by policy name.
+# TYPE ratewindow_shadow_denied_total counter
+ratewindow_shadow_denied_total{policy=\"per-minute\"} 1
 ";
         assert_eq!(text, expected);
     }

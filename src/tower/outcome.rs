@@ -1,7 +1,7 @@
 //! [`Outcome`]: what the limiter said about one request, and the one place that says whether
 //! that admits the request.
 
-use crate::{DecidedBy, Decision, Error, QuotaState};
+use crate::{DecidedBy, Decision, Error, QuotaState, Shadow};
 
 /// What the limiter said about one request: what an
 /// [`on_decision`](super::RateLimitLayer::on_decision) observer is given, and what a
@@ -28,6 +28,10 @@ pub enum Outcome {
     /// The limiter decided: allowed or denied, by its backend or, for a networked backend, by
     /// a local cache or its failure policy ([`Decision::decided_by`]).
     Decided(Decision),
+    /// The limiter denied the request, by quotas in shadow alone
+    /// ([`RateLimitLayer::shadow`](super::RateLimitLayer::shadow)): it goes on to the inner
+    /// service as if allowed, and, as any denial, was charged to no quota.
+    Shadowed(Decision),
     /// The limiter already tracks as many keys as it may and this key is new
     /// ([`Error::CapacityExhausted`]): nothing was charged. With the key's quotas as they stand
     /// (a peek, with nothing charged for this request) when the peek succeeded.
@@ -39,11 +43,12 @@ pub enum Outcome {
 
 impl Outcome {
     /// Whether the request goes on to the inner service: an allowed decision, unless a
-    /// fail-closed policy made it ([`DecidedBy::FailClosed`]). The layer answers every other
-    /// outcome itself.
+    /// fail-closed policy made it ([`DecidedBy::FailClosed`]), or a denial in shadow. The layer
+    /// answers every other outcome itself.
     pub fn admits(&self) -> bool {
         match self {
             Outcome::Decided(decision) => admits(decision),
+            Outcome::Shadowed(_) => true,
             Outcome::OverCapacity(_) | Outcome::Failed(_) => false,
         }
     }
@@ -53,7 +58,7 @@ impl Outcome {
     /// there is none.
     pub fn decision(&self) -> Option<&Decision> {
         match self {
-            Outcome::Decided(decision) => Some(decision),
+            Outcome::Decided(decision) | Outcome::Shadowed(decision) => Some(decision),
             Outcome::OverCapacity(peek) => peek.as_ref(),
             Outcome::Failed(_) => None,
         }
@@ -63,7 +68,7 @@ impl Outcome {
     pub fn error(&self) -> Option<&Error> {
         match self {
             Outcome::Failed(err) => Some(err),
-            Outcome::Decided(_) | Outcome::OverCapacity(_) => None,
+            Outcome::Decided(_) | Outcome::Shadowed(_) | Outcome::OverCapacity(_) => None,
         }
     }
 
@@ -71,7 +76,19 @@ impl Outcome {
     pub(crate) fn into_admitted(self) -> Result<Decision, Outcome> {
         match self {
             Outcome::Decided(decision) if admits(&decision) => Ok(decision),
+            Outcome::Shadowed(decision) => Ok(decision),
             outcome => Err(outcome),
+        }
+    }
+
+    /// The outcome under `shadow`: a denial by quotas in shadow alone is let through.
+    #[inline]
+    pub(crate) fn shadowed(self, shadow: Shadow) -> Outcome {
+        match self {
+            Outcome::Decided(decision) if shadow.denies_in_shadow(&decision) => {
+                Outcome::Shadowed(decision)
+            }
+            outcome => outcome,
         }
     }
 

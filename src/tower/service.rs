@@ -8,13 +8,14 @@ use ::http::{Request, Response};
 use tower_service::Service;
 
 use super::cost::Cost;
-use super::future::{Checked, ResponseFuture};
+use super::future::{Charged, Checked, ResponseFuture};
 use super::headers::{PartitionKeyMode, ResponseHeaders, put_first};
 use super::hooks::{OnDecision, OnRejection, Rejection, RejectionKind};
 use super::key::KeyExtractor;
 use super::outcome::{Outcome, admits};
 use super::plans::{Choice, ChooseLimiter};
 use super::problem::ProblemDetails;
+use super::settle::{Policies, ResponseHead, Settle};
 use crate::http::HeaderStyle;
 use crate::{BoxFuture, Decision, Error, RateLimiter};
 
@@ -27,6 +28,7 @@ pub(crate) struct Shared<L, K, C, R, O> {
     pub(crate) partition_keys: PartitionKeyMode,
     pub(crate) on_rejection: R,
     pub(crate) on_decision: O,
+    pub(crate) policies: Policies,
 }
 
 /// Decides the request with `limiter`; a full limiter is peeked at for when to retry.
@@ -67,14 +69,83 @@ impl<L, K, C, R, O> Shared<L, K, C, R, O> {
         response
     }
 
-    /// Shows `outcome` to the observer; the decision if it admits the request.
+    /// Shows `outcome` (a denial by shadow quotas alone let through) to the observer; the
+    /// decision if it admits the request.
     #[inline]
     fn decide(&self, outcome: Outcome) -> Result<Decision, Outcome>
     where
         O: OnDecision,
     {
+        let outcome = outcome.shadowed(self.policies.shadow);
         self.on_decision.observe(&outcome);
         outcome.into_admitted()
+    }
+
+    /// What the response to a request admitted by `decision` (of limiter `index`, for `key`
+    /// and `cost`) gets: the decision's headers unless they are left out, and the settling by
+    /// the response when the layer charges by response.
+    #[inline]
+    fn charged<B, ResBody>(
+        self: &Arc<Self>,
+        index: usize,
+        key: &str,
+        cost: u64,
+        decision: Decision,
+        headers: ResponseHeaders,
+    ) -> Charged<Response<ResBody>>
+    where
+        L: ChooseLimiter<B>,
+        K: Send + Sync + 'static,
+        C: Send + Sync + 'static,
+        R: Send + Sync + 'static,
+        O: Send + Sync + 'static,
+        ResBody: 'static,
+    {
+        let settle = self
+            .policies
+            .settles(&decision)
+            .then(|| self.settle_by_response(index, key.to_owned(), cost, decision));
+        let headers = self
+            .policies
+            .writes_headers(&decision)
+            .then_some((decision, headers));
+        Charged { headers, settle }
+    }
+
+    /// Releases the request of `decision` if its response says it does not count.
+    #[cold]
+    fn settle_by_response<B, ResBody>(
+        self: &Arc<Self>,
+        index: usize,
+        key: String,
+        cost: u64,
+        decision: Decision,
+    ) -> Settle<Response<ResBody>>
+    where
+        L: ChooseLimiter<B>,
+        K: Send + Sync + 'static,
+        C: Send + Sync + 'static,
+        R: Send + Sync + 'static,
+        O: Send + Sync + 'static,
+        ResBody: 'static,
+    {
+        let shared = Arc::clone(self);
+        Box::new(move |response: &Response<ResBody>| {
+            let counts = shared
+                .policies
+                .charge_if
+                .as_ref()
+                .is_none_or(|counts| counts(&ResponseHead::of(response)));
+            if counts {
+                return None;
+            }
+            let release: BoxFuture<'static, ()> = Box::pin(async move {
+                // A release that fails leaves the request counted: never more than a limit.
+                let limiter = shared.limiter.limiter(index);
+                let _ = limiter.release(&key, cost, &decision).await;
+            });
+            Some(release)
+        })
     }
 
     /// The layer's own answer to an outcome that does not admit `request`.
@@ -93,20 +164,27 @@ impl<L, K, C, R, O> Shared<L, K, C, R, O> {
         self.answer(kind, Some(outcome), request, Some(headers))
     }
 
-    /// What `outcome` comes to after a wait: the request back for the inner service, or the
-    /// layer's own answer.
-    fn settle<B, ResBody>(
-        &self,
+    /// What `outcome` (of limiter `index`, for `key` and `cost`) comes to after a wait: the
+    /// request back for the inner service, or the layer's own answer.
+    fn after_wait<B, ResBody>(
+        self: &Arc<Self>,
         outcome: Outcome,
+        (index, key, cost): (usize, &str, u64),
         request: Request<B>,
         headers: ResponseHeaders,
     ) -> Checked<B, Response<ResBody>>
     where
-        R: OnRejection<ResBody>,
-        O: OnDecision,
+        L: ChooseLimiter<B>,
+        K: Send + Sync + 'static,
+        C: Send + Sync + 'static,
+        R: OnRejection<ResBody> + Send + Sync + 'static,
+        O: OnDecision + Send + Sync + 'static,
+        ResBody: 'static,
     {
         match self.decide(outcome) {
-            Ok(decision) => Checked::Admitted(decision, request, headers),
+            Ok(decision) => {
+                Checked::Admitted(request, self.charged(index, key, cost, decision, headers))
+            }
             Err(outcome) => Checked::Answered(self.reject(&outcome, request, &headers)),
         }
     }
@@ -180,6 +258,7 @@ where
     R: OnRejection<ResBody> + Send + Sync + 'static,
     O: OnDecision + Send + Sync + 'static,
     ReqBody: Send + 'static,
+    ResBody: 'static,
 {
     type Response = Response<ResBody>;
     type Error = S::Error;
@@ -195,7 +274,7 @@ where
         if cost == 0 {
             return ResponseFuture::uncharged(self.inner.call(request));
         }
-        let shared = &*self.shared;
+        let shared = &self.shared;
         let Some(key) = shared.key.extract_borrowed(&request) else {
             let kind = RejectionKind::MissingKey;
             return ResponseFuture::answered(shared.answer(kind, None, request, None));
@@ -210,44 +289,36 @@ where
         };
         let limiter = shared.limiter.limiter(index);
         // A limiter that decides without waiting is asked now: no owned key, no boxed future.
-        let now = limiter.check_now(&key, cost);
-        let owned_key = match &now {
-            None | Some(Err(Error::CapacityExhausted { .. })) => Some(key.into_owned()),
-            Some(_) => None,
-        };
-        match (now, owned_key) {
-            (Some(Err(Error::CapacityExhausted { .. })), Some(key)) => {
+        let outcome = match limiter.check_now(&key, cost) {
+            None => {
+                let key = key.into_owned();
+                return self.checking(None, index, key, cost, request, headers);
+            }
+            Some(Err(Error::CapacityExhausted { .. })) => {
                 // A full limiter is peeked at for when to retry, as on the waiting path.
-                let shared = Arc::clone(&self.shared);
+                let key = key.into_owned();
+                let shared = Arc::clone(shared);
                 let check = Box::pin(async move {
                     let outcome = over_capacity(shared.limiter.limiter(index), &key).await;
-                    shared.settle(outcome, request, headers)
+                    shared.after_wait(outcome, (index, &key, cost), request, headers)
                 });
-                ResponseFuture::rejecting(check)
+                return ResponseFuture::rejecting(check);
             }
-            (Some(Ok(decision)), _) if admits(&decision) => {
+            Some(Ok(decision)) if admits(&decision) => {
                 // A copy for the observer: without one (`()`), it is never made.
                 shared.on_decision.observe(&Outcome::Decided(decision));
-                ResponseFuture::calling(self.inner.call(request), decision, headers)
+                let charged = shared.charged(index, &key, cost, decision, headers);
+                return ResponseFuture::calling(self.inner.call(request), charged);
             }
-            (Some(now), _) => {
-                let outcome = match now {
-                    Ok(decision) => Outcome::Decided(decision),
-                    Err(err) => Outcome::Failed(err),
-                };
-                match shared.decide(outcome) {
-                    Ok(decision) => {
-                        ResponseFuture::calling(self.inner.call(request), decision, headers)
-                    }
-                    Err(outcome) => {
-                        ResponseFuture::answered(shared.reject(&outcome, request, &headers))
-                    }
-                }
+            Some(Ok(decision)) => Outcome::Decided(decision),
+            Some(Err(err)) => Outcome::Failed(err),
+        };
+        match shared.decide(outcome) {
+            Ok(decision) => {
+                let charged = shared.charged(index, &key, cost, decision, headers);
+                ResponseFuture::calling(self.inner.call(request), charged)
             }
-            (None, key) => {
-                let key = key.unwrap_or_default();
-                self.checking(None, index, key, cost, request, headers)
-            }
+            Err(outcome) => ResponseFuture::answered(shared.reject(&outcome, request, &headers)),
         }
     }
 }
@@ -272,6 +343,7 @@ impl<S, L, K, C, R, O> RateLimit<S, L, K, C, R, O> {
         O: OnDecision + Send + Sync + 'static,
         L: ChooseLimiter<ReqBody>,
         ReqBody: Send + 'static,
+        ResBody: 'static,
     {
         // The readied service goes with the request; its clone waits for the next poll_ready.
         let clone = self.inner.clone();
@@ -284,7 +356,7 @@ impl<S, L, K, C, R, O> RateLimit<S, L, K, C, R, O> {
                 None => index,
             };
             let outcome = check(shared.limiter.limiter(index), &key, cost).await;
-            shared.settle(outcome, request, headers)
+            shared.after_wait(outcome, (index, &key, cost), request, headers)
         });
         ResponseFuture::checking(check, inner)
     }
@@ -295,7 +367,7 @@ impl<S, L, K, C, R, O> RateLimit<S, L, K, C, R, O> {
 #[cfg(feature = "tracing")]
 fn trace_rejection(kind: RejectionKind, outcome: &Outcome) {
     match outcome {
-        Outcome::Decided(decision) => tracing::debug!(
+        Outcome::Decided(decision) | Outcome::Shadowed(decision) => tracing::debug!(
             target: "ratewindow",
             status = kind.status().as_u16(),
             decided_by = ?decision.decided_by(),

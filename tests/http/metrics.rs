@@ -164,6 +164,7 @@ async fn metrics_count_the_layers_decisions_exactly() {
     let expected: BTreeMap<String, u64> = [
         ("ratewindow_decisions_total{outcome=\"allowed\"}", 4),
         ("ratewindow_decisions_total{outcome=\"denied\"}", 3),
+        ("ratewindow_decisions_total{outcome=\"shadow_denied\"}", 0),
         ("ratewindow_decisions_total{outcome=\"over_capacity\"}", 0),
         ("ratewindow_decisions_total{outcome=\"error\"}", 1),
         (

@@ -7,6 +7,7 @@ mod demo_server;
 mod layer;
 mod metrics;
 mod plans;
+mod policies;
 mod server;
 #[cfg(feature = "redis")]
 pub(crate) mod server_redis;

@@ -1,0 +1,328 @@
+//! The layer's policies for what a decision leads to, through axum on the memory backend and
+//! on a real redis-server: shadow (dry-run) quotas, and charging by the response.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::get;
+use ratewindow::tower::{DecisionCounters, HeaderKey, RateLimitLayer, ResponseHead, ShadowHeaders};
+use ratewindow::{ManualClock, MemoryLimiter, RateLimiter, Shadow, quota};
+use tower::ServiceExt;
+
+/// 20 s into a minute and an hour.
+const T0_MS: u64 = 1_800_000_020_000;
+const API_KEY: HeaderKey = HeaderKey::from_static("x-api-key");
+
+struct Reply {
+    status: StatusCode,
+    remaining: Option<String>,
+    retry_after: Option<String>,
+}
+
+async fn send(app: &Router, key: &str, path: &str) -> Reply {
+    let request = Request::get(path)
+        .header("x-api-key", key)
+        .body(Body::empty())
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|value| value.to_str().unwrap().to_owned())
+    };
+    Reply {
+        status: response.status(),
+        remaining: header("x-ratelimit-remaining"),
+        retry_after: header("retry-after"),
+    }
+}
+
+/// The count `limiter` holds for `key` in its first quota's current window.
+async fn count<L: RateLimiter>(limiter: &L, key: &str) -> u64 {
+    let peek = limiter.peek(key).await.unwrap();
+    let used = peek.quotas()[0].used();
+    // A peek that admits reports the count with its own unit in it.
+    if peek.is_allowed() { used - 1 } else { used }
+}
+
+/// A route that counts its calls.
+fn counted(calls: &Arc<AtomicUsize>) -> Router {
+    let calls = Arc::clone(calls);
+    Router::new().route(
+        "/",
+        get(move || async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            "ok"
+        }),
+    )
+}
+
+/// The whole limiter in shadow: every request goes through, the denials say so in their
+/// headers and in the counters, and no quota counts them.
+async fn shadow_lets_denials_through_and_counts_them_apart<L>(limiter: L)
+where
+    L: RateLimiter + Clone + 'static,
+{
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counters = DecisionCounters::new();
+    let app = counted(&calls).layer(
+        RateLimitLayer::new(limiter.clone(), API_KEY)
+            .shadow(Shadow::ALL)
+            .on_decision(counters.clone()),
+    );
+    for expected in ["1", "0", "0", "0", "0"] {
+        let reply = send(&app, "k", "/").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.remaining.as_deref(), Some(expected));
+    }
+    let over = send(&app, "k", "/").await;
+    assert_eq!(over.retry_after.as_deref(), Some("40"));
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+    // Exact: the shadow denials consumed nothing.
+    assert_eq!(count(&limiter, "k").await, 2);
+    let s = counters.snapshot();
+    assert_eq!((s.allowed, s.denied, s.shadow_denied), (2, 0, 4));
+    let by_policy: Vec<(String, u64)> = s
+        .shadow_denied_by_policy()
+        .map(|(name, count)| (name.to_string(), count))
+        .collect();
+    assert_eq!(by_policy, [("per-minute".to_string(), 4)]);
+}
+
+#[tokio::test]
+async fn shadow_in_memory() {
+    let limiter = MemoryLimiter::builder(quota!(2 per minute))
+        .clock(ManualClock::at_millis(T0_MS))
+        .build()
+        .unwrap();
+    shadow_lets_denials_through_and_counts_them_apart(limiter).await;
+}
+
+/// One quota in shadow: its denials go through (without headers, as configured), the other
+/// quota's are enforced.
+#[tokio::test]
+async fn one_quota_in_shadow_the_other_enforced() {
+    let clock = ManualClock::at_millis(T0_MS);
+    let limiter = MemoryLimiter::builder(quota!(3 per minute))
+        .quota(quota!(4 per hour))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = counted(&calls).layer(
+        RateLimitLayer::new(limiter.clone(), API_KEY)
+            .shadow(Shadow::quota(1))
+            .shadow_headers(ShadowHeaders::None),
+    );
+    for _ in 0..3 {
+        assert_eq!(send(&app, "k", "/").await.status, StatusCode::OK);
+    }
+    // Over the minute (enforced) and so over nothing else: a 429.
+    let over_minute = send(&app, "k", "/").await;
+    assert_eq!(over_minute.status, StatusCode::TOO_MANY_REQUESTS);
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(send(&app, "k", "/").await.status, StatusCode::OK);
+    // Over the hour (in shadow) alone: let through, without headers.
+    let over_hour = send(&app, "k", "/").await;
+    assert_eq!(over_hour.status, StatusCode::OK);
+    assert_eq!((over_hour.remaining, over_hour.retry_after), (None, None));
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+    let hour = limiter.peek_sync("k").unwrap().quotas()[1];
+    assert_eq!(hour.used(), 4);
+}
+
+/// Counting only failed attempts (4xx): successes are released, failures count and run out.
+async fn only_failures_count<L>(limiter: L)
+where
+    L: RateLimiter + Clone + 'static,
+{
+    let app = Router::new()
+        .route("/login", get(|| async { "welcome" }))
+        .route("/fail", get(|| async { (StatusCode::UNAUTHORIZED, "no") }))
+        .layer(
+            RateLimitLayer::new(limiter.clone(), API_KEY)
+                .charge_if(|response: &ResponseHead<'_>| response.status().is_client_error()),
+        );
+    for _ in 0..10 {
+        let ok = send(&app, "k", "/login").await;
+        assert_eq!(ok.status, StatusCode::OK);
+        // The headers of its admission: 1 of 2 left while it ran.
+        assert_eq!(ok.remaining.as_deref(), Some("1"));
+    }
+    assert_eq!(count(&limiter, "k").await, 0);
+    assert_eq!(
+        send(&app, "k", "/fail").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&app, "k", "/fail").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(count(&limiter, "k").await, 2);
+    let denied = send(&app, "k", "/login").await;
+    assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn charge_by_response_in_memory() {
+    let limiter = MemoryLimiter::builder(quota!(2 per minute))
+        .clock(ManualClock::at_millis(T0_MS))
+        .build()
+        .unwrap();
+    only_failures_count(limiter).await;
+}
+
+/// A response that comes after its window ended releases nothing of the next window.
+#[tokio::test]
+async fn a_release_after_the_window_ended_leaves_the_next_window_alone() {
+    let clock = ManualClock::at_millis(T0_MS);
+    let limiter = MemoryLimiter::builder(quota!(2 per minute))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    let slow_clock = clock.clone();
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route(
+            "/slow-error",
+            get(move || async move {
+                slow_clock.advance(Duration::from_secs(60));
+                StatusCode::INTERNAL_SERVER_ERROR
+            }),
+        )
+        .layer(
+            RateLimitLayer::new(limiter.clone(), API_KEY)
+                .charge_if(|response: &ResponseHead<'_>| !response.status().is_server_error()),
+        );
+    assert_eq!(send(&app, "k", "/").await.status, StatusCode::OK);
+    assert_eq!(
+        send(&app, "k", "/slow-error").await.status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    // The next minute: one request counted before the release came, and it stays counted.
+    assert_eq!(count(&limiter, "k").await, 0);
+    assert_eq!(send(&app, "k", "/").await.remaining.as_deref(), Some("1"));
+    assert_eq!(count(&limiter, "k").await, 1);
+}
+
+/// 64 concurrent clients race a limit of 8 with retries, and half the answers are released:
+/// at no moment are more requests admitted and unreleased than the limit, as the handler sees
+/// them and as the backend counts them; releases let later requests in.
+async fn settling_under_concurrency_never_exceeds_the_limit<L>(limiter: L)
+where
+    L: RateLimiter + Clone + 'static,
+{
+    const LIMIT: u64 = 8;
+    let inside = Arc::new(AtomicU64::new(0));
+    let most_inside = Arc::new(AtomicU64::new(0));
+    let most_counted = Arc::new(AtomicU64::new(0));
+    let entered = Arc::new(AtomicU64::new(0));
+    let handler = {
+        let (inside, most_inside) = (Arc::clone(&inside), Arc::clone(&most_inside));
+        let (most_counted, entered) = (Arc::clone(&most_counted), Arc::clone(&entered));
+        let limiter = limiter.clone();
+        move || {
+            let (inside, most_inside) = (Arc::clone(&inside), Arc::clone(&most_inside));
+            let (most_counted, entered) = (Arc::clone(&most_counted), Arc::clone(&entered));
+            let limiter = limiter.clone();
+            async move {
+                let n = entered.fetch_add(1, Ordering::SeqCst);
+                let now_inside = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                most_inside.fetch_max(now_inside, Ordering::SeqCst);
+                most_counted.fetch_max(count(&limiter, "k").await, Ordering::SeqCst);
+                for _ in 0..5 {
+                    tokio::task::yield_now().await;
+                }
+                // Leaves before its response is settled: still counted until released.
+                inside.fetch_sub(1, Ordering::SeqCst);
+                if n % 2 == 0 {
+                    StatusCode::CONFLICT
+                } else {
+                    StatusCode::OK
+                }
+            }
+        }
+    };
+    let app = Router::new().route("/", get(handler)).layer(
+        RateLimitLayer::new(limiter.clone(), API_KEY)
+            .charge_if(|response: &ResponseHead<'_>| response.status().is_success()),
+    );
+    let clients = (0..64).map(|_| {
+        let app = app.clone();
+        tokio::spawn(async move {
+            for _ in 0..200 {
+                let reply = send(&app, "k", "/").await;
+                if reply.status != StatusCode::TOO_MANY_REQUESTS {
+                    return Some(reply.status);
+                }
+                tokio::task::yield_now().await;
+            }
+            None
+        })
+    });
+    let mut ok = 0;
+    let mut released = 0;
+    for client in clients {
+        match client.await.unwrap() {
+            Some(StatusCode::OK) => ok += 1,
+            Some(StatusCode::CONFLICT) => released += 1,
+            other => assert!(other.is_none(), "{other:?}"),
+        }
+    }
+    assert!(most_inside.load(Ordering::SeqCst) <= LIMIT);
+    assert!(most_counted.load(Ordering::SeqCst) <= LIMIT);
+    // Only the counted ones stay, never more than the limit; the released made room.
+    assert_eq!(ok, LIMIT, "released: {released}");
+    assert_eq!(count(&limiter, "k").await, LIMIT);
+    assert!(released > 0, "nothing was released");
+    assert_eq!(entered.load(Ordering::SeqCst), ok + released);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn settling_under_concurrency_in_memory() {
+    let limiter = MemoryLimiter::builder(quota!(8 per minute))
+        .clock(ManualClock::at_millis(T0_MS))
+        .build()
+        .unwrap();
+    settling_under_concurrency_never_exceeds_the_limit(limiter).await;
+}
+
+#[cfg(feature = "redis")]
+mod on_redis {
+    use ratewindow::{RedisConnection, RedisLimiter};
+
+    use super::*;
+    use crate::support::redis_server::RedisServer;
+
+    async fn limiter(server: &RedisServer, limit: u64) -> RedisLimiter<ManualClock> {
+        let connection = RedisConnection::connect(&server.url()).await.unwrap();
+        RedisLimiter::builder(ratewindow::Quota::per_minute(limit).unwrap())
+            .timeout(Duration::from_secs(5))
+            .clock(ManualClock::at_millis(T0_MS))
+            .build(connection)
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shadow_on_redis() {
+        let server = RedisServer::new();
+        shadow_lets_denials_through_and_counts_them_apart(limiter(&server, 2).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn charge_by_response_on_redis() {
+        let server = RedisServer::new();
+        only_failures_count(limiter(&server, 2).await).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn settling_under_concurrency_on_redis() {
+        let server = RedisServer::new();
+        settling_under_concurrency_never_exceeds_the_limit(limiter(&server, 8).await).await;
+    }
+}

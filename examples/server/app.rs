@@ -12,8 +12,11 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use ratewindow::DynRateLimiter;
+use ratewindow::Shadow;
 use ratewindow::http::HeaderStyle;
-use ratewindow::tower::{DecisionCounters, HeaderKey, Outcome, Plans, RateLimitLayer};
+use ratewindow::tower::{
+    DecisionCounters, HeaderKey, Outcome, Plans, RateLimitLayer, ResponseHead,
+};
 use serde_json::json;
 
 use super::backend::{Limiters, count_policy_decisions};
@@ -71,12 +74,32 @@ pub fn app_with_metrics(
             .find(|(prefix, _)| key.starts_with(prefix.as_str()));
         Arc::clone(plan.map_or(&default, |(_, name)| name))
     });
+    let shadow = if limiters.shadow {
+        Shadow::ALL
+    } else {
+        Shadow::NONE
+    };
+    let observe = move |outcome: &Outcome| {
+        counting.observe(outcome);
+        count_policy_decisions(outcome);
+    };
+    // Failed starts (a `4xx`: a campaign that cannot start) count against a quota of their
+    // own, inside the rate limit: a start is charged to both, and released from this one
+    // when it succeeds.
+    let mut start_route = post(start_campaign);
+    if let Some(failures) = limiters.start_failures {
+        start_route = start_route.layer(
+            RateLimitLayer::new(failures, HeaderKey::new(API_KEY))
+                .header_style(style)
+                .shadow(shadow)
+                .charge_if(|response: &ResponseHead<'_>| response.status().is_client_error())
+                .on_decision(observe.clone()),
+        );
+    }
     let rate_limit = RateLimitLayer::new(plans, HeaderKey::new(API_KEY))
         .header_style(style)
-        .on_decision(move |outcome: &Outcome| {
-            counting.observe(outcome);
-            count_policy_decisions(outcome);
-        });
+        .shadow(shadow)
+        .on_decision(observe);
     let metrics_route =
         get(move || metrics(counters.clone(), backend_metrics.clone())).fallback(|| async {
             error(
@@ -87,7 +110,7 @@ pub fn app_with_metrics(
         });
     let api = Router::new()
         .route("/api/v1/campaigns/{id}", get(get_campaign))
-        .route("/api/v1/campaigns/{id}/start", post(start_campaign))
+        .route("/api/v1/campaigns/{id}/start", start_route)
         .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "Route not found") })
         .method_not_allowed_fallback(|| async {
             error(

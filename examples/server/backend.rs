@@ -22,6 +22,10 @@ pub struct Limiters {
     pub plans: Vec<(String, Arc<dyn DynRateLimiter>)>,
     /// `POST .../start`'s, with counters of its own.
     pub start: Option<Arc<dyn DynRateLimiter>>,
+    /// Failed starts', with counters of their own.
+    pub start_failures: Option<Arc<dyn DynRateLimiter>>,
+    /// Every quota in shadow: denials are let through (and counted in `/metrics`).
+    pub shadow: bool,
 }
 
 impl Limiters {
@@ -31,6 +35,8 @@ impl Limiters {
             default: limiter,
             plans: Vec::new(),
             start: None,
+            start_failures: None,
+            shadow: false,
         }
     }
 }
@@ -40,9 +46,25 @@ fn bad_plan(name: &str, err: ConfigError) -> String {
     format!("PLANS: plan {name}: {err}")
 }
 
-/// What `/start`'s limiter refused, naming `START_RATE_LIMIT`.
-fn bad_start(quota: Quota, err: ConfigError) -> String {
-    format!("START_RATE_LIMIT={:?}: {err}", quota.to_string())
+/// What a route's limiter refused, naming its `variable`.
+fn bad_route(variable: &str, quota: Quota, err: ConfigError) -> String {
+    format!("{variable}={:?}: {err}", quota.to_string())
+}
+
+/// The routes' limiters in memory: `/start`'s and failed starts', named `name`, if set.
+fn memory_route(
+    quota: Option<Quota>,
+    name: &str,
+    variable: &str,
+) -> Result<Option<Arc<dyn DynRateLimiter>>, String> {
+    let Some(quota) = quota else {
+        return Ok(None);
+    };
+    let limiter = MemoryLimiter::builder(quota)
+        .name(name)
+        .build()
+        .map_err(|err| bad_route(variable, quota, err))?;
+    Ok(Some(Arc::new(limiter)))
 }
 
 /// How long start-up may take to connect to Redis and run a first (uncounted) decision.
@@ -64,18 +86,19 @@ pub fn memory(quotas: &Quotas) -> Result<Limiters, Result<ConfigError, String>> 
             .map_err(|err| Err(bad_plan(name, err)))?;
         plans.push((name.clone(), Arc::new(plan)));
     }
-    let start = match quotas.start {
-        None => None,
-        Some(quota) => {
-            let builder = MemoryLimiter::builder(quota).name(Quotas::START);
-            let start = builder.build().map_err(|err| Err(bad_start(quota, err)))?;
-            Some(Arc::new(start) as Arc<dyn DynRateLimiter>)
-        }
-    };
+    let start = memory_route(quotas.start, Quotas::START, "START_RATE_LIMIT").map_err(Err)?;
+    let start_failures = memory_route(
+        quotas.start_failures,
+        Quotas::START_FAILURES,
+        "START_FAILURE_LIMIT",
+    )
+    .map_err(Err)?;
     Ok(Limiters {
         default: Arc::new(default),
         plans,
         start,
+        start_failures,
+        shadow: quotas.shadow,
     })
 }
 
@@ -158,20 +181,27 @@ pub async fn redis(
     let builder = builder
         .failure_policy(policy)
         .round_trips(round_trips.clone());
-    let start = match quotas.start {
-        None => None,
-        Some(quota) => {
-            let start = RedisLimiter::builder(quota)
-                .name(Quotas::START)
-                .prefix(format!("{}:{}", settings.prefix, Quotas::START));
-            let start = tuned(start)
-                .failure_policy(policy)
-                .round_trips(round_trips.clone())
-                .build(connection.clone())
-                .map_err(|err| bad_start(quota, err))?;
-            Some(Arc::new(start) as Arc<dyn DynRateLimiter>)
-        }
+    // A route's limiter: counters of its own, under `<REDIS_PREFIX>:<name>`.
+    let route = |quota: Option<Quota>, name: &str, variable: &str| {
+        let Some(quota) = quota else {
+            return Ok(None);
+        };
+        let builder = RedisLimiter::builder(quota)
+            .name(name)
+            .prefix(format!("{}:{name}", settings.prefix));
+        let limiter = tuned(builder)
+            .failure_policy(policy)
+            .round_trips(round_trips.clone())
+            .build(connection.clone())
+            .map_err(|err| bad_route(variable, quota, err))?;
+        Ok::<_, String>(Some(Arc::new(limiter) as Arc<dyn DynRateLimiter>))
     };
+    let start = route(quotas.start, Quotas::START, "START_RATE_LIMIT")?;
+    let start_failures = route(
+        quotas.start_failures,
+        Quotas::START_FAILURES,
+        "START_FAILURE_LIMIT",
+    )?;
     let builder = if quotas.plans.is_empty() {
         builder
     } else {
@@ -193,6 +223,8 @@ pub async fn redis(
         default: Arc::new(default),
         plans,
         start,
+        start_failures,
+        shadow: quotas.shadow,
     };
     Ok((limiters, metrics))
 }

@@ -74,6 +74,18 @@ impl Settings {
     }
 }
 
+/// `name`'s quota, if the variable is set and not empty.
+fn optional_quota(name: &str) -> Result<Option<Quota>, String> {
+    let text = env_or(name, "")?;
+    match text.trim() {
+        "" => Ok(None),
+        quota => quota
+            .parse::<Quota>()
+            .map(Some)
+            .map_err(|err| format!("{name}={text:?}: {err}")),
+    }
+}
+
 /// The quotas per API key: `RATE_LIMIT` for the default plan, `PLANS` for the keys of other
 /// plans, and `START_RATE_LIMIT` for starting campaigns.
 #[derive(Clone)]
@@ -84,6 +96,10 @@ pub struct Quotas {
     pub plans: Vec<(String, Quota)>,
     /// `START_RATE_LIMIT`: `POST .../start`'s own quota and counters, if set.
     pub start: Option<Quota>,
+    /// `START_FAILURE_LIMIT`: a quota that only failed starts (`4xx`) count against, if set.
+    pub start_failures: Option<Quota>,
+    /// `SHADOW=1`: every quota in shadow (a dry run: denials are let through and counted).
+    pub shadow: bool,
 }
 
 impl Quotas {
@@ -91,6 +107,8 @@ impl Quotas {
     pub const DEFAULT_PLAN: &'static str = "free";
     /// The name of `POST .../start`'s limiter.
     pub const START: &'static str = "start";
+    /// The name of the limiter of failed starts.
+    pub const START_FAILURES: &'static str = "start-failures";
 
     fn from_env(rate_limit: &str) -> Result<Quotas, String> {
         let default: Quota = rate_limit
@@ -128,24 +146,25 @@ impl Quotas {
             }
             plans.push((name.to_owned(), quota));
         }
-        let start_text = env_or("START_RATE_LIMIT", "")?;
-        let start = match start_text.trim() {
-            "" => None,
-            text => Some(
-                text.parse::<Quota>()
-                    .map_err(|err| format!("START_RATE_LIMIT={start_text:?}: {err}"))?,
-            ),
+        let start = optional_quota("START_RATE_LIMIT")?;
+        let start_failures = optional_quota("START_FAILURE_LIMIT")?;
+        let shadow = match env_or("SHADOW", "0")?.trim() {
+            "" | "0" => false,
+            "1" => true,
+            other => return Err(format!("SHADOW={other:?}: expected 1 or 0 (default 0)")),
         };
         Ok(Quotas {
             default,
             plans,
             start,
+            start_failures,
+            shadow,
         })
     }
 
     /// Whether requests are decided by more than the default plan.
     pub fn chosen_per_request(&self) -> bool {
-        !self.plans.is_empty() || self.start.is_some()
+        !self.plans.is_empty() || self.start.is_some() || self.start_failures.is_some()
     }
 }
 
@@ -166,6 +185,12 @@ impl fmt::Display for Quotas {
         }
         if let Some(start) = self.start {
             write!(f, ", {} {start}", Self::START)?;
+        }
+        if let Some(failures) = self.start_failures {
+            write!(f, ", {} {failures}", Self::START_FAILURES)?;
+        }
+        if self.shadow {
+            f.write_str(", in shadow")?;
         }
         Ok(())
     }
@@ -380,11 +405,13 @@ impl std::fmt::Display for Policy {
 
 /// Every environment variable the server reads: the first [`GENERAL_VARIABLES`] for every
 /// backend, then the Redis settings.
-pub const VARIABLES: [&str; 15] = [
+pub const VARIABLES: [&str; 17] = [
     "BIND",
     "RATE_LIMIT",
     "PLANS",
     "START_RATE_LIMIT",
+    "START_FAILURE_LIMIT",
+    "SHADOW",
     "HEADERS",
     "HEADER_READ_TIMEOUT_SECS",
     "MAX_CONNECTIONS",
@@ -399,7 +426,7 @@ pub const VARIABLES: [&str; 15] = [
 ];
 
 /// How many of [`VARIABLES`] apply to every backend.
-const GENERAL_VARIABLES: usize = 9;
+const GENERAL_VARIABLES: usize = 11;
 
 impl RedisSettings {
     /// The variables that only tune the Redis backend (ignored without it).

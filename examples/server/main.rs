@@ -93,6 +93,13 @@
 //! - `START_RATE_LIMIT`: a quota for `POST .../start` of its own, counted apart from the other
 //!   requests (e.g. `10/1m`; default none: starts count against the key's plan). Its policy
 //!   name is `start-per-minute`; on Redis its counters are under `<REDIS_PREFIX>:start`.
+//! - `START_FAILURE_LIMIT`: a stricter quota that only failed starts count against: a
+//!   `POST .../start` answered `4xx` (a campaign that cannot start), with counters of its own
+//!   (e.g. `5/1m`; default none). Each start is charged to it on the way in and released once
+//!   it succeeds; over it, starts get `429` (`start-failures-per-minute`) until the window ends.
+//! - `SHADOW`: `1` to run every quota in shadow (a dry run): requests over a quota are served
+//!   as if allowed, with the headers the `429` would have had, and counted apart in
+//!   `GET /metrics` (`outcome="shadow_denied"`); default `0`.
 //! - `HEADERS`: which rate-limit headers to send: `xratelimit` (default: `X-RateLimit-Limit`,
 //!   `-Remaining` and `-Reset`), `ietf` (`RateLimit-Policy` and `RateLimit`, IETF draft 10) or
 //!   `both`; also `github` for `X-RateLimit-Used` and `X-RateLimit-Resource`, and combinations

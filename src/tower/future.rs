@@ -11,6 +11,7 @@ use pin_project_lite::pin_project;
 use tower_service::Service;
 
 use super::headers::ResponseHeaders;
+use super::service::LayerAnswer;
 use super::settle::Settle;
 use crate::{BoxFuture, Decision};
 
@@ -153,8 +154,12 @@ where
                 },
                 StateProj::Calling { future, charged } => {
                     let mut response = ready!(future.poll(cx))?;
+                    // An inner rate-limit layer's own answer keeps its headers: its denial is
+                    // what the client must wait for.
                     if let Some((decision, headers)) = charged.headers.as_ref() {
-                        headers.write(decision, response.headers_mut());
+                        if response.extensions().get::<LayerAnswer>().is_none() {
+                            headers.write(decision, response.headers_mut());
+                        }
                     }
                     // Settled by the response: a request that does not count is released
                     // before its response goes out.

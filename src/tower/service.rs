@@ -19,6 +19,11 @@ use super::settle::{Policies, ResponseHead, Settle};
 use crate::http::HeaderStyle;
 use crate::{BoxFuture, Decision, Error, RateLimiter};
 
+/// Marks a response as a rate-limit layer's own answer, whose rate-limit headers (those of
+/// the denial) an outer layer must not replace with its own (an admission's).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LayerAnswer;
+
 /// What every clone of one [`RateLimit`] shares.
 pub(crate) struct Shared<L, K, C, R, O> {
     pub(crate) limiter: L,
@@ -66,6 +71,8 @@ impl<L, K, C, R, O> Shared<L, K, C, R, O> {
         if let (Some(outcome), Some(headers)) = (outcome, headers) {
             put_first(headers.for_rejection(outcome), response.headers_mut());
         }
+        // An outer rate-limit layer leaves this answer's headers as they are.
+        response.extensions_mut().insert(LayerAnswer);
         response
     }
 

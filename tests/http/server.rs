@@ -382,6 +382,8 @@ async fn plans_by_key_prefix_and_a_stricter_start_quota() {
         default: Arc::new(free),
         plans: vec![("pro".to_owned(), Arc::new(pro))],
         start: Some(Arc::new(start)),
+        start_failures: None,
+        shadow: false,
     };
     let style = "both".parse().unwrap();
     let server = Server {
@@ -421,6 +423,56 @@ async fn plans_by_key_prefix_and_a_stricter_start_quota() {
     let activated = server.get(ABC, "pro_k").await;
     assert_eq!(activated.status_of_campaign(), "active");
     assert_eq!(activated.rate_limit(), (5, 3, WINDOW_END_SECS));
+}
+
+/// `START_FAILURE_LIMIT=2/1m`: failed starts (`400`) count against a quota of their own, the
+/// successful ones are released from it; every start counts against the key's quota too.
+/// Then `SHADOW=1`: the same requests over either quota go through, with the denial's headers.
+#[tokio::test]
+async fn failed_starts_count_against_a_stricter_quota_and_shadow_lets_them_through() {
+    for shadow in [false, true] {
+        let clock = ManualClock::at_millis(NOW_MS);
+        let limiter = |quota: &str, name: Option<&str>| {
+            let mut builder = MemoryLimiter::builder(quota.parse().unwrap()).clock(clock.clone());
+            if let Some(name) = name {
+                builder = builder.name(name);
+            }
+            Arc::new(builder.build().unwrap()) as Arc<dyn DynRateLimiter>
+        };
+        let limiters = Limiters {
+            start_failures: Some(limiter("2/1m", Some("start-failures"))),
+            shadow,
+            ..Limiters::single(limiter("6/1m", None))
+        };
+        let server = Server {
+            app: app_with_metrics(limiters, 10, HeaderStyle::default(), None),
+            clock: clock.clone(),
+        };
+        // A start that succeeds is released from the failures' quota.
+        assert_eq!(server.post(ABC_START, "k").await.status, StatusCode::OK);
+        for _ in 0..2 {
+            let failed = server.post("/api/v1/campaigns/cmp_done/start", "k").await;
+            assert_eq!(failed.error().0, "campaign_completed");
+        }
+        let locked = server.post(XYZ_START, "k").await;
+        if shadow {
+            // Let through: the start runs, with the denial's headers.
+            assert_eq!(locked.status, StatusCode::OK);
+            assert_eq!(locked.header("x-ratelimit-remaining"), Some("2"));
+        } else {
+            assert_eq!(locked.status, StatusCode::TOO_MANY_REQUESTS);
+            // The inner layer's denial keeps its own headers.
+            assert_eq!(locked.rate_limit(), (2, 0, WINDOW_END_SECS));
+            assert_eq!(
+                locked.body["violated-policies"],
+                serde_json::json!(["start-failures-per-minute"])
+            );
+        }
+        // Every start counted against the key's quota; a GET is not limited by failures.
+        let get = server.get(ABC, "k").await;
+        assert_eq!(get.status, StatusCode::OK);
+        assert_eq!(get.rate_limit(), (6, 1, WINDOW_END_SECS));
+    }
 }
 
 /// The rate-limit headers a reply carries, in every style, with their values.

@@ -662,7 +662,9 @@ pub(crate) fn run_to_exit(vars: &[(&str, &str)], timeout: Duration) -> (ExitStat
 fn the_example_binary_refuses_bad_configuration() {
     let server = RedisServer::new();
     let url = server.url();
-    let cases: [(&[(&str, &str)], &str); 13] = [
+    let cases: [(&[(&str, &str)], &str); 15] = [
+        (&[("SHADOW", "yes")], "SHADOW=\"yes\": expected 1 or 0"),
+        (&[("START_FAILURE_LIMIT", "5")], "START_FAILURE_LIMIT=\"5\""),
         (&[("RATE_LIMIT", "abc")], "RATE_LIMIT=\"abc\""),
         (
             &[("PLANS", "pro:1000/1m")],

@@ -391,12 +391,12 @@ impl<P: PlanLookup, C: Clock> CachedPlanLookup<P, C> {
         self
     }
 
-    /// The cached plan of `key`, if its answer has not expired.
-    fn cached(&self, key: &str) -> Option<Option<Box<str>>> {
+    /// The index among `names` of the cached plan of `key`, if its answer has not expired.
+    fn cached(&self, key: &str, names: &PlanNames) -> Option<usize> {
         let now_ms = self.shared.clock.now_ms();
         let cache = self.shared.cache.lock();
         let (plan, expires_ms) = cache.get(key)?;
-        (now_ms < *expires_ms).then(|| plan.clone())
+        (now_ms < *expires_ms).then(|| plan.as_deref().map_or(0, |plan| names.index(plan)))
     }
 }
 
@@ -456,8 +456,8 @@ impl<P: PlanLookup, C: Clock> CachedPlanLookup<P, C> {
     /// The index of `key`'s plan among `names`: now if its answer is cached, else once the
     /// lookup answers (which is then cached).
     fn choose(&self, key: &str, names: &Arc<PlanNames>) -> Choice {
-        if let Some(plan) = self.cached(key) {
-            return Choice::Now(plan.map_or(0, |plan| names.index(&plan)));
+        if let Some(index) = self.cached(key, names) {
+            return Choice::Now(index);
         }
         let shared = Arc::clone(&self.shared);
         let names = Arc::clone(names);

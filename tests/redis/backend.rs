@@ -373,6 +373,27 @@ fn a_key_over_its_limit_is_denied_locally_until_its_window_ends() {
     });
 }
 
+/// Under `redis_time` a decision's time is Redis's: a release names its counters by that time,
+/// not by the local clock (here at the epoch, a whole era away).
+#[test]
+fn a_release_under_redis_time_gives_back_in_the_window_redis_decided() {
+    let server = RedisServer::new();
+    let redis = Redis::single(&server);
+    let limiter = RedisLimiter::builder(Quota::per_day(10).unwrap())
+        .prefix("released")
+        .timeout(TEST_TIMEOUT)
+        .clock(ManualClock::at_millis(0))
+        .redis_time()
+        .build(redis.connection.clone())
+        .unwrap();
+    block_on(async {
+        let reserved = limiter.check_n("k", 3).await.unwrap();
+        assert_eq!(reserved.remaining(), 7);
+        limiter.release("k", 2, &reserved).await.unwrap();
+        assert_eq!(limiter.peek("k").await.unwrap().remaining(), 8);
+    });
+}
+
 #[test]
 fn redis_time_makes_skewed_processes_agree_on_windows() {
     let server = RedisServer::new();

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::Shadow;
 use crate::name::NameId;
 use crate::window;
 
@@ -114,6 +115,8 @@ pub struct Decision {
     decided_by: DecidedBy,
     /// The deciding limiter's name (in what was padding: the decision stays 112 bytes).
     name: NameId,
+    /// Bit `i`: quota `i` is in shadow ([`Shadow`]): its denials are only reported.
+    shadow: u8,
 }
 
 /// Who made a [`Decision`]: the limiter's backend itself, or, for a networked backend, one of
@@ -149,6 +152,7 @@ impl Decision {
             binding: 0,
             decided_by: DecidedBy::Backend,
             name: NameId::NONE,
+            shadow: 0,
         }
     }
 
@@ -165,6 +169,7 @@ impl Decision {
             binding: 0,
             decided_by: DecidedBy::Backend,
             name: NameId::NONE,
+            shadow: 0,
         }
     }
 
@@ -175,10 +180,11 @@ impl Decision {
         self
     }
 
-    /// The decision as the limiter named `name` made it.
+    /// The decision as the limiter named `name`, with `shadow`'s quotas in shadow, made it.
     #[inline(always)]
-    pub(crate) fn named(mut self, name: NameId) -> Decision {
+    pub(crate) fn marked(mut self, name: NameId, shadow: Shadow) -> Decision {
         self.name = name;
+        self.shadow = shadow.bits();
         self
     }
 
@@ -232,6 +238,23 @@ impl Decision {
     /// Whether the request was admitted (and, for `check`, charged).
     pub fn is_allowed(&self) -> bool {
         self.violated == 0
+    }
+
+    /// Whether the request was denied by quotas in shadow alone ([`Shadow`]): it would have
+    /// been denied, and is to be served. It was charged to the limiter's enforced quotas (a
+    /// shadow quota's denial only reports), and to no quota in shadow. Never for a failure
+    /// policy's denial ([`DecidedBy::FailClosed`]).
+    ///
+    /// A caller serves a request when `is_allowed() || is_shadow_denied()`.
+    pub fn is_shadow_denied(&self) -> bool {
+        self.violated != 0
+            && self.violated & !self.shadow == 0
+            && self.decided_by != DecidedBy::FailClosed
+    }
+
+    /// Whether the request goes ahead: allowed, or denied by quotas in shadow alone.
+    pub fn admits(&self) -> bool {
+        self.is_allowed() || self.is_shadow_denied()
     }
 
     /// The binding quota's state.

@@ -5,7 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::name::NameId;
-use crate::{ConfigError, MAX_QUOTAS};
+use crate::{ConfigError, MAX_QUOTAS, Shadow};
 
 const SECOND_MS: u64 = 1_000;
 const MINUTE_MS: u64 = 60 * SECOND_MS;
@@ -249,6 +249,8 @@ pub(crate) struct QuotaSet {
     min_limit: u64,
     /// The limiter's name, which its decisions carry.
     name: NameId,
+    /// The quotas whose denials only report.
+    shadow: Shadow,
 }
 
 impl QuotaSet {
@@ -278,6 +280,7 @@ impl QuotaSet {
             len: quotas.len(),
             min_limit: u64::MAX,
             name: NameId::NONE,
+            shadow: Shadow::NONE,
         };
         for (slot, &quota) in set.quotas.iter_mut().zip(quotas) {
             let max = max_limit(quota);
@@ -313,6 +316,7 @@ impl QuotaSet {
         }
         Ok(QuotaSet {
             name: self.name,
+            shadow: self.shadow,
             ..QuotaSet::new(quotas, max_limit)?
         })
     }
@@ -334,6 +338,17 @@ impl QuotaSet {
     #[inline(always)]
     pub(crate) fn name(&self) -> NameId {
         self.name
+    }
+
+    /// The same quotas with `shadow`'s in shadow.
+    pub(crate) fn shadowed(self, shadow: Shadow) -> Self {
+        QuotaSet { shadow, ..self }
+    }
+
+    /// The quotas in shadow.
+    #[inline(always)]
+    pub(crate) fn shadow(&self) -> Shadow {
+        self.shadow
     }
 
     /// The quotas, in order.

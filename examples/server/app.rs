@@ -12,7 +12,6 @@ use axum::http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use ratewindow::DynRateLimiter;
-use ratewindow::Shadow;
 use ratewindow::http::HeaderStyle;
 use ratewindow::tower::{
     DecisionCounters, HeaderKey, Outcome, Plans, RateLimitLayer, ResponseHead,
@@ -74,11 +73,6 @@ pub fn app_with_metrics(
             .find(|(prefix, _)| key.starts_with(prefix.as_str()));
         Arc::clone(plan.map_or(&default, |(_, name)| name))
     });
-    let shadow = if limiters.shadow {
-        Shadow::ALL
-    } else {
-        Shadow::NONE
-    };
     let observe = move |outcome: &Outcome| {
         counting.observe(outcome);
         count_policy_decisions(outcome);
@@ -91,14 +85,12 @@ pub fn app_with_metrics(
         start_route = start_route.layer(
             RateLimitLayer::new(failures, HeaderKey::new(API_KEY))
                 .header_style(style)
-                .shadow(shadow)
                 .charge_if(|response: &ResponseHead<'_>| response.status().is_client_error())
                 .on_decision(observe.clone()),
         );
     }
     let rate_limit = RateLimitLayer::new(plans, HeaderKey::new(API_KEY))
         .header_style(style)
-        .shadow(shadow)
         .on_decision(observe);
     let metrics_route =
         get(move || metrics(counters.clone(), backend_metrics.clone())).fallback(|| async {

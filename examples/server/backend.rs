@@ -9,7 +9,7 @@ use std::time::Duration;
 #[cfg(feature = "redis")]
 use ratewindow::Error;
 use ratewindow::tower::Outcome;
-use ratewindow::{ConfigError, DecidedBy, DynRateLimiter, MemoryLimiter, Quota};
+use ratewindow::{ConfigError, DecidedBy, DynRateLimiter, MemoryLimiter, Quota, Shadow};
 
 use super::app::BackendMetrics;
 use super::config::{Policy, Quotas, RedisSettings, RedisTarget};
@@ -24,8 +24,6 @@ pub struct Limiters {
     pub start: Option<Arc<dyn DynRateLimiter>>,
     /// Failed starts', with counters of their own.
     pub start_failures: Option<Arc<dyn DynRateLimiter>>,
-    /// Every quota in shadow: denials are let through (and counted in `/metrics`).
-    pub shadow: bool,
 }
 
 impl Limiters {
@@ -36,7 +34,6 @@ impl Limiters {
             plans: Vec::new(),
             start: None,
             start_failures: None,
-            shadow: false,
         }
     }
 }
@@ -54,6 +51,7 @@ fn bad_route(variable: &str, quota: Quota, err: ConfigError) -> String {
 /// The routes' limiters in memory: `/start`'s and failed starts', named `name`, if set.
 fn memory_route(
     quota: Option<Quota>,
+    shadow: Shadow,
     name: &str,
     variable: &str,
 ) -> Result<Option<Arc<dyn DynRateLimiter>>, String> {
@@ -61,6 +59,7 @@ fn memory_route(
         return Ok(None);
     };
     let limiter = MemoryLimiter::builder(quota)
+        .shadow(shadow)
         .name(name)
         .build()
         .map_err(|err| bad_route(variable, quota, err))?;
@@ -74,7 +73,7 @@ const REDIS_STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The in-process backend; `RATE_LIMIT`'s quota refused is the error's `Err(Ok(..))`, any
 /// other's its message.
 pub fn memory(quotas: &Quotas) -> Result<Limiters, Result<ConfigError, String>> {
-    let mut builder = MemoryLimiter::builder(quotas.default);
+    let mut builder = MemoryLimiter::builder(quotas.default).shadow(quotas.shadow());
     if !quotas.plans.is_empty() {
         builder = builder.name(Quotas::DEFAULT_PLAN);
     }
@@ -86,9 +85,12 @@ pub fn memory(quotas: &Quotas) -> Result<Limiters, Result<ConfigError, String>> 
             .map_err(|err| Err(bad_plan(name, err)))?;
         plans.push((name.clone(), Arc::new(plan)));
     }
-    let start = memory_route(quotas.start, Quotas::START, "START_RATE_LIMIT").map_err(Err)?;
+    let shadow = quotas.shadow();
+    let start =
+        memory_route(quotas.start, shadow, Quotas::START, "START_RATE_LIMIT").map_err(Err)?;
     let start_failures = memory_route(
         quotas.start_failures,
+        shadow,
         Quotas::START_FAILURES,
         "START_FAILURE_LIMIT",
     )
@@ -98,7 +100,6 @@ pub fn memory(quotas: &Quotas) -> Result<Limiters, Result<ConfigError, String>> 
         plans,
         start,
         start_failures,
-        shadow: quotas.shadow,
     })
 }
 
@@ -143,7 +144,8 @@ pub async fn redis(
     let tuned = |builder: RedisLimiterBuilder| {
         let builder = builder
             .timeout(settings.timeout)
-            .max_clock_skew(settings.max_clock_skew);
+            .max_clock_skew(settings.max_clock_skew)
+            .shadow(quotas.shadow());
         if settings.redis_time {
             builder.redis_time()
         } else {
@@ -224,7 +226,6 @@ pub async fn redis(
         plans,
         start,
         start_failures,
-        shadow: quotas.shadow,
     };
     Ok((limiters, metrics))
 }

@@ -6,7 +6,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use ratewindow::http::HeaderStyle;
-use ratewindow::{ConfigError, Quota};
+use ratewindow::{ConfigError, Quota, Shadow};
 
 use super::serve::Limits;
 
@@ -160,6 +160,15 @@ impl Quotas {
             start_failures,
             shadow,
         })
+    }
+
+    /// The quotas in shadow: every one with `SHADOW=1`.
+    pub fn shadow(&self) -> Shadow {
+        if self.shadow {
+            Shadow::ALL
+        } else {
+            Shadow::NONE
+        }
     }
 
     /// Whether requests are decided by more than the default plan.

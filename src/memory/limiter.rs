@@ -14,7 +14,7 @@ use crate::quota::QuotaSet;
 use crate::window::{self, Counter, Packing, Window};
 use crate::{
     Alignment, Clock, ConfigError, DecidedBy, Decision, DefaultClock, Error, MAX_QUOTAS, Quota,
-    RateLimiter, key,
+    RateLimiter, Shadow, key,
 };
 
 /// The default cap on tracked keys: 2^20. A key takes a 24-byte slot (one quota; 48 bytes with
@@ -120,6 +120,7 @@ impl MemoryLimiter {
             max_keys: DEFAULT_MAX_KEYS,
             clock: DefaultClock::default(),
             name: None,
+            shadow: Shadow::NONE,
         }
     }
 }
@@ -342,6 +343,18 @@ impl<C: Clock> MemoryLimiter<C> {
         Ok(plan)
     }
 
+    /// A limiter that shares this one's counters (and everything else) with the quotas of
+    /// `shadow` in shadow instead: see [`Shadow`]. E.g. `with_shadow(Shadow::ALL)` for a dry
+    /// run of the whole limiter.
+    pub fn with_shadow(&self, shadow: Shadow) -> Self
+    where
+        C: Clone,
+    {
+        let mut next = self.clone();
+        next.quotas = next.quotas.shadowed(shadow);
+        next
+    }
+
     /// The quotas this limiter enforces, in order.
     pub fn quotas(&self) -> &[Quota] {
         self.quotas.as_slice()
@@ -402,9 +415,13 @@ impl<C: Clock> MemoryLimiter<C> {
             *counter = counter.rolled_to(frame.windows[i].index);
             found[i] = self.state(*quota, *counter, frame.offsets[i]);
         }
-        let decision = fixed_window::decide(frame.now_ms, &found[..counters.len()], cost)
-            .named(self.quotas.name());
-        if charge && decision.is_allowed() {
+        let shadow = self.quotas.shadow();
+        let decision =
+            fixed_window::decide_with_shadow(frame.now_ms, &found[..counters.len()], cost, shadow)
+                .marked(self.quotas.name(), shadow);
+        // Admitted, or denied by quotas in shadow alone: each quota's state has the count it
+        // now holds (the cost in it where charged).
+        if charge && (decision.is_allowed() || decision.is_shadow_denied()) {
             for (counter, state) in counters.iter_mut().zip(decision.quotas()) {
                 counter.count = state.used();
             }
@@ -463,7 +480,8 @@ impl<C: Clock> MemoryLimiter<C> {
         match found {
             Ok(found) => {
                 let found = self.state(quota, found, offset_ms);
-                Ok(fixed_window::decide_one(now_ms, found, cost).named(self.quotas.name()))
+                let decision = fixed_window::decide_one(now_ms, found, cost);
+                Ok(decision.marked(self.quotas.name(), self.quotas.shadow()))
             }
             Err(_) => self.charge_new(cells, id, key, cost, self.frame(key, now_ms)?),
         }
@@ -512,7 +530,10 @@ impl<C: Clock> MemoryLimiter<C> {
     fn charge_cell<V: Cell>(&self, cell: &V, frame: &Frame, cost: u64) -> Decision {
         cell.transact(self.packings(), |counters| {
             let decision = self.decide(frame, counters, cost, true);
-            (decision.is_allowed(), decision)
+            (
+                decision.is_allowed() || decision.is_shadow_denied(),
+                decision,
+            )
         })
     }
 
@@ -657,6 +678,7 @@ pub struct MemoryLimiterBuilder<C = DefaultClock> {
     max_keys: usize,
     clock: C,
     name: Option<String>,
+    shadow: Shadow,
 }
 
 impl<C: Clock> MemoryLimiterBuilder<C> {
@@ -688,7 +710,16 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
             max_keys: self.max_keys,
             clock,
             name: self.name,
+            shadow: self.shadow,
         }
+    }
+
+    /// Puts the quotas of `shadow` in shadow (a dry run): a request only they deny is served,
+    /// its decision saying it would have been denied ([`Decision::is_shadow_denied`]), and is
+    /// charged to the enforced quotas only. See [`Shadow`]. None by default.
+    pub fn shadow(mut self, shadow: Shadow) -> Self {
+        self.shadow = shadow;
+        self
     }
 
     /// Names the limiter, e.g. after the route or plan it serves: its decisions carry the name
@@ -708,7 +739,7 @@ impl<C: Clock> MemoryLimiterBuilder<C> {
     /// 2^27 − 1 per second, 2^33 − 1 per minute); [`ConfigError::InvalidSetting`] for a
     /// [`name`](Self::name) that is not 1 to 32 ASCII letters, digits, `-` or `_`.
     pub fn build(self) -> Result<MemoryLimiter<C>, ConfigError> {
-        let mut quotas = QuotaSet::new(&self.quotas, max_limit)?;
+        let mut quotas = QuotaSet::new(&self.quotas, max_limit)?.shadowed(self.shadow);
         if let Some(name) = &self.name {
             quotas = quotas.named(name)?;
         }

@@ -12,7 +12,7 @@ use super::limiter::RedisLimiter;
 use super::policy::FailurePolicy;
 use super::round_trips::RoundTrips;
 use crate::quota::QuotaSet;
-use crate::{Alignment, Clock, ConfigError, DefaultClock, MemoryLimiter, Quota};
+use crate::{Alignment, Clock, ConfigError, DefaultClock, MemoryLimiter, Quota, Shadow};
 
 /// How long a call may take by default, round trip included.
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
@@ -45,6 +45,7 @@ impl RedisLimiter {
             eviction: EvictionSettings::default(),
             name: None,
             round_trips: None,
+            shadow: Shadow::NONE,
         }
     }
 }
@@ -66,12 +67,23 @@ pub struct RedisLimiterBuilder<C = DefaultClock> {
     pub(super) eviction: EvictionSettings,
     name: Option<String>,
     round_trips: Option<RoundTrips>,
+    shadow: Shadow,
 }
 
 impl<C: Clock + Clone> RedisLimiterBuilder<C> {
     /// Adds a quota; a request must fit every quota (up to [`MAX_QUOTAS`](crate::MAX_QUOTAS)).
     pub fn quota(mut self, quota: Quota) -> Self {
         self.quotas.push(quota);
+        self
+    }
+
+    /// Puts the quotas of `shadow` in shadow (a dry run): a request only they deny is served,
+    /// its decision saying it would have been denied
+    /// ([`Decision::is_shadow_denied`](crate::Decision::is_shadow_denied)), and is charged to
+    /// the enforced quotas only (a second round trip, for such requests alone). See
+    /// [`Shadow`]. None by default.
+    pub fn shadow(mut self, shadow: Shadow) -> Self {
+        self.shadow = shadow;
         self
     }
 
@@ -147,6 +159,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
             over_limit_capacity: self.over_limit_capacity,
             eviction: self.eviction,
             name: self.name,
+            shadow: self.shadow,
             round_trips: self.round_trips,
         }
     }
@@ -205,7 +218,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
     /// returns; [`ConfigError::InvalidSetting`] for a [`name`](Self::name) that is not 1 to 32
     /// ASCII letters, digits, `-` or `_`.
     pub fn build(self, connection: RedisConnection) -> Result<RedisLimiter<C>, ConfigError> {
-        let mut quotas = QuotaSet::new(&self.quotas, max_limit)?;
+        let mut quotas = QuotaSet::new(&self.quotas, max_limit)?.shadowed(self.shadow);
         if let Some(name) = &self.name {
             quotas = quotas.named(name)?;
         }
@@ -220,6 +233,7 @@ impl<C: Clock + Clone> RedisLimiterBuilder<C> {
                 let quotas = scaled(&self.quotas, instances);
                 let mut builder = MemoryLimiter::builder(quotas[0])
                     .alignment(self.alignment)
+                    .shadow(self.shadow)
                     .clock(self.clock.clone());
                 for &quota in &quotas[1..] {
                     builder = builder.quota(quota);

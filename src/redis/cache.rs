@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use parking_lot::Mutex;
 
 use crate::fixed_window;
-use crate::{DecidedBy, Decision};
+use crate::{DecidedBy, Decision, Shadow};
 
 /// What Redis would answer at `now_ms` for a key it last answered with `last`, as far as this
 /// process can tell: while every quota's window is still the one `last` saw, each keeps its
@@ -97,9 +97,16 @@ impl OverLimitCache {
         }
     }
 
-    /// Remembers `decision` (made by Redis at local time `now_ms`) if it shows a used-up quota.
-    pub(crate) fn remember(&self, key: &str, decision: &Decision, now_ms: u64) {
-        if self.capacity == 0 || !decision.quotas().iter().any(|q| q.used() >= q.limit()) {
+    /// Remembers `decision` (made by Redis at local time `now_ms`) if it shows a used-up quota
+    /// that is enforced (not in `shadow`): a quota in shadow denies nothing, and the requests
+    /// it lets through change the other quotas' counts, which a replay would not show.
+    pub(crate) fn remember(&self, key: &str, decision: &Decision, now_ms: u64, shadow: Shadow) {
+        let used_up = decision
+            .quotas()
+            .iter()
+            .enumerate()
+            .any(|(i, q)| !shadow.contains(i) && q.used() >= q.limit());
+        if self.capacity == 0 || !used_up {
             return;
         }
         let offset_ms = decision.decided_at_ms() as i64 - now_ms as i64;

@@ -21,7 +21,7 @@ use crate::fixed_window;
 use crate::quota::QuotaSet;
 use crate::{
     Alignment, BackendErrorKind, Clock, ConfigError, DecidedBy, Decision, DefaultClock, Error,
-    MAX_QUOTAS, MemoryLimiter, Quota, RateLimiter, key, window,
+    MAX_QUOTAS, MemoryLimiter, Quota, RateLimiter, Shadow, key, window,
 };
 
 /// An exact fixed-window rate limiter whose counters live in Redis, shared by every process
@@ -215,6 +215,77 @@ impl<C: Clock> RedisLimiter<C> {
         Ok(plan)
     }
 
+    /// A limiter that shares this one's connection, prefix and counters (and everything else)
+    /// with the quotas of `shadow` in shadow instead: see [`Shadow`].
+    pub fn with_shadow(&self, shadow: Shadow) -> Self
+    where
+        C: Clone,
+    {
+        let mut next = self.clone();
+        next.quotas = next.quotas.shadowed(shadow);
+        if let Some(fallback) = &self.fallback {
+            next.fallback = Some(fallback.with_shadow(shadow));
+        }
+        // The cached denials were made under the old shadow.
+        next.over_limit = Arc::new(OverLimitCache::new(self.over_limit.capacity()));
+        next
+    }
+
+    /// Charges a request that `denied` found over quotas in shadow alone to the enforced
+    /// quotas: a second run of the script, on those quotas' counters only. What that run
+    /// decides is the decision, with the shadow quotas' states as the first run found them.
+    async fn charge_enforced(
+        &self,
+        key: &str,
+        cost: u64,
+        denied: Decision,
+    ) -> Result<Decision, Error>
+    where
+        C: Clone,
+    {
+        let shadow = self.quotas.shadow();
+        let enforced: Vec<(usize, Quota)> = self
+            .quotas
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !shadow.contains(*i))
+            .map(|(i, quota)| (i, *quota))
+            .collect();
+        if enforced.is_empty() {
+            // Every quota in shadow: nothing to charge.
+            return Ok(denied);
+        }
+        let view_quotas: Vec<Quota> = enforced.iter().map(|(_, quota)| *quota).collect();
+        let mut view = self.clone();
+        view.quotas = QuotaSet::new(&view_quotas, max_limit).map_err(Error::Config)?;
+        view.counters = keys::Counters::new(&view_quotas);
+        // Its own (empty) cache: the key's cached denials are the whole limiter's.
+        view.over_limit = Arc::new(OverLimitCache::new(0));
+        let charged = view.decide(key, Op::Check, cost).await?;
+        let mut states = [QuotaState::default(); MAX_QUOTAS];
+        let mut violated = 0u8;
+        for (i, state) in denied.quotas().iter().enumerate() {
+            states[i] = *state;
+            if denied.denied_by(i) {
+                violated |= 1 << i;
+            }
+        }
+        for (j, (i, _)) in enforced.iter().enumerate() {
+            states[*i] = charged.quotas()[j];
+            if charged.denied_by(j) {
+                violated |= 1 << i;
+            }
+        }
+        let mut decision = Decision::blank(charged.decided_at_ms());
+        for (i, state) in states[..denied.quotas().len()].iter().enumerate() {
+            decision.set_quota(i, *state);
+        }
+        decision.finish(denied.quotas().len(), violated);
+        Ok(decision
+            .marked(self.quotas.name(), shadow)
+            .attributed_to(charged.decided_by()))
+    }
+
     /// Decides for a valid key: from the over-limit cache, else Redis, else the failure policy.
     async fn decide(&self, key: &str, op: Op, amount: u64) -> Result<Decision, Error> {
         let local_ms = self.clock.now_ms();
@@ -260,10 +331,12 @@ impl<C: Clock> RedisLimiter<C> {
             Ok(decision) => {
                 self.breaker.close(slot);
                 if let Op::Check = op {
-                    self.over_limit.remember(key, &decision, local_ms);
+                    self.over_limit
+                        .remember(key, &decision, local_ms, self.quotas.shadow());
                 } else if let Op::Peek = op {
                     if !decision.is_allowed() {
-                        self.over_limit.remember(key, &decision, local_ms);
+                        self.over_limit
+                            .remember(key, &decision, local_ms, self.quotas.shadow());
                     }
                 }
                 Ok(decision)
@@ -498,17 +571,26 @@ impl<C: Clock> RedisLimiter<C> {
     }
 }
 
-impl<C: Clock> RateLimiter for RedisLimiter<C> {
+// Every limiter is built with a `Clone` clock (see the builder).
+impl<C: Clock + Clone> RateLimiter for RedisLimiter<C> {
     async fn check_n(&self, key: &str, cost: u64) -> Result<Decision, Error> {
         key::validate_request(key, cost, self.quotas.min_limit())?;
-        let decision = self.decide(key, Op::Check, cost).await?;
-        Ok(decision.named(self.quotas.name()))
+        let shadow = self.quotas.shadow();
+        let decision = self
+            .decide(key, Op::Check, cost)
+            .await?
+            .marked(self.quotas.name(), shadow);
+        if !decision.is_shadow_denied() || decision.decided_by() == DecidedBy::Fallback {
+            // (The fallback limiter has the same quotas in shadow, and has charged.)
+            return Ok(decision);
+        }
+        self.charge_enforced(key, cost, decision).await
     }
 
     async fn peek(&self, key: &str) -> Result<Decision, Error> {
         key::validate(key)?;
         let decision = self.decide(key, Op::Peek, 1).await?;
-        Ok(decision.named(self.quotas.name()))
+        Ok(decision.marked(self.quotas.name(), self.quotas.shadow()))
     }
 
     async fn clear(&self, key: &str) -> Result<(), Error> {
@@ -547,7 +629,11 @@ impl<C: Clock> RateLimiter for RedisLimiter<C> {
             DecidedBy::Backend => {}
             DecidedBy::Fallback => {
                 return match &self.fallback {
-                    Some(fallback) => fallback.release_charged(key, amount, decision),
+                    // What the fallback charged: at most its smallest limit (see `on_failure`).
+                    Some(fallback) => {
+                        let charged = amount.min(fallback.min_limit()).max(1);
+                        fallback.release_charged(key, charged, decision)
+                    }
                     None => Ok(()),
                 };
             }
@@ -558,6 +644,15 @@ impl<C: Clock> RateLimiter for RedisLimiter<C> {
         self.over_limit.forget(key);
         let mut base = keys::base(&self.prefix, key);
         let slot = keys::slot(&base);
+        // While Redis is failing, a release would only wait for its timeout: the units stay
+        // counted.
+        let breaker_slot = match self.connection.cluster() {
+            None => 0,
+            Some(_) => usize::from(slot),
+        };
+        if self.breaker.is_open(breaker_slot, self.clock.now_ms()) {
+            return Ok(());
+        }
         let call = Call {
             key,
             base: &mut base,

@@ -14,7 +14,6 @@ use super::key::FallbackKey;
 use super::problem::ProblemDetails;
 use super::service::{RateLimit, Shared};
 use super::settle::{Policies, ResponseHead, ShadowHeaders};
-use crate::Shadow;
 use crate::http::HeaderStyle;
 
 /// Rate limits every request of the services it wraps: configuration only; the work is done by
@@ -259,18 +258,16 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
         }
     }
 
-    /// Lets through the requests that only quotas in `shadow` deny: a dry run of those quotas
-    /// (of all of them with [`Shadow::ALL`]), to see what a new limit would deny before
-    /// enforcing it. Nothing is enforced in shadow by default.
+    /// What the response to a request denied by quotas in shadow alone carries: the denial's
+    /// headers ([`ShadowHeaders::Denial`], the default) or none.
     ///
-    /// The limiter decides as always, so counters stay exact: a request denied in shadow is
-    /// charged to no quota, as any denial. Its response carries the denial's headers (see
-    /// [`shadow_headers`](Self::shadow_headers)), and the observer gets
+    /// Quotas are put in shadow on the limiter ([`Shadow`](crate::Shadow)): a request its
+    /// decision admits in shadow ([`Decision::is_shadow_denied`](crate::Decision::is_shadow_denied))
+    /// goes on to the inner service, and the observer gets
     /// [`Outcome::Shadowed`](super::Outcome::Shadowed), which
-    /// [`DecisionCounters`](super::DecisionCounters) counts apart. A fail-closed policy's
-    /// denial is no quota's and stays enforced.
+    /// [`DecisionCounters`](super::DecisionCounters) counts apart.
     ///
-    /// # Example
+    /// # Example: a dry run of the whole limiter
     ///
     /// ```
     /// use axum::body::Body;
@@ -280,16 +277,13 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
     /// use tower::ServiceExt;
     ///
     /// let limiter = MemoryLimiter::builder(quota!(1 per minute))
+    ///     .shadow(Shadow::ALL)
     ///     .clock(ManualClock::at_millis(1_800_000_000_000))
     ///     .build()?;
     /// let counters = DecisionCounters::new();
     /// let app = axum::Router::new()
     ///     .route("/", axum::routing::get(|| async { "hello" }))
-    ///     .layer(
-    ///         RateLimitLayer::new(limiter, HeaderKey::from_static("x-api-key"))
-    ///             .shadow(Shadow::ALL)
-    ///             .on_decision(counters.clone()),
-    ///     );
+    ///     .layer(RateLimitLayer::new(limiter, HeaderKey::from_static("x-api-key")).on_decision(counters.clone()));
     ///
     /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
     /// # rt.block_on(async {
@@ -303,13 +297,6 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
     /// # }).unwrap();
     /// # Ok::<(), ratewindow::Error>(())
     /// ```
-    pub fn shadow(mut self, shadow: Shadow) -> Self {
-        self.policies.shadow = shadow;
-        self
-    }
-
-    /// What the response to a request let through in shadow carries: the denial's headers
-    /// ([`ShadowHeaders::Denial`], the default) or none.
     pub fn shadow_headers(mut self, headers: ShadowHeaders) -> Self {
         self.policies.shadow_headers = headers;
         self
@@ -328,9 +315,10 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
     /// fails, the client goes away) leaves its request counted, as does a release that fails.
     /// A released request's response carries the headers of its admission.
     ///
-    /// Costs nothing unless set; when set, a counted response costs one call of `counts`, and a
-    /// released one an allocation and the limiter's release (one round trip on Redis, which
-    /// the response waits for).
+    /// Costs nothing unless set. When set, every charged request costs a copy of its key and
+    /// an allocation (what settling it needs), and its response a call of `counts`; a released
+    /// one also an allocation and the limiter's release (one round trip on Redis, which the
+    /// response waits for; none while Redis is failing, and the request stays counted).
     ///
     /// # Example: only failed logins count
     ///

@@ -45,7 +45,7 @@ const MAX_POLICIES: usize = 32;
 /// |---|---|---|
 /// | `ratewindow_decisions_total` | `outcome="allowed"` | requests admitted: by the backend, a fail-open policy or a fallback limiter |
 /// | | `outcome="denied"` | requests refused with a decision: over a quota (`429`), or by a fail-closed policy (`503`) |
-/// | | `outcome="shadow_denied"` | requests denied by quotas in shadow alone, and let through ([`RateLimitLayer::shadow`](super::RateLimitLayer::shadow)) |
+/// | | `outcome="shadow_denied"` | requests denied by quotas in shadow alone, and let through ([`Shadow`](crate::Shadow)) |
 /// | | `outcome="over_capacity"` | requests of a new key refused because the limiter tracks as many keys as it may (`503`) |
 /// | | `outcome="error"` | requests the limiter could not decide: the sum of `ratewindow_errors_total` |
 /// | `ratewindow_decided_by_total` | `decided_by="over_limit_cache"`, `"fail_open"`, `"fail_closed"`, `"fallback"` | decisions not made by the backend's own counters ([`DecidedBy`]); the rest were |
@@ -151,7 +151,12 @@ impl DeniedByPolicy {
     /// taken by others.
     fn slot_of(&self, name: PolicyName) -> Option<&PolicySlot> {
         let seen = self.len.load(Ordering::Acquire);
-        self.find(&name, seen).or_else(|| self.join(name))
+        let found = self.find(&name, seen);
+        // A full table takes no lock for a policy it has no room for.
+        if found.is_some() || seen == MAX_POLICIES {
+            return found;
+        }
+        self.join(name)
     }
 
     fn find(&self, name: &PolicyName, len: usize) -> Option<&PolicySlot> {

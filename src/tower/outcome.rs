@@ -1,7 +1,7 @@
 //! [`Outcome`]: what the limiter said about one request, and the one place that says whether
 //! that admits the request.
 
-use crate::{DecidedBy, Decision, Error, QuotaState, Shadow};
+use crate::{DecidedBy, Decision, Error, QuotaState};
 
 /// What the limiter said about one request: what an
 /// [`on_decision`](super::RateLimitLayer::on_decision) observer is given, and what a
@@ -29,8 +29,8 @@ pub enum Outcome {
     /// a local cache or its failure policy ([`Decision::decided_by`]).
     Decided(Decision),
     /// The limiter denied the request, by quotas in shadow alone
-    /// ([`RateLimitLayer::shadow`](super::RateLimitLayer::shadow)): it goes on to the inner
-    /// service as if allowed, and, as any denial, was charged to no quota.
+    /// ([`Decision::is_shadow_denied`], [`Shadow`](crate::Shadow)): it goes on to the inner
+    /// service as if allowed. It was charged to the enforced quotas only.
     Shadowed(Decision),
     /// The limiter already tracks as many keys as it may and this key is new
     /// ([`Error::CapacityExhausted`]): nothing was charged. With the key's quotas as they stand
@@ -81,11 +81,11 @@ impl Outcome {
         }
     }
 
-    /// The outcome under `shadow`: a denial by quotas in shadow alone is let through.
+    /// The outcome, with a denial by quotas in shadow alone let through.
     #[inline]
-    pub(crate) fn shadowed(self, shadow: Shadow) -> Outcome {
+    pub(crate) fn shadowed(self) -> Outcome {
         match self {
-            Outcome::Decided(decision) if shadow.denies_in_shadow(&decision) => {
+            Outcome::Decided(decision) if decision.is_shadow_denied() => {
                 Outcome::Shadowed(decision)
             }
             outcome => outcome,
@@ -123,7 +123,9 @@ fn uncharged(peek: &Decision) -> Decision {
         decision.set_quota(i, state);
     }
     decision.finish(peek.quotas().len(), 0);
-    decision.attributed_to(peek.decided_by())
+    decision
+        .marked(peek.name_id(), Default::default())
+        .attributed_to(peek.decided_by())
 }
 
 #[cfg(test)]

@@ -326,7 +326,9 @@ const DEFAULT_CACHED_KEYS: usize = 100_000;
 /// A request whose key's plan is cached is decided at once; otherwise the lookup runs first
 /// (the layer's request waits for it), and its answer serves the key's requests for `ttl`
 /// after. So a plan change takes effect within `ttl`, and keeps the key's count (see
-/// [`Plans`]). Concurrent first requests of one key each look it up. At most
+/// [`Plans`]). Concurrent first requests of one key each look it up, and nothing bounds how
+/// long a lookup takes: give yours a timeout that answers the default plan. A `ttl` of zero
+/// looks every request up. At most
 /// [`capacity`](Self::capacity) keys are remembered; a lookup that finds the cache full drops
 /// the answers that have expired, or else every answer, and starts over (a burst of lookups
 /// rather than an unbounded cache).

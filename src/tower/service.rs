@@ -83,7 +83,7 @@ impl<L, K, C, R, O> Shared<L, K, C, R, O> {
     where
         O: OnDecision,
     {
-        let outcome = outcome.shadowed(self.policies.shadow);
+        let outcome = outcome.shadowed();
         self.on_decision.observe(&outcome);
         outcome.into_admitted()
     }

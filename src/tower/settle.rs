@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use ::http::{Extensions, HeaderMap, Response, StatusCode};
 
-use crate::{BoxFuture, DecidedBy, Decision, Shadow};
+use crate::{BoxFuture, DecidedBy, Decision};
 
-/// What a response to a request let through by a shadow denial
-/// ([`RateLimitLayer::shadow`](super::RateLimitLayer::shadow)) carries.
+/// What the response to a request denied by quotas in shadow alone
+/// ([`Decision::is_shadow_denied`]) carries.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ShadowHeaders {
@@ -63,7 +63,6 @@ pub(crate) type ChargeIf = Arc<dyn Fn(&ResponseHead<'_>) -> bool + Send + Sync>;
 /// The layer's policies for what a decision leads to; none of them by default.
 #[derive(Clone, Default)]
 pub(crate) struct Policies {
-    pub(crate) shadow: Shadow,
     pub(crate) shadow_headers: ShadowHeaders,
     pub(crate) charge_if: Option<ChargeIf>,
 }
@@ -92,7 +91,6 @@ impl Policies {
 impl fmt::Debug for Policies {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Policies")
-            .field("shadow", &self.shadow)
             .field("shadow_headers", &self.shadow_headers)
             .field("charge_if", &self.charge_if.is_some())
             .finish()

@@ -70,11 +70,8 @@ where
 {
     let calls = Arc::new(AtomicUsize::new(0));
     let counters = DecisionCounters::new();
-    let app = counted(&calls).layer(
-        RateLimitLayer::new(limiter.clone(), API_KEY)
-            .shadow(Shadow::ALL)
-            .on_decision(counters.clone()),
-    );
+    let app = counted(&calls)
+        .layer(RateLimitLayer::new(limiter.clone(), API_KEY).on_decision(counters.clone()));
     for expected in ["1", "0", "0", "0", "0"] {
         let reply = send(&app, "k", "/").await;
         assert_eq!(reply.status, StatusCode::OK);
@@ -97,43 +94,58 @@ where
 #[tokio::test]
 async fn shadow_in_memory() {
     let limiter = MemoryLimiter::builder(quota!(2 per minute))
+        .shadow(Shadow::ALL)
         .clock(ManualClock::at_millis(T0_MS))
         .build()
         .unwrap();
     shadow_lets_denials_through_and_counts_them_apart(limiter).await;
 }
 
-/// One quota in shadow: its denials go through (without headers, as configured), the other
-/// quota's are enforced.
-#[tokio::test]
-async fn one_quota_in_shadow_the_other_enforced() {
-    let clock = ManualClock::at_millis(T0_MS);
-    let limiter = MemoryLimiter::builder(quota!(3 per minute))
-        .quota(quota!(4 per hour))
-        .clock(clock.clone())
-        .build()
-        .unwrap();
+/// One quota in shadow: its denials go through (without headers, as configured) and count
+/// against the enforced quota, which keeps denying; the enforced quota's denials are 429s.
+async fn one_quota_in_shadow_the_other_enforced<L>(limiter: L, clock: ManualClock)
+where
+    L: RateLimiter + Clone + 'static,
+{
     let calls = Arc::new(AtomicUsize::new(0));
-    let app = counted(&calls).layer(
-        RateLimitLayer::new(limiter.clone(), API_KEY)
-            .shadow(Shadow::quota(1))
-            .shadow_headers(ShadowHeaders::None),
-    );
+    let app = counted(&calls)
+        .layer(RateLimitLayer::new(limiter.clone(), API_KEY).shadow_headers(ShadowHeaders::None));
     for _ in 0..3 {
         assert_eq!(send(&app, "k", "/").await.status, StatusCode::OK);
     }
-    // Over the minute (enforced) and so over nothing else: a 429.
+    // Over the minute (enforced): a 429.
     let over_minute = send(&app, "k", "/").await;
     assert_eq!(over_minute.status, StatusCode::TOO_MANY_REQUESTS);
     clock.advance(Duration::from_secs(60));
     assert_eq!(send(&app, "k", "/").await.status, StatusCode::OK);
-    // Over the hour (in shadow) alone: let through, without headers.
-    let over_hour = send(&app, "k", "/").await;
-    assert_eq!(over_hour.status, StatusCode::OK);
-    assert_eq!((over_hour.remaining, over_hour.retry_after), (None, None));
-    assert_eq!(calls.load(Ordering::SeqCst), 5);
-    let hour = limiter.peek_sync("k").unwrap().quotas()[1];
-    assert_eq!(hour.used(), 4);
+    // Over the hour (in shadow) alone: let through, without headers, counted in the minute.
+    for _ in 0..2 {
+        let over_hour = send(&app, "k", "/").await;
+        assert_eq!(over_hour.status, StatusCode::OK);
+        assert_eq!((over_hour.remaining, over_hour.retry_after), (None, None));
+    }
+    // The minute is still enforced while the hour is over: 3 served in it, then a 429.
+    let over_both = send(&app, "k", "/").await;
+    assert_eq!(over_both.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(calls.load(Ordering::SeqCst), 6);
+    let peek = limiter.peek("k").await.unwrap();
+    let counts: Vec<u64> = peek.quotas().iter().map(|q| q.used()).collect();
+    assert_eq!(counts, [3, 4], "the hour counts only what it admits");
+}
+
+fn minute_and_shadow_hour(clock: &ManualClock) -> MemoryLimiter<ManualClock> {
+    MemoryLimiter::builder(quota!(3 per minute))
+        .quota(quota!(4 per hour))
+        .shadow(Shadow::quota(1))
+        .clock(clock.clone())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn one_quota_in_shadow_in_memory() {
+    let clock = ManualClock::at_millis(T0_MS);
+    one_quota_in_shadow_the_other_enforced(minute_and_shadow_hour(&clock), clock).await;
 }
 
 /// Counting only failed attempts (4xx): successes are released, failures count and run out.
@@ -311,7 +323,23 @@ mod on_redis {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn shadow_on_redis() {
         let server = RedisServer::new();
-        shadow_lets_denials_through_and_counts_them_apart(limiter(&server, 2).await).await;
+        let limiter = limiter(&server, 2).await.with_shadow(Shadow::ALL);
+        shadow_lets_denials_through_and_counts_them_apart(limiter).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_quota_in_shadow_on_redis() {
+        let server = RedisServer::new();
+        let connection = RedisConnection::connect(&server.url()).await.unwrap();
+        let clock = ManualClock::at_millis(T0_MS);
+        let limiter = RedisLimiter::builder(quota!(3 per minute))
+            .quota(quota!(4 per hour))
+            .shadow(Shadow::quota(1))
+            .timeout(Duration::from_secs(5))
+            .clock(clock.clone())
+            .build(connection)
+            .unwrap();
+        one_quota_in_shadow_the_other_enforced(limiter, clock).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

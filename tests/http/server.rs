@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::BodyExt;
 use ratewindow::http::HeaderStyle;
-use ratewindow::{DynRateLimiter, ManualClock, MemoryLimiter, Quota};
+use ratewindow::{DynRateLimiter, ManualClock, MemoryLimiter, Quota, Shadow};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::sync::mpsc;
@@ -383,7 +383,6 @@ async fn plans_by_key_prefix_and_a_stricter_start_quota() {
         plans: vec![("pro".to_owned(), Arc::new(pro))],
         start: Some(Arc::new(start)),
         start_failures: None,
-        shadow: false,
     };
     let style = "both".parse().unwrap();
     let server = Server {
@@ -433,7 +432,10 @@ async fn failed_starts_count_against_a_stricter_quota_and_shadow_lets_them_throu
     for shadow in [false, true] {
         let clock = ManualClock::at_millis(NOW_MS);
         let limiter = |quota: &str, name: Option<&str>| {
-            let mut builder = MemoryLimiter::builder(quota.parse().unwrap()).clock(clock.clone());
+            let shadow = if shadow { Shadow::ALL } else { Shadow::NONE };
+            let mut builder = MemoryLimiter::builder(quota.parse().unwrap())
+                .shadow(shadow)
+                .clock(clock.clone());
             if let Some(name) = name {
                 builder = builder.name(name);
             }
@@ -441,7 +443,6 @@ async fn failed_starts_count_against_a_stricter_quota_and_shadow_lets_them_throu
         };
         let limiters = Limiters {
             start_failures: Some(limiter("2/1m", Some("start-failures"))),
-            shadow,
             ..Limiters::single(limiter("6/1m", None))
         };
         let server = Server {

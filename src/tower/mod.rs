@@ -128,6 +128,7 @@ mod outcome;
 mod plans;
 mod problem;
 mod service;
+mod skip;
 
 pub use cost::{Cost, UnitCost};
 pub use future::ResponseFuture;
@@ -141,3 +142,4 @@ pub use outcome::Outcome;
 pub use plans::{ByKey, ByRequest, CachedPlanLookup, Choice, ChooseLimiter, PlanLookup, Plans};
 pub use problem::ProblemDetails;
 pub use service::RateLimit;
+pub use skip::{AllowList, Skip, SkipRoutes};

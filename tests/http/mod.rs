@@ -10,3 +10,4 @@ mod plans;
 mod server;
 #[cfg(feature = "redis")]
 pub(crate) mod server_redis;
+mod skip;

@@ -235,8 +235,8 @@ impl AllowList {
     }
 
     /// Reads the peer address with `peer` instead of from a [`ClientAddr`](super::ClientAddr),
-    /// e.g. axum's `ConnectInfo`: `|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())`
-    /// (as [`ClientIpKey::peer_addr`]).
+    /// as [`ClientIpKey::peer_addr`] does, e.g. axum's `ConnectInfo`:
+    /// `|ext| ext.get::<ConnectInfo<SocketAddr>>().map(|info| info.0.ip())`.
     pub fn peer_addr(mut self, peer: PeerAddrFn) -> AllowList {
         self.client = self.client.peer_addr(peer);
         self

@@ -21,7 +21,9 @@
 //! of two routes that the request is not on (the cost of asking); `skipped_service` is a request
 //! such a list skips (about `bare_service`); `with_allow_keys_unmatched` looks the request's key
 //! up in an allow list of four keys; `with_decision_in_extensions` puts the decision into the
-//! request's extensions (their map's first insert allocates).
+//! request's extensions (their map's first insert allocates). `uncharged_service` is a request
+//! of cost 0, the layer's other way through without a decision, for comparison with
+//! `skipped_service`.
 
 use std::convert::Infallible;
 use std::hint::black_box;
@@ -135,6 +137,7 @@ pub(crate) fn bench_all(c: &mut Criterion) {
     let skipped = layer()
         .skip(SkipRoutes::new().route(Method::GET, "/"))
         .layer(bare);
+    let uncharged = layer().cost(|_: &Request<()>| 0).layer(bare);
     let allow_unmatched = layer()
         .allow(AllowList::new().keys([
             "internal-billing",
@@ -194,6 +197,7 @@ pub(crate) fn bench_all(c: &mut Criterion) {
         skip_unmatched,
     );
     bench_service(&mut group, &runtime, "skipped_service", skipped);
+    bench_service(&mut group, &runtime, "uncharged_service", uncharged);
     bench_service(
         &mut group,
         &runtime,

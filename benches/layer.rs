@@ -16,15 +16,25 @@
 //! `key_and_boxed_check` show where that difference goes besides the decision and the headers.
 //! `rate_limited_service_with_counters` is `rate_limited_service` with a `DecisionCounters`
 //! observer: what counting every decision adds.
+//!
+//! What each of the layer's request options costs: `with_skip_unmatched` asks a `SkipRoutes`
+//! of two routes that the request is not on (the cost of asking); `skipped_service` is a request
+//! such a list skips (about `bare_service`); `with_allow_keys_unmatched` looks the request's key
+//! up in an allow list of four keys; `with_decision_in_extensions` puts the decision into the
+//! request's extensions (their map's first insert allocates). `uncharged_service` is a request
+//! of cost 0, the layer's other way through without a decision, for comparison with
+//! `skipped_service`.
 
 use std::convert::Infallible;
 use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use ratewindow::http::{HeaderStyle, IetfDraft, write_headers};
-use ratewindow::tower::{DecisionCounters, HeaderKey, KeyExtractor, RateLimitLayer};
+use ratewindow::tower::{
+    AllowList, DecisionCounters, HeaderKey, KeyExtractor, RateLimitLayer, SkipRoutes,
+};
 use ratewindow::{BoxFuture, MemoryLimiter, Quota, RateLimiter};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
@@ -115,6 +125,28 @@ pub(crate) fn bench_all(c: &mut Criterion) {
     let counted = RateLimitLayer::new(limiter(HUGE), HeaderKey::from_static("x-api-key"))
         .on_decision(counters.clone())
         .layer(bare);
+    let layer = || RateLimitLayer::new(limiter(HUGE), HeaderKey::from_static("x-api-key"));
+    let skip_unmatched = layer()
+        .skip(
+            SkipRoutes::new()
+                .route(Method::GET, "/healthz")
+                .path("/metrics"),
+        )
+        .layer(bare);
+    // The benchmark's requests are `GET /`.
+    let skipped = layer()
+        .skip(SkipRoutes::new().route(Method::GET, "/"))
+        .layer(bare);
+    let uncharged = layer().cost(|_: &Request<()>| 0).layer(bare);
+    let allow_unmatched = layer()
+        .allow(AllowList::new().keys([
+            "internal-billing",
+            "internal-search",
+            "internal-export",
+            "internal-monitoring",
+        ]))
+        .layer(bare);
+    let handed_over = layer().decision_in_extensions(true).layer(bare);
     let typed = service_fn(ok_typed);
     let layered_typed =
         RateLimitLayer::new(limiter(HUGE), HeaderKey::from_static("x-api-key")).layer(typed);
@@ -130,6 +162,19 @@ pub(crate) fn bench_all(c: &mut Criterion) {
     assert_eq!(response.status(), StatusCode::OK);
     assert!(response.headers().contains_key("x-ratelimit-remaining"));
 
+    let skipped_response = runtime
+        .block_on(skipped.clone().oneshot(request()))
+        .expect("infallible");
+    assert!(
+        !skipped_response
+            .headers()
+            .contains_key("x-ratelimit-remaining")
+    );
+    let unmatched = runtime
+        .block_on(allow_unmatched.clone().oneshot(request()))
+        .expect("infallible");
+    assert!(unmatched.headers().contains_key("x-ratelimit-remaining"));
+
     let mut group = c.benchmark_group("layer");
     group.throughput(Throughput::Elements(1));
     bench_service(&mut group, &runtime, "bare_service", bare);
@@ -144,6 +189,26 @@ pub(crate) fn bench_all(c: &mut Criterion) {
         &runtime,
         "rate_limited_service_with_counters",
         counted,
+    );
+    bench_service(
+        &mut group,
+        &runtime,
+        "rate_limited_service_with_skip_unmatched",
+        skip_unmatched,
+    );
+    bench_service(&mut group, &runtime, "skipped_service", skipped);
+    bench_service(&mut group, &runtime, "uncharged_service", uncharged);
+    bench_service(
+        &mut group,
+        &runtime,
+        "rate_limited_service_with_allow_keys_unmatched",
+        allow_unmatched,
+    );
+    bench_service(
+        &mut group,
+        &runtime,
+        "rate_limited_service_with_decision_in_extensions",
+        handed_over,
     );
     bench_service(&mut group, &runtime, "typed/bare_service", typed);
     bench_service(

@@ -14,6 +14,7 @@ use super::key::FallbackKey;
 use super::problem::ProblemDetails;
 use super::service::{RateLimit, Shared};
 use super::settle::{Policies, ResponseHead, ShadowHeaders};
+use super::skip::{AllowList, Gate};
 use crate::http::HeaderStyle;
 
 /// Rate limits every request of the services it wraps: configuration only; the work is done by
@@ -44,6 +45,7 @@ use crate::http::HeaderStyle;
 ///
 /// [`on_rejection`]: RateLimitLayer::on_rejection
 /// [`on_decision`]: RateLimitLayer::on_decision
+/// [`skip`]: RateLimitLayer::skip
 ///
 /// # Example
 ///
@@ -66,7 +68,7 @@ use crate::http::HeaderStyle;
 /// # Ok::<(), ratewindow::Error>(())
 /// ```
 #[derive(Clone)]
-pub struct RateLimitLayer<L, K, C = UnitCost, R = ProblemDetails, O = ()> {
+pub struct RateLimitLayer<L, K, C = UnitCost, R = ProblemDetails, O = (), P = ()> {
     limiter: L,
     key: K,
     cost: C,
@@ -75,6 +77,7 @@ pub struct RateLimitLayer<L, K, C = UnitCost, R = ProblemDetails, O = ()> {
     on_rejection: R,
     on_decision: O,
     policies: Policies,
+    gate: Gate<P>,
 }
 
 impl<L, K> RateLimitLayer<L, K> {
@@ -90,13 +93,14 @@ impl<L, K> RateLimitLayer<L, K> {
             on_rejection: ProblemDetails,
             on_decision: (),
             policies: Policies::default(),
+            gate: Gate::default(),
         }
     }
 }
 
-impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
+impl<L, K, C, R, O, P> RateLimitLayer<L, K, C, R, O, P> {
     /// Charges each request what `cost` says instead of 1.
-    pub fn cost<C2>(self, cost: C2) -> RateLimitLayer<L, K, C2, R, O> {
+    pub fn cost<C2>(self, cost: C2) -> RateLimitLayer<L, K, C2, R, O, P> {
         RateLimitLayer {
             limiter: self.limiter,
             key: self.key,
@@ -106,6 +110,7 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
             on_rejection: self.on_rejection,
             on_decision: self.on_decision,
             policies: self.policies,
+            gate: self.gate,
         }
     }
 
@@ -124,7 +129,7 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
 
     /// Charges a request without a key to the key `fallback` extracts instead of answering
     /// `401` (which it still does when `fallback` finds none either).
-    pub fn fallback_key<F>(self, fallback: F) -> RateLimitLayer<L, FallbackKey<K, F>, C, R, O> {
+    pub fn fallback_key<F>(self, fallback: F) -> RateLimitLayer<L, FallbackKey<K, F>, C, R, O, P> {
         RateLimitLayer {
             limiter: self.limiter,
             key: FallbackKey::new(self.key, fallback),
@@ -134,6 +139,7 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
             on_rejection: self.on_rejection,
             on_decision: self.on_decision,
             policies: self.policies,
+            gate: self.gate,
         }
     }
 
@@ -198,7 +204,7 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
     /// # }).unwrap();
     /// # Ok::<(), ratewindow::Error>(())
     /// ```
-    pub fn on_rejection<F, B>(self, hook: F) -> RateLimitLayer<L, K, C, F, O>
+    pub fn on_rejection<F, B>(self, hook: F) -> RateLimitLayer<L, K, C, F, O, P>
     where
         F: Fn(&Rejection<'_>) -> Response<B>,
     {
@@ -211,14 +217,16 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
             on_rejection: hook,
             on_decision: self.on_decision,
             policies: self.policies,
+            gate: self.gate,
         }
     }
 
     /// Calls `observer` with the limiter's [`Outcome`](super::Outcome) for each request it was asked about,
     /// allowed or not, decided by a failure policy or failed, before the request goes on or is
     /// answered: e.g. to count outcomes by [`DecidedBy`](crate::DecidedBy) without wrapping the
-    /// limiter. Not called for a request without a key (`401`) or of cost 0, which the limiter
-    /// is not asked about. Without an observer (the default `()`), nothing is called.
+    /// limiter. Not called for a request without a key (`401`), of cost 0, skipped or allowed,
+    /// which the limiter is not asked about. Without an observer (the default `()`), nothing
+    /// is called.
     ///
     /// The observer runs on the request's path: keep it short (count, don't log per request).
     ///
@@ -242,7 +250,7 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
     /// # let _ = layer;
     /// # Ok::<(), ratewindow::Error>(())
     /// ```
-    pub fn on_decision<F>(self, observer: F) -> RateLimitLayer<L, K, C, R, F>
+    pub fn on_decision<F>(self, observer: F) -> RateLimitLayer<L, K, C, R, F, P>
     where
         F: OnDecision,
     {
@@ -255,7 +263,147 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
             on_rejection: self.on_rejection,
             on_decision: observer,
             policies: self.policies,
+            gate: self.gate,
         }
+    }
+
+    /// Lets the requests `skip` picks through to the inner service without limiting them,
+    /// e.g. health checks: a [`SkipRoutes`](super::SkipRoutes) of methods and paths, or any
+    /// closure `Fn(&Request<B>) -> bool`. Replaces an earlier `skip`; nothing is skipped by
+    /// default (`()`, which costs nothing).
+    ///
+    /// `skip` is asked first, before anything else the layer does with a request: before its
+    /// cost, before its key is extracted (so a skipped request without a key is not a `401`),
+    /// before the [allow list](RateLimitLayer::allow) and the limiter. A skipped request goes
+    /// to the inner service as it came: nothing charged, no rate-limit headers, no
+    /// [`on_decision`](RateLimitLayer::on_decision) call, no decision in its extensions.
+    ///
+    /// # Example: health checks and metrics scrapes are never limited
+    ///
+    /// ```
+    /// use axum::{Router, body::Body, routing::get};
+    /// use http::{Method, Request, StatusCode};
+    /// use ratewindow::tower::{HeaderKey, RateLimitLayer, SkipRoutes};
+    /// use ratewindow::{MemoryLimiter, Quota};
+    /// use tower::ServiceExt;
+    ///
+    /// let limiter = MemoryLimiter::new(Quota::per_minute(100)?)?;
+    /// let layer = RateLimitLayer::new(limiter, HeaderKey::from_static("x-api-key"))
+    ///     .skip(SkipRoutes::new().route(Method::GET, "/healthz").path("/metrics"));
+    /// // Or a closure of your own:
+    /// // .skip(|request: &Request<Body>| request.uri().path().starts_with("/internal/"))
+    /// let app: Router = Router::new()
+    ///     .route("/healthz", get(|| async { "ok" }))
+    ///     .route("/", get(|| async { "hello" }))
+    ///     .layer(layer);
+    ///
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # rt.block_on(async {
+    /// // No key, yet no 401: the health check is not limited at all.
+    /// let health = app.clone().oneshot(Request::get("/healthz").body(Body::empty())?).await?;
+    /// assert_eq!(health.status(), StatusCode::OK);
+    /// assert!(!health.headers().contains_key("x-ratelimit-remaining"));
+    /// let anonymous = app.oneshot(Request::get("/").body(Body::empty())?).await?;
+    /// assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// # Ok::<(), ratewindow::Error>(())
+    /// ```
+    pub fn skip<P2>(self, skip: P2) -> RateLimitLayer<L, K, C, R, O, P2> {
+        RateLimitLayer {
+            limiter: self.limiter,
+            key: self.key,
+            cost: self.cost,
+            style: self.style,
+            partition_keys: self.partition_keys,
+            on_rejection: self.on_rejection,
+            on_decision: self.on_decision,
+            policies: self.policies,
+            gate: self.gate.with_skip(skip),
+        }
+    }
+
+    /// Never limits the keys and client networks of `list` (replacing an earlier list): e.g.
+    /// internal callers' API keys, your own monitoring's network.
+    ///
+    /// The networks are checked after [`skip`](RateLimitLayer::skip) and before the request's
+    /// cost and key, against the client address the list finds (the connection's peer by
+    /// default, never a forwarding header unless the list is given a
+    /// [`ClientIpKey::behind_proxies`](super::ClientIpKey::behind_proxies) rule: see
+    /// [`AllowList`]); the keys right after the key is extracted, before the limiter is asked.
+    /// An allowed request is treated as a skipped one: it goes to the inner service as it
+    /// came, nothing charged, no rate-limit headers, no
+    /// [`on_decision`](RateLimitLayer::on_decision) call, no decision in its extensions.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use axum::{Router, body::Body, routing::get};
+    /// use http::{Request, StatusCode};
+    /// use ratewindow::tower::{AllowList, HeaderKey, RateLimitLayer};
+    /// use ratewindow::{MemoryLimiter, Quota};
+    /// use tower::ServiceExt;
+    ///
+    /// let limiter = MemoryLimiter::new(Quota::per_minute(1)?)?;
+    /// let layer = RateLimitLayer::new(limiter, HeaderKey::from_static("x-api-key"))
+    ///     .allow(AllowList::new().keys(["internal-billing"]).networks(["10.0.0.0/8".parse()?]));
+    /// let app: Router = Router::new().route("/", get(|| async { "hello" })).layer(layer);
+    ///
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # rt.block_on(async {
+    /// for _ in 0..3 {
+    ///     let request = Request::get("/").header("x-api-key", "internal-billing").body(Body::empty())?;
+    ///     let response = app.clone().oneshot(request).await?;
+    ///     assert_eq!(response.status(), StatusCode::OK);
+    ///     assert!(!response.headers().contains_key("x-ratelimit-remaining"));
+    /// }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn allow(mut self, list: AllowList) -> Self {
+        self.gate.allow = Some(list);
+        self
+    }
+
+    /// Puts the limiter's [`Decision`](crate::Decision) into the extensions of each request it
+    /// admits, before the inner service is called, so that handlers can read `remaining` and
+    /// the rest (axum: `Extension<Decision>`). Off by default: a request's first extension
+    /// allocates its map and the boxed value, which in the layer's benchmark adds about 40 ns
+    /// per request, more than the in-memory decision itself. A request that is not charged (skipped, allowed, of cost 0) gets
+    /// none, so a handler behind both should take `Option<Extension<Decision>>`.
+    ///
+    /// # Example: echoing `remaining`
+    ///
+    /// ```
+    /// use axum::{Extension, Router, body::Body, routing::get};
+    /// use http::Request;
+    /// use http_body_util::BodyExt;
+    /// use ratewindow::tower::{HeaderKey, RateLimitLayer};
+    /// use ratewindow::{Decision, MemoryLimiter, Quota};
+    /// use tower::ServiceExt;
+    ///
+    /// let limiter = MemoryLimiter::new(Quota::per_minute(100)?)?;
+    /// let layer = RateLimitLayer::new(limiter, HeaderKey::from_static("x-api-key"))
+    ///     .decision_in_extensions(true);
+    /// let app: Router = Router::new()
+    ///     .route("/", get(|Extension(decision): Extension<Decision>| async move {
+    ///         format!("{} left", decision.remaining())
+    ///     }))
+    ///     .layer(layer);
+    ///
+    /// # let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// # rt.block_on(async {
+    /// let request = Request::get("/").header("x-api-key", "k").body(Body::empty())?;
+    /// let body = app.oneshot(request).await?.into_body().collect().await?.to_bytes();
+    /// assert_eq!(body, "99 left");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// # Ok::<(), ratewindow::Error>(())
+    /// ```
+    pub fn decision_in_extensions(mut self, enabled: bool) -> Self {
+        self.gate.decision_in_extensions = enabled;
+        self
     }
 
     /// What the response to a request denied by quotas in shadow alone carries: the denial's
@@ -351,10 +499,10 @@ impl<L, K, C, R, O> RateLimitLayer<L, K, C, R, O> {
     }
 }
 
-impl<S, L: Clone, K: Clone, C: Clone, R: Clone, O: Clone> Layer<S>
-    for RateLimitLayer<L, K, C, R, O>
+impl<S, L: Clone, K: Clone, C: Clone, R: Clone, O: Clone, P: Clone> Layer<S>
+    for RateLimitLayer<L, K, C, R, O, P>
 {
-    type Service = RateLimit<S, L, K, C, R, O>;
+    type Service = RateLimit<S, L, K, C, R, O, P>;
 
     fn layer(&self, inner: S) -> Self::Service {
         RateLimit::new(
@@ -368,17 +516,20 @@ impl<S, L: Clone, K: Clone, C: Clone, R: Clone, O: Clone> Layer<S>
                 on_rejection: self.on_rejection.clone(),
                 on_decision: self.on_decision.clone(),
                 policies: self.policies.clone(),
+                gate: self.gate.clone(),
             }),
         )
     }
 }
 
-impl<L, K, C, R, O> fmt::Debug for RateLimitLayer<L, K, C, R, O> {
+impl<L, K, C, R, O, P> fmt::Debug for RateLimitLayer<L, K, C, R, O, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimitLayer")
             .field("style", &self.style)
             .field("partition_keys", &self.partition_keys)
             .field("policies", &self.policies)
+            .field("allow", &self.gate.allow)
+            .field("decision_in_extensions", &self.gate.decision_in_extensions)
             .finish_non_exhaustive()
     }
 }

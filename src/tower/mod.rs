@@ -17,6 +17,7 @@
 //! | backend failure ([`Error::Backend`](crate::Error::Backend)) | `503` | no | not called |
 //! | any other limiter error | `500` | no | not called |
 //! | cost 0 | the inner service's | no | called, nothing charged |
+//! | skipped ([`skip`](RateLimitLayer::skip)) or allowed ([`allow`](RateLimitLayer::allow)) | the inner service's | no | called, nothing charged, key not extracted if skipped |
 //!
 //! Every answer of the layer's own is an `application/problem+json` document (RFC 9457) by
 //! default ([`ProblemDetails`]); an [`on_rejection`](RateLimitLayer::on_rejection) hook builds
@@ -32,6 +33,13 @@
 //! every request it was asked about, e.g. to count the decisions a failure policy made;
 //! [`DecisionCounters`] is a ready-made one that counts every outcome and writes the counts in
 //! the Prometheus text format.
+//!
+//! Requests that are never limited are let through before the limiter is asked: a
+//! [`skip`](RateLimitLayer::skip) predicate ([`SkipRoutes`], a closure) before anything else, an
+//! [`allow`](RateLimitLayer::allow) list's networks before the key is extracted and its keys
+//! right after ([`AllowList`]). With
+//! [`decision_in_extensions`](RateLimitLayer::decision_in_extensions), each admitted request
+//! carries its [`Decision`](crate::Decision) to the handler in its extensions.
 //!
 //! The default answers' bodies are built with `From<String>`, so without an `on_rejection`
 //! hook the inner service's response body type must implement it: axum's `Body` does, and so
@@ -129,6 +137,7 @@ mod plans;
 mod problem;
 mod service;
 mod settle;
+mod skip;
 
 pub use cost::{Cost, UnitCost};
 pub use future::ResponseFuture;
@@ -143,3 +152,4 @@ pub use plans::{ByKey, ByRequest, CachedPlanLookup, Choice, ChooseLimiter, PlanL
 pub use problem::ProblemDetails;
 pub use service::RateLimit;
 pub use settle::{ResponseHead, ShadowHeaders};
+pub use skip::{AllowList, Skip, SkipRoutes};

@@ -16,6 +16,7 @@ use super::outcome::{Outcome, admits};
 use super::plans::{Choice, ChooseLimiter};
 use super::problem::ProblemDetails;
 use super::settle::{Policies, ResponseHead, Settle};
+use super::skip::{Gate, Skip};
 use crate::http::HeaderStyle;
 use crate::{BoxFuture, Decision, Error, RateLimiter};
 
@@ -25,7 +26,7 @@ use crate::{BoxFuture, Decision, Error, RateLimiter};
 pub(crate) struct LayerAnswer;
 
 /// What every clone of one [`RateLimit`] shares.
-pub(crate) struct Shared<L, K, C, R, O> {
+pub(crate) struct Shared<L, K, C, R, O, P> {
     pub(crate) limiter: L,
     pub(crate) key: K,
     pub(crate) cost: C,
@@ -34,6 +35,7 @@ pub(crate) struct Shared<L, K, C, R, O> {
     pub(crate) on_rejection: R,
     pub(crate) on_decision: O,
     pub(crate) policies: Policies,
+    pub(crate) gate: Gate<P>,
 }
 
 /// Decides the request with `limiter`; a full limiter is peeked at for when to retry.
@@ -50,7 +52,7 @@ async fn over_capacity<L: RateLimiter>(limiter: &L, key: &str) -> Outcome {
     Outcome::over_capacity(limiter.peek(key).await.ok())
 }
 
-impl<L, K, C, R, O> Shared<L, K, C, R, O> {
+impl<L, K, C, R, O, P> Shared<L, K, C, R, O, P> {
     /// The layer's own answer to `request`: the hook's response, with the rate-limit headers
     /// of `outcome` put first.
     fn answer<B, ResBody>(
@@ -106,6 +108,7 @@ impl<L, K, C, R, O> Shared<L, K, C, R, O> {
         C: Send + Sync + 'static,
         R: Send + Sync + 'static,
         O: Send + Sync + 'static,
+        P: Send + Sync + 'static,
         ResBody: 'static,
     {
         let settle = self
@@ -134,6 +137,7 @@ impl<L, K, C, R, O> Shared<L, K, C, R, O> {
         C: Send + Sync + 'static,
         R: Send + Sync + 'static,
         O: Send + Sync + 'static,
+        P: Send + Sync + 'static,
         ResBody: 'static,
     {
         let shared = Arc::clone(self);
@@ -177,7 +181,7 @@ impl<L, K, C, R, O> Shared<L, K, C, R, O> {
         self: &Arc<Self>,
         outcome: Outcome,
         (index, key, cost): (usize, &str, u64),
-        request: Request<B>,
+        mut request: Request<B>,
         headers: ResponseHeaders,
     ) -> Checked<B, Response<ResBody>>
     where
@@ -186,10 +190,12 @@ impl<L, K, C, R, O> Shared<L, K, C, R, O> {
         C: Send + Sync + 'static,
         R: OnRejection<ResBody> + Send + Sync + 'static,
         O: OnDecision + Send + Sync + 'static,
+        P: Send + Sync + 'static,
         ResBody: 'static,
     {
         match self.decide(outcome) {
             Ok(decision) => {
+                self.gate.hand_over(&decision, &mut request);
                 Checked::Admitted(request, self.charged(index, key, cost, decision, headers))
             }
             Err(outcome) => Checked::Answered(self.reject(&outcome, request, &headers)),
@@ -207,13 +213,13 @@ impl<L, K, C, R, O> Shared<L, K, C, R, O> {
 /// service that `poll_ready` readied goes into the future and a clone of it stays behind, so
 /// `S` must be `Clone` (an axum `Router` is, cheaply); the request goes into the limiter's
 /// boxed future with it, so its body must be `Send`.
-pub struct RateLimit<S, L, K, C, R = ProblemDetails, O = ()> {
+pub struct RateLimit<S, L, K, C, R = ProblemDetails, O = (), P = ()> {
     inner: S,
-    shared: Arc<Shared<L, K, C, R, O>>,
+    shared: Arc<Shared<L, K, C, R, O, P>>,
 }
 
-impl<S, L, K, C, R, O> RateLimit<S, L, K, C, R, O> {
-    pub(crate) fn new(inner: S, shared: Arc<Shared<L, K, C, R, O>>) -> Self {
+impl<S, L, K, C, R, O, P> RateLimit<S, L, K, C, R, O, P> {
+    pub(crate) fn new(inner: S, shared: Arc<Shared<L, K, C, R, O, P>>) -> Self {
         RateLimit { inner, shared }
     }
 
@@ -238,7 +244,7 @@ impl<S, L, K, C, R, O> RateLimit<S, L, K, C, R, O> {
     }
 }
 
-impl<S: Clone, L, K, C, R, O> Clone for RateLimit<S, L, K, C, R, O> {
+impl<S: Clone, L, K, C, R, O, P> Clone for RateLimit<S, L, K, C, R, O, P> {
     fn clone(&self) -> Self {
         RateLimit {
             inner: self.inner.clone(),
@@ -247,7 +253,7 @@ impl<S: Clone, L, K, C, R, O> Clone for RateLimit<S, L, K, C, R, O> {
     }
 }
 
-impl<S: fmt::Debug, L, K, C, R, O> fmt::Debug for RateLimit<S, L, K, C, R, O> {
+impl<S: fmt::Debug, L, K, C, R, O, P> fmt::Debug for RateLimit<S, L, K, C, R, O, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RateLimit")
             .field("inner", &self.inner)
@@ -256,7 +262,8 @@ impl<S: fmt::Debug, L, K, C, R, O> fmt::Debug for RateLimit<S, L, K, C, R, O> {
     }
 }
 
-impl<S, L, K, C, R, O, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S, L, K, C, R, O>
+impl<S, L, K, C, R, O, P, ReqBody, ResBody> Service<Request<ReqBody>>
+    for RateLimit<S, L, K, C, R, O, P>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
     L: ChooseLimiter<ReqBody>,
@@ -264,6 +271,7 @@ where
     C: Cost<ReqBody> + Send + Sync + 'static,
     R: OnRejection<ResBody> + Send + Sync + 'static,
     O: OnDecision + Send + Sync + 'static,
+    P: Skip<ReqBody> + Send + Sync + 'static,
     ReqBody: Send + 'static,
     ResBody: 'static,
 {
@@ -275,7 +283,11 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+    fn call(&mut self, mut request: Request<ReqBody>) -> Self::Future {
+        // Skipped routes and allowed networks: before the cost, the key and the limiter.
+        if self.shared.gate.passes(&request) {
+            return ResponseFuture::uncharged(self.inner.call(request));
+        }
         let style = self.shared.style;
         let cost = self.shared.cost.cost(&request);
         if cost == 0 {
@@ -286,6 +298,9 @@ where
             let kind = RejectionKind::MissingKey;
             return ResponseFuture::answered(shared.answer(kind, None, request, None));
         };
+        if shared.gate.passes_key(&key) {
+            return ResponseFuture::uncharged(self.inner.call(request));
+        }
         let headers = ResponseHeaders::for_key(style, shared.partition_keys, &key);
         let index = match shared.limiter.choose(&request, &key) {
             Choice::Now(index) => index,
@@ -315,6 +330,7 @@ where
                 // A copy for the observer: without one (`()`), it is never made.
                 shared.on_decision.observe(&Outcome::Decided(decision));
                 let charged = shared.charged(index, &key, cost, decision, headers);
+                shared.gate.hand_over(&decision, &mut request);
                 return ResponseFuture::calling(self.inner.call(request), charged);
             }
             Some(Ok(decision)) => Outcome::Decided(decision),
@@ -323,6 +339,7 @@ where
         match shared.decide(outcome) {
             Ok(decision) => {
                 let charged = shared.charged(index, &key, cost, decision, headers);
+                shared.gate.hand_over(&decision, &mut request);
                 ResponseFuture::calling(self.inner.call(request), charged)
             }
             Err(outcome) => ResponseFuture::answered(shared.reject(&outcome, request, &headers)),
@@ -330,7 +347,7 @@ where
     }
 }
 
-impl<S, L, K, C, R, O> RateLimit<S, L, K, C, R, O> {
+impl<S, L, K, C, R, O, P> RateLimit<S, L, K, C, R, O, P> {
     /// The waiting path: the choice of limiter if it must be waited for (else limiter
     /// `index`), then the decision, in a boxed future; then the inner service.
     fn checking<ReqBody, ResBody>(
@@ -348,6 +365,7 @@ impl<S, L, K, C, R, O> RateLimit<S, L, K, C, R, O> {
         C: Send + Sync + 'static,
         R: OnRejection<ResBody> + Send + Sync + 'static,
         O: OnDecision + Send + Sync + 'static,
+        P: Send + Sync + 'static,
         L: ChooseLimiter<ReqBody>,
         ReqBody: Send + 'static,
         ResBody: 'static,

@@ -11,3 +11,4 @@ mod policies;
 mod server;
 #[cfg(feature = "redis")]
 pub(crate) mod server_redis;
+mod skip;

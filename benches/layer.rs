@@ -15,7 +15,10 @@
 //! same work in both, so their difference is the layer's alone. `key_extract` and
 //! `key_and_boxed_check` show where that difference goes besides the decision and the headers.
 //! `rate_limited_service_with_counters` is `rate_limited_service` with a `DecisionCounters`
-//! observer: what counting every decision adds.
+//! observer: what counting every decision adds. The layer's options each have a case:
+//! skipping (a predicate that does not match; a skipped request), an allow list that does not
+//! match, the decision in the request's extensions, charging by response (every request
+//! counted; every one released), a shadow denial served, and two plans chosen by key.
 //!
 //! What each of the layer's request options costs: `with_skip_unmatched` asks a `SkipRoutes`
 //! of two routes that the request is not on (the cost of asking); `skipped_service` is a request
@@ -33,9 +36,10 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use ratewindow::http::{HeaderStyle, IetfDraft, write_headers};
 use ratewindow::tower::{
-    AllowList, DecisionCounters, HeaderKey, KeyExtractor, RateLimitLayer, SkipRoutes,
+    AllowList, DecisionCounters, HeaderKey, KeyExtractor, Plans, RateLimitLayer, ResponseHead,
+    SkipRoutes,
 };
-use ratewindow::{BoxFuture, MemoryLimiter, Quota, RateLimiter};
+use ratewindow::{BoxFuture, MemoryLimiter, Quota, RateLimiter, Shadow};
 use tower::{Layer, Service, ServiceExt, service_fn};
 
 /// The largest per-minute limit ratewindow counts (2^33 - 1): the allowed path throughout.
@@ -147,6 +151,31 @@ pub(crate) fn bench_all(c: &mut Criterion) {
         ]))
         .layer(bare);
     let handed_over = layer().decision_in_extensions(true).layer(bare);
+    // Settled by the response: every request counted, or every one released.
+    let settled_counted = layer().charge_if(|_: &ResponseHead<'_>| true).layer(bare);
+    let settled_released = layer().charge_if(|_: &ResponseHead<'_>| false).layer(bare);
+    // Every request over its (shadow) quota: served with the denial's headers.
+    let shadow = MemoryLimiter::builder(Quota::per_minute(1).expect("valid quota"))
+        .shadow(Shadow::ALL)
+        .build()
+        .expect("limit fits");
+    shadow.check_sync(KEY).expect("valid key");
+    let shadowed = RateLimitLayer::new(shadow, HeaderKey::from_static("x-api-key")).layer(bare);
+    // Two plans sharing counters, chosen by the key.
+    let free = limiter(HUGE);
+    let pro = free
+        .plan("pro", [Quota::per_minute(HUGE).expect("valid quota")])
+        .expect("same windows");
+    let plans = Plans::new("free", free)
+        .plan("pro", pro)
+        .by_key(|key: &str| {
+            if key.starts_with("pro_") {
+                "pro"
+            } else {
+                "free"
+            }
+        });
+    let planned = RateLimitLayer::new(plans, HeaderKey::from_static("x-api-key")).layer(bare);
     let typed = service_fn(ok_typed);
     let layered_typed =
         RateLimitLayer::new(limiter(HUGE), HeaderKey::from_static("x-api-key")).layer(typed);
@@ -210,6 +239,20 @@ pub(crate) fn bench_all(c: &mut Criterion) {
         "rate_limited_service_with_decision_in_extensions",
         handed_over,
     );
+    bench_service(
+        &mut group,
+        &runtime,
+        "rate_limited_service_charge_if_counted",
+        settled_counted,
+    );
+    bench_service(
+        &mut group,
+        &runtime,
+        "rate_limited_service_charge_if_released",
+        settled_released,
+    );
+    bench_service(&mut group, &runtime, "shadow_denied_service", shadowed);
+    bench_service(&mut group, &runtime, "plans_by_key_service", planned);
     bench_service(&mut group, &runtime, "typed/bare_service", typed);
     bench_service(
         &mut group,

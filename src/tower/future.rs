@@ -66,10 +66,11 @@ pin_project! {
             // No headers when nothing was charged (cost 0), or for a shadow denial without.
             charged: Charged<S::Response>,
         },
-        // The response waits for its request's release (it did not count).
+        // The response waits for its request's release (it did not count). Boxed: a rare
+        // state, which must not make every response future larger.
         Releasing {
             release: BoxFuture<'static, ()>,
-            response: Option<S::Response>,
+            response: Option<Box<S::Response>>,
         },
         Answered {
             response: Option<S::Response>,
@@ -129,6 +130,14 @@ impl<S: Service<Request<ReqBody>>, ReqBody> ResponseFuture<S, ReqBody> {
     }
 }
 
+/// What settling a request by `response` leads to: the release to wait for, if it does not
+/// count. Out of line: most requests are not settled so.
+#[cold]
+#[inline(never)]
+fn settled<Res>(settle: Settle<Res>, response: &Res) -> Option<BoxFuture<'static, ()>> {
+    settle(response)
+}
+
 impl<S, ReqBody, ResBody> Future for ResponseFuture<S, ReqBody>
 where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
@@ -163,14 +172,14 @@ where
                     }
                     // Settled by the response: a request that does not count is released
                     // before its response goes out.
-                    if let Some(release) =
-                        charged.settle.take().and_then(|settle| settle(&response))
-                    {
-                        this.state.set(State::Releasing {
-                            release,
-                            response: Some(response),
-                        });
-                        continue;
+                    if let Some(settle) = charged.settle.take() {
+                        if let Some(release) = settled(settle, &response) {
+                            this.state.set(State::Releasing {
+                                release,
+                                response: Some(Box::new(response)),
+                            });
+                            continue;
+                        }
                     }
                     return Poll::Ready(Ok(response));
                 }
@@ -179,7 +188,7 @@ where
                     let response = response
                         .take()
                         .expect("ResponseFuture polled after completion");
-                    return Poll::Ready(Ok(response));
+                    return Poll::Ready(Ok(*response));
                 }
                 StateProj::Answered { response } => {
                     let response = response

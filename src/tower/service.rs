@@ -93,7 +93,7 @@ impl<L, K, C, R, O, P> Shared<L, K, C, R, O, P> {
     /// What the response to a request admitted by `decision` (of limiter `index`, for `key`
     /// and `cost`) gets: the decision's headers unless they are left out, and the settling by
     /// the response when the layer charges by response.
-    #[inline]
+    #[inline(always)]
     fn charged<B, ResBody>(
         self: &Arc<Self>,
         index: usize,
@@ -111,10 +111,10 @@ impl<L, K, C, R, O, P> Shared<L, K, C, R, O, P> {
         P: Send + Sync + 'static,
         ResBody: 'static,
     {
-        let settle = self
-            .policies
-            .settles(&decision)
-            .then(|| self.settle_by_response(index, key.to_owned(), cost, decision));
+        let settle = match self.policies.settles(&decision) {
+            false => None,
+            true => Some(self.settle_by_response(index, key.to_owned(), cost, decision)),
+        };
         let headers = self
             .policies
             .writes_headers(&decision)
@@ -124,6 +124,7 @@ impl<L, K, C, R, O, P> Shared<L, K, C, R, O, P> {
 
     /// Releases the request of `decision` if its response says it does not count.
     #[cold]
+    #[inline(never)]
     fn settle_by_response<B, ResBody>(
         self: &Arc<Self>,
         index: usize,

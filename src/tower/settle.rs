@@ -70,14 +70,14 @@ pub(crate) struct Policies {
 impl Policies {
     /// Whether an admitted request's response gets `decision`'s headers: always, but for a
     /// shadow denial under [`ShadowHeaders::None`].
-    #[inline]
+    #[inline(always)]
     pub(crate) fn writes_headers(&self, decision: &Decision) -> bool {
         decision.is_allowed() || self.shadow_headers == ShadowHeaders::Denial
     }
 
     /// Whether the request of `decision` is settled by its response: when charging by response
     /// and the decision charged something to give back.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn settles(&self, decision: &Decision) -> bool {
         self.charge_if.is_some()
             && decision.is_allowed()

@@ -70,6 +70,12 @@ impl<L: RateLimiter + 'static, B> ChooseLimiter<B> for L {
 /// the plan's name into the headers' policy names (`pro-per-minute`) and the `429` body. A
 /// limiter of its own (a route's) counts apart.
 ///
+/// A selector returns the plan's name as anything `AsRef<str>`: a `&'static str`, or an
+/// `Arc<str>` or `String` for names from configuration (a name borrowed from the request does
+/// not fit its signature; copy it). Name the request's body type in a `by_request` closure
+/// (`|request: &Request<Body>, key: &str|`). Quotas put in shadow ([`Shadow`](crate::Shadow))
+/// are named by position in each plan's own quotas.
+///
 /// The selector is [`by_key`](Plans::by_key) (a function of the key),
 /// [`by_request`](Plans::by_request) (of the request and its key), or
 /// [`looked_up`](Plans::looked_up) (an asynchronous lookup per key, e.g. in your database,

@@ -185,7 +185,21 @@ impl Decision {
     pub(crate) fn marked(mut self, name: NameId, shadow: Shadow) -> Decision {
         self.name = name;
         self.shadow = shadow.bits();
+        let enforced = self.violated & !self.shadow;
+        if enforced != 0 && enforced != self.violated {
+            self.binding = self.pick_binding_among(enforced) as u8;
+        }
         self
+    }
+
+    /// The quotas (bit `i`: quota `i`) the decision charged, if it was a check: all when
+    /// allowed, the enforced ones when denied by quotas in shadow alone, else none.
+    pub(crate) fn charged_mask(&self) -> u8 {
+        crate::fixed_window::charged(
+            self.violated,
+            Shadow::from_bits(self.shadow),
+            self.quotas().len(),
+        )
     }
 
     /// The id of the deciding limiter's name.
@@ -215,8 +229,15 @@ impl Decision {
     }
 
     fn pick_binding(&self) -> usize {
+        self.pick_binding_among(self.violated)
+    }
+
+    /// [`pick_binding`](Self::pick_binding) with only the violated quotas of `violated` in
+    /// the running: when an enforced quota denies, a quota in shadow must not be the one the
+    /// headers and the `Retry-After` describe.
+    fn pick_binding_among(&self, violated: u8) -> usize {
         let states = self.quotas();
-        if self.violated == 0 {
+        if violated == 0 {
             // Fewest remaining, ties to the later reset.
             (0..states.len())
                 .min_by_key(|&i| {
@@ -229,7 +250,7 @@ impl Decision {
         } else {
             // The violated quota that blocks longest; ties to the first.
             (0..states.len())
-                .filter(|&i| self.violated & (1 << i) != 0)
+                .filter(|&i| violated & (1 << i) != 0)
                 .min_by_key(|&i| std::cmp::Reverse(states[i].window_end_ms))
                 .unwrap_or(0)
         }

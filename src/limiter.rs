@@ -82,7 +82,8 @@ pub trait RateLimiter: Send + Sync {
     fn refund(&self, key: &str, amount: u64) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// Gives back `amount` of the units that `decision` (an allowed decision of this limiter
-    /// for `key`) charged, to the windows it charged them to: what settling a request by its
+    /// for `key`, or a shadow denial, which charged the enforced quotas alone) charged, to the
+    /// quotas and windows it charged them to: what settling a request by its
     /// response needs (reserve with [`check_n`](RateLimiter::check_n), release if it turns out
     /// not to count). A window that has ended since keeps its count, and a decision that
     /// charged nothing (a denial, a failure policy's admission without a count) gives nothing

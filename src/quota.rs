@@ -316,9 +316,9 @@ impl QuotaSet {
         }
         Ok(QuotaSet {
             name: self.name,
-            shadow: self.shadow,
             ..QuotaSet::new(quotas, max_limit)?
-        })
+        }
+        .shadowed(self.shadow))
     }
 
     /// The same quotas under the name `name`.
@@ -341,8 +341,22 @@ impl QuotaSet {
     }
 
     /// The same quotas with `shadow`'s in shadow.
+    ///
+    /// A cost above a shadow quota's limit is then no error: the request is a shadow denial. So
+    /// the smallest limit is the smallest enforced one (none: no cost is refused for a limit).
     pub(crate) fn shadowed(self, shadow: Shadow) -> Self {
-        QuotaSet { shadow, ..self }
+        let min_limit = self
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !shadow.contains(*i))
+            .map(|(_, quota)| quota.limit())
+            .min()
+            .unwrap_or(u64::MAX);
+        QuotaSet {
+            shadow,
+            min_limit,
+            ..self
+        }
     }
 
     /// The quotas in shadow.

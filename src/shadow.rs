@@ -15,7 +15,10 @@ use crate::MAX_QUOTAS;
 /// enforced quotas, which it fits (so they keep counting every request served, and keep
 /// denying), and to no quota in shadow, as any denial (so a shadow quota counts exactly what it
 /// would admit if enforced). With every quota in shadow ([`Shadow::ALL`]) it is charged to
-/// none. Quotas are named by their position in the limiter's quotas. A failure policy's denial
+/// none. A cost above a shadow quota's limit is no error: the request is a shadow denial. On
+/// Redis, quotas of one window length share one counter, so a shadow quota with the same window
+/// as an enforced one counts every request served. Quotas are named by their position in the
+/// limiter's quotas. A failure policy's denial
 /// ([`DecidedBy::FailClosed`](crate::DecidedBy::FailClosed)) is no quota's, and stays one.
 ///
 /// # Example
@@ -89,11 +92,57 @@ impl Shadow {
     pub(crate) const fn bits(self) -> u8 {
         self.quotas
     }
+
+    /// The quotas of bits `quotas`.
+    pub(crate) const fn from_bits(quotas: u8) -> Shadow {
+        Shadow { quotas }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{ManualClock, MemoryLimiter, Quota};
+
+    fn minute_and_shadow_hour(clock: &ManualClock) -> MemoryLimiter<ManualClock> {
+        MemoryLimiter::builder(Quota::per_minute(2).unwrap())
+            .quota(Quota::per_hour(3).unwrap())
+            .shadow(Shadow::quota(1))
+            .clock(clock.clone())
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn an_enforced_denial_is_described_by_the_enforced_quota() {
+        let clock = ManualClock::at_millis(1_800_000_000_000);
+        let limiter = minute_and_shadow_hour(&clock);
+        limiter.check_n_sync("k", 2).unwrap();
+        clock.advance(std::time::Duration::from_secs(60));
+        limiter.check_sync("k").unwrap();
+        assert!(limiter.check_sync("k").unwrap().is_shadow_denied());
+        // The minute (enforced) and the hour (shadow) both over: the minute is binding.
+        let denied = limiter.check_sync("k").unwrap();
+        assert!(denied.denied_by(0) && denied.denied_by(1) && !denied.admits());
+        assert_eq!((denied.binding_index(), denied.limit()), (0, 2));
+        assert_eq!(denied.retry_after_secs(), Some(60));
+    }
+
+    #[test]
+    fn a_cost_above_a_shadow_limit_is_a_shadow_denial_not_an_error() {
+        let clock = ManualClock::at_millis(1_800_000_000_000);
+        let limiter = minute_and_shadow_hour(&clock)
+            .with_quotas([Quota::per_minute(10).unwrap(), Quota::per_hour(3).unwrap()])
+            .unwrap();
+        let decision = limiter.check_n_sync("k", 5).unwrap();
+        assert!(decision.is_shadow_denied());
+        assert_eq!(decision.quotas()[0].used(), 5);
+        assert_eq!(decision.quotas()[1].used(), 0);
+        // Above the enforced limit: still an error.
+        assert!(limiter.check_n_sync("k", 11).is_err());
+        let all = limiter.with_shadow(Shadow::ALL);
+        assert!(all.check_n_sync("k", 11).unwrap().is_shadow_denied());
+    }
 
     #[test]
     fn masks_compose_and_stay_within_the_quotas() {

@@ -202,9 +202,13 @@ impl<C: Clock> MemoryLimiter<C> {
     pub fn refund_sync(&self, key: &str, amount: u64) -> Result<(), Error> {
         key::validate(key)?;
         // Only a counter of the current (or, after a clock step back, a later) window.
-        self.give_back(key, amount, self.clock.now_ms(), |counter, window| {
-            counter >= window
-        })
+        self.give_back(
+            key,
+            amount,
+            self.clock.now_ms(),
+            u8::MAX,
+            |counter, window| counter >= window,
+        )
     }
 
     /// Gives back `amount` of the units that `decision`, an allowed decision of this limiter
@@ -234,7 +238,7 @@ impl<C: Clock> MemoryLimiter<C> {
     /// [`Error::EmptyKey`], [`Error::KeyTooLong`], [`Error::ClockOutOfRange`].
     pub fn release_sync(&self, key: &str, amount: u64, decision: &Decision) -> Result<(), Error> {
         key::validate(key)?;
-        if !decision.is_allowed() || decision.decided_by() != DecidedBy::Backend {
+        if decision.decided_by() != DecidedBy::Backend {
             return Ok(());
         }
         self.release_charged(key, amount, decision)
@@ -248,27 +252,38 @@ impl<C: Clock> MemoryLimiter<C> {
         amount: u64,
         decision: &Decision,
     ) -> Result<(), Error> {
-        // Only the counters of the windows the decision was made in.
-        self.give_back(key, amount, decision.decided_at_ms(), |counter, window| {
-            counter == window
-        })
+        // Only the counters the decision charged (a shadow denial: the enforced quotas'; a
+        // denial: none), of the windows it was made in.
+        let charged = decision.charged_mask();
+        if charged == 0 {
+            return Ok(());
+        }
+        self.give_back(
+            key,
+            amount,
+            decision.decided_at_ms(),
+            charged,
+            |counter, window| counter == window,
+        )
     }
 
-    /// Gives back `amount` units to each counter whose window index `takes(counter, window)`
-    /// given the window of `at_ms`, never going below zero.
+    /// Gives back `amount` units to each counter of `quotas` (bit `i`: quota `i`) whose window
+    /// index `takes(counter, window)` given the window of `at_ms`, never going below zero.
     fn give_back(
         &self,
         key: &str,
         amount: u64,
         at_ms: u64,
+        quotas: u8,
         takes: impl Fn(u64, u64) -> bool,
     ) -> Result<(), Error> {
         let frame = self.frame(key, at_ms)?;
         let id = self.store.key_ids.of(key);
         let give_back = |counters: &mut [Counter]| {
             let mut changed = false;
-            for (counter, window) in counters.iter_mut().zip(&frame.windows) {
-                if takes(counter.index, window.index) && counter.count > 0 && amount > 0 {
+            for (i, (counter, window)) in counters.iter_mut().zip(&frame.windows).enumerate() {
+                let chosen = quotas & (1 << i) != 0;
+                if chosen && takes(counter.index, window.index) && counter.count > 0 && amount > 0 {
                     counter.count = counter.count.saturating_sub(amount);
                     changed = true;
                 }

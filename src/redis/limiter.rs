@@ -244,24 +244,15 @@ impl<C: Clock> RedisLimiter<C> {
         C: Clone,
     {
         let shadow = self.quotas.shadow();
-        let enforced: Vec<(usize, Quota)> = self
-            .quotas
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| !shadow.contains(*i))
-            .map(|(i, quota)| (i, *quota))
-            .collect();
-        if enforced.is_empty() {
+        let Some((view, enforced)) = self.enforced_view()? else {
             // Every quota in shadow: nothing to charge.
             return Ok(denied);
-        }
-        let view_quotas: Vec<Quota> = enforced.iter().map(|(_, quota)| *quota).collect();
-        let mut view = self.clone();
-        view.quotas = QuotaSet::new(&view_quotas, max_limit).map_err(Error::Config)?;
-        view.counters = keys::Counters::new(&view_quotas);
-        // Its own (empty) cache: the key's cached denials are the whole limiter's.
-        view.over_limit = Arc::new(OverLimitCache::new(0));
+        };
         let charged = view.decide(key, Op::Check, cost).await?;
+        if charged.decided_by() == DecidedBy::Fallback {
+            // The fallback limiter decided for every quota (it has them all, shadow included).
+            return Ok(charged.marked(self.quotas.name(), shadow));
+        }
         let mut states = [QuotaState::default(); MAX_QUOTAS];
         let mut violated = 0u8;
         for (i, state) in denied.quotas().iter().enumerate() {
@@ -270,8 +261,8 @@ impl<C: Clock> RedisLimiter<C> {
                 violated |= 1 << i;
             }
         }
-        for (j, (i, _)) in enforced.iter().enumerate() {
-            states[*i] = charged.quotas()[j];
+        for (j, &i) in enforced.iter().enumerate() {
+            states[i] = charged.quotas()[j];
             if charged.denied_by(j) {
                 violated |= 1 << i;
             }
@@ -284,6 +275,28 @@ impl<C: Clock> RedisLimiter<C> {
         Ok(decision
             .marked(self.quotas.name(), shadow)
             .attributed_to(charged.decided_by()))
+    }
+
+    /// A limiter on the enforced quotas' counters alone, and those quotas' positions; `None`
+    /// when every quota is in shadow. Its over-limit cache is empty: the key's cached denials
+    /// are the whole limiter's.
+    fn enforced_view(&self) -> Result<Option<(Self, Vec<usize>)>, Error>
+    where
+        C: Clone,
+    {
+        let shadow = self.quotas.shadow();
+        let enforced: Vec<usize> = (0..self.quotas.len())
+            .filter(|&i| !shadow.contains(i))
+            .collect();
+        if enforced.is_empty() {
+            return Ok(None);
+        }
+        let quotas: Vec<Quota> = enforced.iter().map(|&i| self.quotas[i]).collect();
+        let mut view = self.clone();
+        view.quotas = QuotaSet::new(&quotas, max_limit).map_err(Error::Config)?;
+        view.counters = keys::Counters::new(&quotas);
+        view.over_limit = Arc::new(OverLimitCache::new(0));
+        Ok(Some((view, enforced)))
     }
 
     /// Decides for a valid key: from the over-limit cache, else Redis, else the failure policy.
@@ -334,9 +347,13 @@ impl<C: Clock> RedisLimiter<C> {
                     self.over_limit
                         .remember(key, &decision, local_ms, self.quotas.shadow());
                 } else if let Op::Peek = op {
-                    if !decision.is_allowed() {
-                        self.over_limit
-                            .remember(key, &decision, local_ms, self.quotas.shadow());
+                    // Only a peek an enforced quota denies: a shadow denial's peek shows its
+                    // enforced quotas as the next request would charge them.
+                    let shadow = self.quotas.shadow();
+                    let enforced_denies = (0..self.quotas.len())
+                        .any(|i| decision.denied_by(i) && !shadow.contains(i));
+                    if enforced_denies {
+                        self.over_limit.remember(key, &decision, local_ms, shadow);
                     }
                 }
                 Ok(decision)
@@ -561,7 +578,11 @@ impl<C: Clock> RedisLimiter<C> {
             *state = QuotaState::new(quota.limit(), used, window_ms, windows[counter].end_ms);
         }
         let states = &states[..self.quotas.len()];
-        if reply.denied || matches!(op, Op::Peek) {
+        if matches!(op, Op::Peek) {
+            // The decision the next request would get, as the in-memory backend makes it: a
+            // shadow denial shows its enforced quotas charged.
+            fixed_window::decide_with_shadow(reply.now_ms, states, amount, self.quotas.shadow())
+        } else if reply.denied {
             // The counts are those the request met (a denied check was given back): decide on
             // them, as the script did.
             fixed_window::decide(reply.now_ms, states, amount)
@@ -622,7 +643,8 @@ impl<C: Clock + Clone> RateLimiter for RedisLimiter<C> {
 
     async fn release(&self, key: &str, amount: u64, decision: &Decision) -> Result<(), Error> {
         key::validate(key)?;
-        if !decision.is_allowed() {
+        if decision.charged_mask() == 0 {
+            // Charged nothing.
             return Ok(());
         }
         match decision.decided_by() {
@@ -640,6 +662,25 @@ impl<C: Clock + Clone> RateLimiter for RedisLimiter<C> {
             // Charged nothing.
             _ => return Ok(()),
         }
+        if !decision.is_allowed() {
+            // A shadow denial charged the enforced quotas alone: give back to them alone.
+            return match self.enforced_view()? {
+                Some((view, _)) => view.release_counters(key, amount, decision).await,
+                None => Ok(()),
+            };
+        }
+        self.release_counters(key, amount, decision).await
+    }
+}
+
+impl<C: Clock + Clone> RedisLimiter<C> {
+    /// Gives back `amount` to each of this limiter's counters of `decision`'s windows.
+    async fn release_counters(
+        &self,
+        key: &str,
+        amount: u64,
+        decision: &Decision,
+    ) -> Result<(), Error> {
         // A denial remembered for the key may have room again.
         self.over_limit.forget(key);
         let mut base = keys::base(&self.prefix, key);

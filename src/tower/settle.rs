@@ -76,11 +76,12 @@ impl Policies {
     }
 
     /// Whether the request of `decision` is settled by its response: when charging by response
-    /// and the decision charged something to give back.
+    /// and the decision charged something to give back (an admission; a shadow denial, to its
+    /// enforced quotas).
     #[inline(always)]
     pub(crate) fn settles(&self, decision: &Decision) -> bool {
         self.charge_if.is_some()
-            && decision.is_allowed()
+            && decision.charged_mask() != 0
             && matches!(
                 decision.decided_by(),
                 DecidedBy::Backend | DecidedBy::Fallback

@@ -46,8 +46,10 @@ async fn send(app: &Router, key: &str, path: &str) -> Reply {
 async fn count<L: RateLimiter>(limiter: &L, key: &str) -> u64 {
     let peek = limiter.peek(key).await.unwrap();
     let used = peek.quotas()[0].used();
-    // A peek that admits reports the count with its own unit in it.
-    if peek.is_allowed() { used - 1 } else { used }
+    // A peek that admits reports the count with its own unit in it; so does one denied in
+    // shadow alone, for an enforced quota it does not deny (here: the first).
+    let charged = peek.is_allowed() || (peek.is_shadow_denied() && !peek.denied_by(0));
+    if charged { used - 1 } else { used }
 }
 
 /// A route that counts its calls.
@@ -178,6 +180,54 @@ where
     assert_eq!(count(&limiter, "k").await, 2);
     let denied = send(&app, "k", "/login").await;
     assert_eq!(denied.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// A shadow denial settled by its response: served, charged to the enforced quota, and given
+/// back when its response does not count, so a shadow quota that ran out changes nothing that
+/// is enforced.
+async fn shadow_denials_are_released_too<L>(limiter: L)
+where
+    L: RateLimiter + Clone + 'static,
+{
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route("/fail", get(|| async { (StatusCode::UNAUTHORIZED, "no") }))
+        .layer(
+            RateLimitLayer::new(limiter.clone(), API_KEY)
+                .charge_if(|response: &ResponseHead<'_>| response.status().is_client_error()),
+        );
+    // Two failures fill the shadow hour (2) and count in the minute (3).
+    for _ in 0..2 {
+        assert_eq!(
+            send(&app, "k", "/fail").await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    // Successes over the shadow hour: served, charged to the minute, released.
+    for _ in 0..5 {
+        assert_eq!(send(&app, "k", "/").await.status, StatusCode::OK);
+    }
+    assert_eq!(count(&limiter, "k").await, 2);
+    // One more failure fills the minute; then it denies.
+    assert_eq!(
+        send(&app, "k", "/fail").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&app, "k", "/").await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn shadow_denials_are_released_too_in_memory() {
+    let limiter = MemoryLimiter::builder(quota!(3 per minute))
+        .quota(quota!(2 per hour))
+        .shadow(Shadow::quota(1))
+        .clock(ManualClock::at_millis(T0_MS))
+        .build()
+        .unwrap();
+    shadow_denials_are_released_too(limiter).await;
 }
 
 #[tokio::test]
@@ -340,6 +390,20 @@ mod on_redis {
             .build(connection)
             .unwrap();
         one_quota_in_shadow_the_other_enforced(limiter, clock).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn shadow_denials_are_released_too_on_redis() {
+        let server = RedisServer::new();
+        let connection = RedisConnection::connect(&server.url()).await.unwrap();
+        let limiter = RedisLimiter::builder(quota!(3 per minute))
+            .quota(quota!(2 per hour))
+            .shadow(Shadow::quota(1))
+            .timeout(Duration::from_secs(5))
+            .clock(ManualClock::at_millis(T0_MS))
+            .build(connection)
+            .unwrap();
+        shadow_denials_are_released_too(limiter).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

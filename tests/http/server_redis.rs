@@ -662,7 +662,11 @@ pub(crate) fn run_to_exit(vars: &[(&str, &str)], timeout: Duration) -> (ExitStat
 fn the_example_binary_refuses_bad_configuration() {
     let server = RedisServer::new();
     let url = server.url();
-    let cases: [(&[(&str, &str)], &str); 15] = [
+    let cases: [(&[(&str, &str)], &str); 16] = [
+        (
+            &[("PLANS", "pro plan=10/1m")],
+            "PLANS: plan pro plan: invalid configuration: a limiter name is 1 to 32",
+        ),
         (&[("SHADOW", "yes")], "SHADOW=\"yes\": expected 1 or 0"),
         (&[("START_FAILURE_LIMIT", "5")], "START_FAILURE_LIMIT=\"5\""),
         (&[("RATE_LIMIT", "abc")], "RATE_LIMIT=\"abc\""),

@@ -122,17 +122,27 @@ impl Reply {
 
 /// Runs `request` through `app` and reads the JSON response.
 pub(crate) async fn call(app: &Router, request: Request<Body>) -> Reply {
+    let (reply, bytes) = respond(app, request).await;
+    if let Err(err) = serde_json::from_slice::<Value>(&bytes) {
+        panic!("{} body is not JSON ({err}): {bytes:?}", reply.status);
+    }
+    reply
+}
+
+/// Runs `request` through `app`: the response, its body as JSON (`null` when it is none), and
+/// the body's bytes.
+pub(crate) async fn respond(app: &Router, request: Request<Body>) -> (Reply, axum::body::Bytes) {
     let response = app.clone().oneshot(request).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|err| panic!("{status} body is not JSON ({err}): {bytes:?}"));
-    Reply {
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let reply = Reply {
         status,
         headers,
         body,
-    }
+    };
+    (reply, bytes)
 }
 
 impl Server {
